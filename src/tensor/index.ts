@@ -1,0 +1,2 @@
+export * from './tensor.js';
+export * from './ops.js';
