@@ -11,7 +11,7 @@ import {
   add, mul, scale, matmul, linear, reshape, sum, mean, softmax, logsumexp, rmsnorm, rope, swiglu,
   attention, gatherRows, embedding, scatterAddRows, crossEntropy, bceWithLogits, unary, topk,
 } from '../src/tensor/index.js';
-import { Rng } from './helpers/rng.js';
+import { Rng } from '../src/util/rng.js';
 
 function randParam(rng: Rng, shape: number[], name: string, amp = 1): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);

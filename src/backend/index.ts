@@ -17,8 +17,9 @@ const cache = new Map<BackendName, Backend>();
 
 /** The backend with that name, created once. Throws BackendUnavailableError for native when the addon is absent. */
 export function getBackendByName(name: BackendName): Backend {
-  let b = cache.get(name);
-  if (b) return b;
+  const cached = cache.get(name);
+  if (cached) return cached;
+  let b: Backend;
   if (name === 'ref') b = createRefBackend();
   else if (name === 'native') b = loadNativeBackend();
   else throw new ArgumentError(`unknown backend '${String(name)}': expected 'ref' or 'native'`);

@@ -1,0 +1,161 @@
+// Kernel benchmark: one JSON object per line.
+//   gemm          every backend × GEMM provider at the shapes of the `small` model (2048 tokens
+//                 per step) and of single-token decoding
+//   gemm_direct   OpenBLAS's cblas_sgemm timed inside C++ (no JS in the loop) at the same shapes,
+//                 and our API's rate as a fraction of it
+//   attention     fused attention forward+backward at T = 256, head_dim 64, as GFLOP/s and as a
+//                 fraction of the GEMM rate measured in this run
+//   op_overhead   µs per call of a tiny op through the tensor API, and through the backend directly
+//
+//   npm run bench:kernels            (MOR_BENCH_QUICK=1 for a shorter run)
+import { availableBackends, getBackendByName, setBackend } from '../src/backend/index.js';
+import type { AttentionLayout, Backend, GemmProvider } from '../src/backend/backend.js';
+import { measureGemmGflops } from '../src/backend/peak.js';
+import { rawSgemmGflops } from '../src/backend/native.js';
+import { add, tensor } from '../src/tensor/index.js';
+
+const QUICK = process.env['MOR_BENCH_QUICK'] === '1';
+const MIN_SECONDS = QUICK ? 0.1 : 0.4;
+
+// (m, n, k) and the transposes the model uses: x·Wᵀ forward (transB), dY·W and dYᵀ·X backward.
+const SHAPES: Array<[number, number, number]> = [
+  [2048, 704, 256],
+  [2048, 256, 704],
+  [2048, 8192, 256],
+  [2048, 256, 256],
+  [1, 704, 256],
+];
+
+function emit(obj: Record<string, unknown>): void {
+  console.log(JSON.stringify(obj));
+}
+
+function round(x: number, digits = 3): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+function fillRandom(a: Float32Array, seed: number): void {
+  let s = seed;
+  for (let i = 0; i < a.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = (s / 4294967296) * 2 - 1;
+  }
+}
+
+function benchGemm(be: Backend, provider: GemmProvider): Map<string, number> {
+  be.setGemmProvider(provider);
+  const rates = new Map<string, number>();
+  for (const [m, n, k] of SHAPES) {
+    // The TypeScript GEMM is ~100× slower: time it on the small shapes only.
+    if (provider === 'typescript' && m * n * k > 2048 * 704 * 256) continue;
+    const gflops = measureGemmGflops(be, m, n, k, { transB: true, minSeconds: provider === 'typescript' ? 0.2 : MIN_SECONDS });
+    rates.set(`${m}x${n}x${k}`, gflops);
+    emit({ bench: 'gemm', backend: be.name, provider, m, n, k, gflops: round(gflops, 2) });
+  }
+  return rates;
+}
+
+function benchAttention(be: Backend, gemmRate: number): void {
+  const B = QUICK ? 2 : 8;
+  const T = 256;
+  const H = 4;
+  const KVH = 2;
+  const HD = 64;
+  const N = B * T;
+  const segments = new Int32Array(4 * B);
+  const pos = new Int32Array(N);
+  for (let b = 0; b < B; b++) {
+    segments.set([b * T, T, b * T, T], 4 * b);
+    for (let t = 0; t < T; t++) pos[b * T + t] = t;
+  }
+  const layout: AttentionLayout = { numHeads: H, numKvHeads: KVH, headDim: HD, scale: 1 / Math.sqrt(HD), segments, qPos: pos, kPos: pos };
+  const q = new Float32Array(N * H * HD);
+  const k = new Float32Array(N * KVH * HD);
+  const v = new Float32Array(N * KVH * HD);
+  const dOut = new Float32Array(N * H * HD);
+  fillRandom(q, 1);
+  fillRandom(k, 2);
+  fillRandom(v, 3);
+  fillRandom(dOut, 4);
+  const out = new Float32Array(q.length);
+  const lse = new Float32Array(N * H);
+  const dQ = new Float32Array(q.length);
+  const dK = new Float32Array(k.length);
+  const dV = new Float32Array(v.length);
+  // Causal-triangle FLOPs: forward QKᵀ and PV (2 matmuls), backward 4 matmuls, each 2·pairs·HD per head.
+  const pairs = (T * (T + 1)) / 2;
+  const flopFwd = B * H * 2 * 2 * pairs * HD;
+  const flopBwd = B * H * 4 * 2 * pairs * HD;
+  const run = (): void => {
+    be.attentionForward(layout, q, k, v, out, lse);
+    be.attentionBackward(layout, q, k, v, out, lse, dOut, dQ, dK, dV);
+  };
+  run();
+  const minSeconds = be.name === 'ref' ? 0.2 : MIN_SECONDS;
+  let best = 0;
+  for (let r = 0; r < 3; r++) {
+    let iters = 0;
+    const t0 = performance.now();
+    let dt = 0;
+    do {
+      run();
+      iters++;
+      dt = (performance.now() - t0) / 1000;
+    } while (dt < minSeconds);
+    best = Math.max(best, (iters * (flopFwd + flopBwd)) / dt / 1e9);
+  }
+  emit({ bench: 'attention', backend: be.name, batch: B, T, heads: H, kv_heads: KVH, head_dim: HD, gflops: round(best, 2), ratio_to_gemm: round(best / gemmRate) });
+}
+
+function benchOverhead(be: Backend): void {
+  setBackend(be);
+  const a = tensor(new Float32Array(16).fill(1), [16]);
+  const b = tensor(new Float32Array(16).fill(2), [16]);
+  const out = new Float32Array(16);
+  const A = a.f32();
+  const Bv = b.f32();
+  const calls = QUICK ? 50_000 : 200_000;
+  for (let i = 0; i < 10_000; i++) add(a, b);
+  let t0 = performance.now();
+  for (let i = 0; i < calls; i++) add(a, b);
+  const viaTensor = ((performance.now() - t0) * 1000) / calls;
+  for (let i = 0; i < 10_000; i++) be.add(A, Bv, out);
+  t0 = performance.now();
+  for (let i = 0; i < calls; i++) be.add(A, Bv, out);
+  const direct = ((performance.now() - t0) * 1000) / calls;
+  emit({ bench: 'op_overhead', backend: be.name, op: 'add', elements: 16, us_per_call_tensor_api: round(viaTensor), us_per_call_backend: round(direct) });
+}
+
+function main(): void {
+  for (const name of availableBackends()) {
+    const be = getBackendByName(name);
+    const info = be.info();
+    emit({ bench: 'info', ...info });
+    const byProvider = new Map<GemmProvider, Map<string, number>>();
+    for (const provider of info.gemmProviders) byProvider.set(provider, benchGemm(be, provider));
+    const apiRates = byProvider.get('openblas') ?? byProvider.get(info.gemmProvider);
+    const builtin = byProvider.get('builtin');
+    if (builtin && byProvider.has('openblas')) {
+      for (const [key, r] of builtin) {
+        const ref = apiRates?.get(key);
+        if (ref) emit({ bench: 'gemm_builtin_vs_openblas', shape: key, ratio: round(r / ref) });
+      }
+    }
+    const bestRate = Math.max(...[...byProvider.values()].map((r) => r.get('2048x704x256') ?? 0));
+    be.setGemmProvider(info.gemmProvider);
+    if (name === 'native' && info.gemmProviders.includes('openblas')) {
+      for (const [m, n, k] of SHAPES) {
+        const iters = Math.max(3, Math.round((QUICK ? 2e9 : 8e9) / (2 * m * n * k)));
+        const direct = rawSgemmGflops(m, n, k, iters);
+        if (direct === null) continue;
+        const api = apiRates?.get(`${m}x${n}x${k}`) ?? NaN;
+        emit({ bench: 'gemm_direct', provider: 'openblas', m, n, k, gflops: round(direct, 2), api_gflops: round(api, 2), api_ratio: round(api / direct) });
+      }
+    }
+    benchAttention(be, bestRate);
+    benchOverhead(be);
+  }
+}
+
+main();

@@ -1,0 +1,619 @@
+// Fused softmax attention, forward and backward, over the segment/position layout of
+// backend.ts (AttentionLayout). Flash-attention style, but since each query sees a prefix of its
+// segment's keys, a block of queries needs one pass over its visible key prefix (no online
+// rescaling): S = scale·Q·Kᵀ for the block into a scratch row block, exact softmax per row, then
+// P·V. The backward recomputes P from the saved lse.
+//
+// Layout of the work:
+//   1. Per (segment, kv head): pack K as Kᵀ tiles (KT keys × HD, k-major) and V as padded rows,
+//      once, shared by the H/KVH query heads of the group and every query block.
+//   2. Tasks (segment, query head, block of BQ query rows), run in parallel with a dynamic schedule,
+//      heaviest (last) blocks first. Each task owns its output rows (out/lse, dQ).
+//   3. Backward: dK and dV rows are shared by the heads of a group and by all query blocks, so each
+//      thread accumulates into a private padded copy, summed at the end (cheap: O(threads·Nk·HD)
+//      against O(Nq·Nk·HD) for the attention itself). This keeps every thread busy even with one
+//      segment and one kv head, where ownership by (segment, kv head) would leave threads idle.
+// Inner products use register-blocked micro-kernels on SIMD vectors (see common.h), never BLAS, so
+// no library thread pool runs inside our parallel region.
+#include <algorithm>
+#include <vector>
+
+#include "common.h"
+#include "kernels.h"
+
+namespace mor {
+
+namespace {
+
+constexpr int KT = 2 * W;  // keys per S tile (two vectors)
+constexpr int BQ = 64;     // query rows per task
+constexpr int RQK = 8;     // query rows per S micro-kernel
+constexpr int RPV = 4;     // rows per P·V micro-kernel
+constexpr int RTK = 4;     // keys per dK/dV micro-kernel (divides KT)
+constexpr int NVMAX = 4;   // vectors of the head dim per micro-kernel pass
+static_assert(KT % RTK == 0, "RTK must divide KT");
+static_assert(BQ % RQK == 0 && BQ % RPV == 0, "BQ must be a multiple of the row blocks");
+
+inline int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// s[r, 0:KT) = Σ_d a[r, d] · kt[d, 0:KT),  r < RQK.   a rows stride lda; kt a packed tile (hd, KT).
+MOR_INLINE void kernQK(int64_t hd, const float* MOR_RESTRICT a, int64_t lda, const float* MOR_RESTRICT kt,
+                       float* MOR_RESTRICT s, int64_t lds) {
+  vf acc[RQK][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < RQK; ++r) acc[r][0] = acc[r][1] = vf{};
+  for (int64_t d = 0; d < hd; ++d) {
+    const vf b0 = vload(kt + d * KT);
+    const vf b1 = vload(kt + d * KT + W);
+#pragma GCC unroll 8
+    for (int r = 0; r < RQK; ++r) {
+      const vf ar = vset1(a[r * lda + d]);
+      acc[r][0] += ar * b0;
+      acc[r][1] += ar * b1;
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RQK; ++r) {
+    vstore(s + r * lds, acc[r][0]);
+    vstore(s + r * lds + W, acc[r][1]);
+  }
+}
+
+// out[r, 0:NV·W) (+)= Σ_{j<n} P(r, j) · v[j, 0:NV·W),  r < R,  with P(r, j) = p[r·pr + j·pj].
+// Serves P·V (pr = row stride, pj = 1) and the transposed products of the backward
+// (dK += dSᵀ·Q: pr = 1, pj = row stride).
+template <int R, int NV, bool ACC>
+MOR_INLINE void kernPV(int64_t n, const float* MOR_RESTRICT p, int64_t pr, int64_t pj, const float* MOR_RESTRICT v,
+                       int64_t ldv, float* MOR_RESTRICT out, int64_t ldo) {
+  vf acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) acc[r][c] = vf{};
+  for (int64_t j = 0; j < n; ++j) {
+    vf vv[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) vv[c] = vload(v + j * ldv + c * W);
+    const float* pp = p + j * pj;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const vf pr_ = vset1(pp[r * pr]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) acc[r][c] += pr_ * vv[c];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      float* o = out + r * ldo + c * W;
+      if (ACC)
+        vstore(o, vload(o) + acc[r][c]);
+      else
+        vstore(o, acc[r][c]);
+    }
+}
+
+// kernPV over the whole padded head dim (hdv vectors), NVMAX vectors per pass.
+template <int R, bool ACC>
+inline void productRows(int64_t hdv, int64_t n, const float* p, int64_t pr, int64_t pj, const float* v, int64_t ldv,
+                        float* out, int64_t ldo) {
+  int64_t c = 0;
+  for (; c + NVMAX <= hdv; c += NVMAX) kernPV<R, NVMAX, ACC>(n, p, pr, pj, v + c * W, ldv, out + c * W, ldo);
+  switch (hdv - c) {
+    case 1: kernPV<R, 1, ACC>(n, p, pr, pj, v + c * W, ldv, out + c * W, ldo); break;
+    case 2: kernPV<R, 2, ACC>(n, p, pr, pj, v + c * W, ldv, out + c * W, ldo); break;
+    case 3: kernPV<R, 3, ACC>(n, p, pr, pj, v + c * W, ldv, out + c * W, ldo); break;
+    default: break;
+  }
+}
+
+struct Seg {
+  int64_t qStart, qLen, kStart, kLen;
+  int64_t nkp;      // kLen rounded up to KT
+  int64_t packOff;  // offset of this segment's packs (per kv head: packStride floats)
+  int64_t packStride;
+  int64_t blocks;  // query blocks
+};
+
+struct Task {
+  int32_t seg, head, block;
+};
+
+struct Plan {
+  std::vector<Seg> segs;
+  std::vector<Task> tasks;
+  std::vector<int32_t> nvis;     // (Nq) visible keys of each query row (0 outside segments)
+  std::vector<uint8_t> covered;  // (Nq) row belongs to a segment
+  int64_t packFloats = 0;
+  int64_t hdp = 0;  // head dim padded to W
+};
+
+// packs per (segment, kv head): [KTt: nkp·HD][Vp or Kp: nkp·hdp] (+ [VTt: nkp·HD] for backward)
+Plan makePlan(const AttnShape& a, bool backward) {
+  Plan pl;
+  const int64_t S = a.numSegments;
+  pl.hdp = roundUp(a.headDim, W);
+  pl.segs.resize(static_cast<size_t>(S));
+  pl.nvis.assign(static_cast<size_t>(a.nq), 0);
+  pl.covered.assign(static_cast<size_t>(a.nq), 0);
+  int64_t off = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    Seg& g = pl.segs[static_cast<size_t>(s)];
+    g.qStart = a.segments[4 * s];
+    g.qLen = a.segments[4 * s + 1];
+    g.kStart = a.segments[4 * s + 2];
+    g.kLen = a.segments[4 * s + 3];
+    g.nkp = roundUp(g.kLen, KT);
+    g.packStride = g.nkp * a.headDim + g.nkp * pl.hdp + (backward ? g.nkp * a.headDim : 0);
+    g.packOff = off;
+    off += g.packStride * a.numKvHeads;
+    g.blocks = (g.qLen + BQ - 1) / BQ;
+    const int32_t* kp = a.kPos + g.kStart;
+    for (int64_t i = g.qStart; i < g.qStart + g.qLen; ++i) {
+      pl.covered[static_cast<size_t>(i)] = 1;
+      pl.nvis[static_cast<size_t>(i)] = static_cast<int32_t>(std::upper_bound(kp, kp + g.kLen, a.qPos[i]) - kp);
+    }
+  }
+  pl.packFloats = off;
+  // Heaviest blocks (last in a segment: longest key prefix) first, for the dynamic schedule.
+  int64_t maxBlocks = 0;
+  for (const Seg& g : pl.segs) maxBlocks = std::max(maxBlocks, g.blocks);
+  for (int64_t b = maxBlocks - 1; b >= 0; --b)
+    for (int64_t s = 0; s < S; ++s) {
+      const Seg& g = pl.segs[static_cast<size_t>(s)];
+      if (b >= g.blocks) continue;
+      for (int64_t h = 0; h < a.numHeads; ++h)
+        pl.tasks.push_back({static_cast<int32_t>(s), static_cast<int32_t>(h), static_cast<int32_t>(b)});
+    }
+  return pl;
+}
+
+// Pack K (and V) of segment g, kv head kvh.
+//   ktt  (nkp/KT tiles) × (HD, KT): Kᵀ tiles, zero keys past kLen
+//   rows (nkp, hdp): rows of `rowsSrc` padded with zeros
+void packSeg(const AttnShape& a, const Seg& g, int64_t kvh, const float* tileSrc, const float* rowsSrc,
+             float* ktt, float* rows, int64_t hdp) {
+  const int64_t HD = a.headDim, ld = a.numKvHeads * HD;
+  for (int64_t t = 0; t < g.nkp; t += KT) {
+    float* tile = ktt + t * HD;
+    for (int64_t jj = 0; jj < KT; ++jj) {
+      const int64_t j = t + jj;
+      if (j < g.kLen) {
+        const float* src = tileSrc + (g.kStart + j) * ld + kvh * HD;
+        for (int64_t d = 0; d < HD; ++d) tile[d * KT + jj] = src[d];
+      } else {
+        for (int64_t d = 0; d < HD; ++d) tile[d * KT + jj] = 0.f;
+      }
+    }
+  }
+  for (int64_t j = 0; j < g.nkp; ++j) {
+    float* r = rows + j * hdp;
+    if (j < g.kLen) {
+      const float* src = rowsSrc + (g.kStart + j) * ld + kvh * HD;
+      std::memcpy(r, src, sizeof(float) * static_cast<size_t>(HD));
+      for (int64_t d = HD; d < hdp; ++d) r[d] = 0.f;
+    } else {
+      std::memset(r, 0, sizeof(float) * static_cast<size_t>(hdp));
+    }
+  }
+}
+
+// Copy BQ rows of head h of x (Nq, H, HD) into a padded block (bqPad, hdp), times mult.
+inline void loadRows(const AttnShape& a, const float* x, int64_t i0, int64_t bq, int64_t bqPad, int64_t h, float mult,
+                     float* dst, int64_t hdp) {
+  const int64_t HD = a.headDim;
+  for (int64_t r = 0; r < bqPad; ++r) {
+    float* d = dst + r * hdp;
+    if (r < bq) {
+      const float* src = x + ((i0 + r) * a.numHeads + h) * HD;
+      for (int64_t c = 0; c < HD; ++c) d[c] = src[c] * mult;
+      for (int64_t c = HD; c < hdp; ++c) d[c] = 0.f;
+    } else {
+      std::memset(d, 0, sizeof(float) * static_cast<size_t>(hdp));
+    }
+  }
+}
+
+// S block (bqPad, keP) = Qblk · Kᵀ over the tiles each row group needs.
+inline void scoreBlock(int64_t hd, const float* qb, int64_t hdp, const float* ktt, const int32_t* nv, int64_t bq,
+                       int64_t bqPad, float* S, int64_t keP) {
+  for (int64_t rg = 0; rg < bqPad; rg += RQK) {
+    int64_t ke = 0;
+    for (int64_t r = rg; r < std::min(rg + RQK, bq); ++r) ke = std::max<int64_t>(ke, nv[r]);
+    for (int64_t t = 0; t < ke; t += KT) kernQK(hd, qb + rg * hdp, hdp, ktt + t * hd, S + rg * keP + t, keP);
+  }
+}
+
+// Max over the first n entries of a row.
+inline float rowMax(const float* x, int64_t n) {
+  int64_t j = 0;
+  float m = kNegInf;
+  if (n >= W) {
+    vf vm = vload(x);
+    for (j = W; j + W <= n; j += W) vm = vmax(vm, vload(x + j));
+    m = vhmax(vm);
+  }
+  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// x[j] = exp(x[j] - sub) for j < n; returns the sum (float).
+inline float expRow(float* x, int64_t n, float sub) {
+  const vf vs = vset1(sub);
+  vf acc = vf{};
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    vf e = vexp(vload(x + j) - vs);
+    vstore(x + j, e);
+    acc += e;
+  }
+  float s = vhsum(acc);
+  for (; j < n; ++j) {
+    float e = sexp(x[j] - sub);
+    x[j] = e;
+    s += e;
+  }
+  return s;
+}
+
+inline void zeroTail(float* x, int64_t from, int64_t to) {
+  if (to > from) std::memset(x + from, 0, sizeof(float) * static_cast<size_t>(to - from));
+}
+
+}  // namespace
+
+void attentionValidate(const AttnShape& a) {
+  auto fail = [](const std::string& m) { throw KernelError(ErrKind::Argument, "attention: " + m); };
+  if (a.numHeads < 1 || a.numKvHeads < 1 || a.headDim < 1)
+    fail("numHeads, numKvHeads and headDim must be ≥ 1");
+  if (a.numHeads % a.numKvHeads != 0)
+    fail("numHeads (" + std::to_string(a.numHeads) + ") must be a multiple of numKvHeads (" +
+         std::to_string(a.numKvHeads) + ")");
+  std::vector<std::pair<int64_t, int64_t>> qr, kr;
+  for (int64_t s = 0; s < a.numSegments; ++s) {
+    const int64_t qs = a.segments[4 * s], ql = a.segments[4 * s + 1], ks = a.segments[4 * s + 2],
+                  kl = a.segments[4 * s + 3];
+    const std::string at = "segment " + std::to_string(s) + " [" + std::to_string(qs) + ", " + std::to_string(ql) +
+                           ", " + std::to_string(ks) + ", " + std::to_string(kl) + "]";
+    if (qs < 0 || ql < 0 || ks < 0 || kl < 0) fail(at + " has a negative entry");
+    if (qs + ql > a.nq) fail(at + " query rows run past Nq = " + std::to_string(a.nq));
+    if (ks + kl > a.nk) fail(at + " key rows run past Nk = " + std::to_string(a.nk));
+    for (int64_t j = ks + 1; j < ks + kl; ++j)
+      if (a.kPos[j] < a.kPos[j - 1])
+        fail(at + ": kPos must be non-decreasing within a segment (kPos[" + std::to_string(j) +
+             "] = " + std::to_string(a.kPos[j]) + " < kPos[" + std::to_string(j - 1) +
+             "] = " + std::to_string(a.kPos[j - 1]) + ")");
+    if (ql > 0) qr.emplace_back(qs, qs + ql);
+    if (kl > 0) kr.emplace_back(ks, ks + kl);
+  }
+  std::sort(qr.begin(), qr.end());
+  std::sort(kr.begin(), kr.end());
+  for (size_t i = 1; i < qr.size(); ++i)
+    if (qr[i].first < qr[i - 1].second) fail("query ranges of two segments overlap");
+  for (size_t i = 1; i < kr.size(); ++i)
+    if (kr[i].first < kr[i - 1].second) fail("key ranges of two segments overlap");
+}
+
+void attentionForward(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse) {
+  attentionValidate(a);
+  const Plan pl = makePlan(a, false);
+  const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, hdp = pl.hdp, hdv = hdp / W;
+  const int64_t group = H / KVH;
+
+  // Rows outside every segment: out 0, lse -inf. Rows with no visible key get the same below.
+  for (int64_t i = 0; i < a.nq; ++i)
+    if (!pl.covered[static_cast<size_t>(i)]) {
+      std::memset(out + i * H * HD, 0, sizeof(float) * static_cast<size_t>(H * HD));
+      for (int64_t h = 0; h < H; ++h) lse[i * H + h] = kNegInf;
+    }
+  if (pl.tasks.empty() && a.numSegments == 0) return;
+
+  float* packs = scratch(8, static_cast<size_t>(std::max<int64_t>(pl.packFloats, 1)));
+  const int64_t nPack = a.numSegments * KVH;
+  double work = 0;
+  for (const Seg& g : pl.segs) work += 2.0 * g.qLen * g.kLen * HD * H;
+  const int threads = threadsFor(work, 2.0e5);
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < nPack; ++t) {
+      const Seg& g = pl.segs[static_cast<size_t>(t / KVH)];
+      const int64_t kvh = t % KVH;
+      float* base = packs + g.packOff + kvh * g.packStride;
+      packSeg(a, g, kvh, k, v, base, base + g.nkp * HD, hdp);
+    }
+
+#pragma omp for schedule(dynamic, 1)
+    for (size_t ti = 0; ti < pl.tasks.size(); ++ti) {
+      const Task& tk = pl.tasks[ti];
+      const Seg& g = pl.segs[static_cast<size_t>(tk.seg)];
+      const int64_t h = tk.head, kvh = h / group;
+      const int64_t i0 = g.qStart + static_cast<int64_t>(tk.block) * BQ;
+      const int64_t bq = std::min<int64_t>(BQ, g.qStart + g.qLen - i0);
+      const int64_t bqPad = roundUp(bq, RQK);
+      const int32_t* nv = pl.nvis.data() + i0;
+      int64_t blockKe = 0;
+      for (int64_t r = 0; r < bq; ++r) blockKe = std::max<int64_t>(blockKe, nv[r]);
+      const int64_t keP = std::max<int64_t>(roundUp(blockKe, KT), KT);
+      const float* base = packs + g.packOff + kvh * g.packStride;
+      const float* ktt = base;
+      const float* vp = base + g.nkp * HD;
+
+      float* qb = scratch(9, static_cast<size_t>(bqPad * hdp));
+      float* S = scratch(10, static_cast<size_t>(bqPad * keP));
+      float* ob = scratch(11, static_cast<size_t>(bqPad * hdp));
+      float inv[BQ];
+
+      loadRows(a, q, i0, bq, bqPad, h, a.scale, qb, hdp);
+      scoreBlock(HD, qb, hdp, ktt, nv, bq, bqPad, S, keP);
+      for (int64_t r = 0; r < bqPad; ++r) {
+        float* row = S + r * keP;
+        const int64_t n = r < bq ? nv[r] : 0;
+        if (n == 0) {
+          zeroTail(row, 0, keP);
+          if (r < bq) {
+            inv[r] = 0.f;
+            lse[(i0 + r) * H + h] = kNegInf;
+          }
+          continue;
+        }
+        const float m = rowMax(row, n);
+        const float sum = expRow(row, n, m);
+        zeroTail(row, n, keP);
+        inv[r] = 1.f / sum;
+        lse[(i0 + r) * H + h] = m + std::log(sum);
+      }
+      for (int64_t rg = 0; rg < bqPad; rg += RPV) {
+        int64_t ke = 0;
+        for (int64_t r = rg; r < std::min(rg + RPV, bq); ++r) ke = std::max<int64_t>(ke, nv[r]);
+        productRows<RPV, false>(hdv, ke, S + rg * keP, keP, 1, vp, hdp, ob + rg * hdp, hdp);
+      }
+      for (int64_t r = 0; r < bq; ++r) {
+        float* o = out + ((i0 + r) * H + h) * HD;
+        const float* src = ob + r * hdp;
+        const float s = inv[r];
+        for (int64_t c = 0; c < HD; ++c) o[c] = src[c] * s;
+      }
+    }
+  }
+}
+
+namespace {
+
+struct BwdCtx {
+  const AttnShape* a;
+  const Plan* pl;
+  const float *q, *out, *lse, *dOut, *packs;
+  float* dQ;
+};
+
+// Backward of one task (segment g, head h, query block): writes its dQ rows and accumulates the
+// block's contributions to dK/dV into dkAcc/dvAcc, whose row r (stride ldAcc) is key g.kStart + r.
+// dkAcc/dvAcc need RTK spare rows past the segment's last key (they receive exact zeros).
+void backwardBlock(const BwdCtx& c, const Seg& g, int64_t h, int64_t block, float* dkAcc, float* dvAcc,
+                   int64_t ldAcc) {
+  const AttnShape& a = *c.a;
+  const int64_t HD = a.headDim, H = a.numHeads, hdp = c.pl->hdp, hdv = hdp / W;
+  const int64_t kvh = h / (H / a.numKvHeads);
+  const int64_t i0 = g.qStart + block * BQ;
+  const int64_t bq = std::min<int64_t>(BQ, g.qStart + g.qLen - i0);
+  const int64_t bqPad = roundUp(bq, RQK);
+  const int32_t* nv = c.pl->nvis.data() + i0;
+  int64_t blockKe = 0;
+  bool sorted = true;
+  for (int64_t r = 0; r < bq; ++r) {
+    blockKe = std::max<int64_t>(blockKe, nv[r]);
+    if (r > 0 && nv[r] < nv[r - 1]) sorted = false;
+  }
+  if (blockKe == 0) {
+    for (int64_t r = 0; r < bq; ++r)
+      std::memset(c.dQ + ((i0 + r) * H + h) * HD, 0, sizeof(float) * static_cast<size_t>(HD));
+    return;
+  }
+  const int64_t keP = roundUp(blockKe, KT);
+  const float* base = c.packs + g.packOff + kvh * g.packStride;
+  const float* ktt = base;
+  const float* kp = base + g.nkp * HD;
+  const float* vtt = kp + g.nkp * hdp;
+
+  float* qb = scratch(9, static_cast<size_t>(bqPad * hdp));
+  float* dob = scratch(13, static_cast<size_t>(bqPad * hdp));
+  float* S = scratch(10, static_cast<size_t>(bqPad * keP));
+  float* dP = scratch(14, static_cast<size_t>(bqPad * keP));
+  float* dq = scratch(11, static_cast<size_t>(bqPad * hdp));
+  float Dr[BQ];
+
+  loadRows(a, c.q, i0, bq, bqPad, h, a.scale, qb, hdp);
+  loadRows(a, c.dOut, i0, bq, bqPad, h, 1.f, dob, hdp);
+  for (int64_t r = 0; r < bq; ++r) {
+    const float* o = c.out + ((i0 + r) * H + h) * HD;
+    const float* d = dob + r * hdp;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t cc = 0; cc < HD; ++cc) s += o[cc] * d[cc];
+    Dr[r] = s;
+  }
+  scoreBlock(HD, qb, hdp, ktt, nv, bq, bqPad, S, keP);
+  scoreBlock(HD, dob, hdp, vtt, nv, bq, bqPad, dP, keP);
+  // P = exp(S − lse) (into S), dS = P ∘ (dP − D) (into dP); zero past each row's prefix.
+  for (int64_t r = 0; r < bqPad; ++r) {
+    float* srow = S + r * keP;
+    float* drow = dP + r * keP;
+    int64_t n = r < bq ? nv[r] : 0;
+    const float L = n > 0 ? c.lse[(i0 + r) * H + h] : 0.f;
+    if (L == kNegInf) n = 0;  // the forward saw no key for this row: no gradient
+    if (n > 0) {
+      const vf vL = vset1(L), vD = vset1(Dr[r]);
+      int64_t j = 0;
+      for (; j + W <= n; j += W) {
+        const vf p = vexp(vload(srow + j) - vL);
+        vstore(srow + j, p);
+        vstore(drow + j, p * (vload(drow + j) - vD));
+      }
+      for (; j < n; ++j) {
+        const float p = sexp(srow[j] - L);
+        srow[j] = p;
+        drow[j] = p * (drow[j] - Dr[r]);
+      }
+    }
+    zeroTail(srow, n, keP);
+    zeroTail(drow, n, keP);
+  }
+  // dQ = scale · dS · K
+  for (int64_t rg = 0; rg < bqPad; rg += RPV) {
+    int64_t ke = 0;
+    for (int64_t r = rg; r < std::min(rg + RPV, bq); ++r) ke = std::max<int64_t>(ke, nv[r]);
+    productRows<RPV, false>(hdv, ke, dP + rg * keP, keP, 1, kp, hdp, dq + rg * hdp, hdp);
+  }
+  for (int64_t r = 0; r < bq; ++r) {
+    float* o = c.dQ + ((i0 + r) * H + h) * HD;
+    const float* src = dq + r * hdp;
+    for (int64_t cc = 0; cc < HD; ++cc) o[cc] = src[cc] * a.scale;
+  }
+  // dK += dSᵀ · (scale·Q),  dV += Pᵀ · dO, over the keys this block sees; rows of the block that
+  // see none of a key group are skipped when the visible counts are sorted (the usual case).
+  int64_t iStart = 0;
+  for (int64_t j0 = 0; j0 < blockKe; j0 += RTK) {
+    if (sorted)
+      while (iStart < bq && nv[iStart] <= j0) ++iStart;
+    const int64_t rows = bqPad - iStart;
+    productRows<RTK, true>(hdv, rows, dP + iStart * keP + j0, 1, keP, qb + iStart * hdp, hdp, dkAcc + j0 * ldAcc,
+                           ldAcc);
+    productRows<RTK, true>(hdv, rows, S + iStart * keP + j0, 1, keP, dob + iStart * hdp, hdp, dvAcc + j0 * ldAcc,
+                           ldAcc);
+  }
+}
+
+}  // namespace
+
+void attentionBackward(const AttnShape& a, const float* q, const float* k, const float* v, const float* out,
+                       const float* lse, const float* dOut, float* dQ, float* dK, float* dV) {
+  attentionValidate(a);
+  const Plan pl = makePlan(a, true);
+  const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, hdp = pl.hdp;
+  const int64_t group = H / KVH;
+
+  for (int64_t i = 0; i < a.nq; ++i)
+    if (!pl.covered[static_cast<size_t>(i)])
+      std::memset(dQ + i * H * HD, 0, sizeof(float) * static_cast<size_t>(H * HD));
+
+  double work = 0;
+  for (const Seg& g : pl.segs) work += 2.0 * g.qLen * g.kLen * HD * H;
+  const int threads = threadsFor(work, 1.0e5);
+  float* packs = scratch(8, static_cast<size_t>(std::max<int64_t>(pl.packFloats, 1)));
+  const int64_t nPack = a.numSegments * KVH;
+  const BwdCtx ctx{&a, &pl, q, out, lse, dOut, packs, dQ};
+
+  // Two ways to keep dK/dV race-free:
+  //  owner:   one task per (segment, kv head) runs all its heads and query blocks and owns those
+  //           dK/dV rows (accumulated in a small padded buffer). Used when there are enough such
+  //           tasks to balance the threads (or one thread).
+  //  private: tasks are (segment, head, query block); each thread accumulates into its own padded
+  //           copy of dK/dV, summed at the end. Used when (segment, kv head) pairs are too few.
+  int64_t maxKeys = 0;
+  for (const Seg& g : pl.segs) maxKeys = std::max(maxKeys, g.kLen);
+  const bool owner = threads <= 1 || nPack >= 4 * threads;
+
+  // Key rows outside every segment get 0.
+  {
+    std::vector<uint8_t> kcov(static_cast<size_t>(a.nk), 0);
+    for (const Seg& g : pl.segs)
+      for (int64_t j = g.kStart; j < g.kStart + g.kLen; ++j) kcov[static_cast<size_t>(j)] = 1;
+    for (int64_t j = 0; j < a.nk; ++j)
+      if (!kcov[static_cast<size_t>(j)]) {
+        std::memset(dK + j * KVH * HD, 0, sizeof(float) * static_cast<size_t>(KVH * HD));
+        std::memset(dV + j * KVH * HD, 0, sizeof(float) * static_cast<size_t>(KVH * HD));
+      }
+  }
+
+  const int64_t privFloats = owner ? 0 : (a.nk + RTK) * KVH * hdp;
+  float* privAll = owner ? nullptr : scratch(12, static_cast<size_t>(std::max<int64_t>(2 * privFloats * threads, 1)));
+  const int64_t ldPriv = KVH * hdp;
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int tid = threadId();
+    const int team = teamSize();
+
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < nPack; ++t) {
+      const Seg& g = pl.segs[static_cast<size_t>(t / KVH)];
+      const int64_t kvh = t % KVH;
+      float* base = packs + g.packOff + kvh * g.packStride;
+      float* ktt = base;
+      float* kp = base + g.nkp * HD;
+      float* vtt = kp + g.nkp * hdp;
+      packSeg(a, g, kvh, k, k, ktt, kp, hdp);
+      const int64_t ld = KVH * HD;
+      for (int64_t t0 = 0; t0 < g.nkp; t0 += KT) {
+        float* tile = vtt + t0 * HD;
+        for (int64_t jj = 0; jj < KT; ++jj) {
+          const int64_t j = t0 + jj;
+          if (j < g.kLen) {
+            const float* src = v + (g.kStart + j) * ld + kvh * HD;
+            for (int64_t d = 0; d < HD; ++d) tile[d * KT + jj] = src[d];
+          } else {
+            for (int64_t d = 0; d < HD; ++d) tile[d * KT + jj] = 0.f;
+          }
+        }
+      }
+    }
+
+    if (owner) {
+      // Biggest segments first.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t t = 0; t < nPack; ++t) {
+        const Seg& g = pl.segs[static_cast<size_t>(t / KVH)];
+        const int64_t kvh = t % KVH;
+        const int64_t rows = g.kLen + RTK;
+        float* acc = scratch(15, static_cast<size_t>(2 * rows * hdp));
+        float* dkAcc = acc;
+        float* dvAcc = acc + rows * hdp;
+        std::memset(acc, 0, sizeof(float) * static_cast<size_t>(2 * rows * hdp));
+        for (int64_t b = g.blocks - 1; b >= 0; --b)
+          for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) backwardBlock(ctx, g, h, b, dkAcc, dvAcc, hdp);
+        for (int64_t j = 0; j < g.kLen; ++j) {
+          std::memcpy(dK + ((g.kStart + j) * KVH + kvh) * HD, dkAcc + j * hdp, sizeof(float) * static_cast<size_t>(HD));
+          std::memcpy(dV + ((g.kStart + j) * KVH + kvh) * HD, dvAcc + j * hdp, sizeof(float) * static_cast<size_t>(HD));
+        }
+      }
+    } else {
+      float* pdK = privAll + 2 * privFloats * tid;
+      float* pdV = pdK + privFloats;
+      std::memset(pdK, 0, sizeof(float) * static_cast<size_t>(2 * privFloats));
+#pragma omp for schedule(dynamic, 1)
+      for (size_t ti = 0; ti < pl.tasks.size(); ++ti) {
+        const Task& tk = pl.tasks[ti];
+        const Seg& g = pl.segs[static_cast<size_t>(tk.seg)];
+        const int64_t kvh = tk.head / group;
+        backwardBlock(ctx, g, tk.head, tk.block, pdK + (g.kStart * KVH + kvh) * hdp,
+                      pdV + (g.kStart * KVH + kvh) * hdp, ldPriv);
+      }
+      // dK, dV of the segments' key rows = Σ over threads of the private copies.
+      for (const Seg& g : pl.segs) {
+#pragma omp for schedule(static)
+        for (int64_t row = g.kStart * KVH; row < (g.kStart + g.kLen) * KVH; ++row) {
+          float* dk = dK + row * HD;
+          float* dv = dV + row * HD;
+          const float* s0 = privAll + row * hdp;
+          for (int64_t cc = 0; cc < HD; ++cc) {
+            dk[cc] = s0[cc];
+            dv[cc] = s0[privFloats + cc];
+          }
+          for (int tt = 1; tt < team; ++tt) {
+            const float* st = s0 + 2 * privFloats * tt;
+            for (int64_t cc = 0; cc < HD; ++cc) {
+              dk[cc] += st[cc];
+              dv[cc] += st[privFloats + cc];
+            }
+          }
+        }
+      }
+    }
+  }
+  (void)maxKeys;
+}
+
+}  // namespace mor

@@ -1,0 +1,169 @@
+// Shared helpers for the native kernels: portable SIMD vector type, OpenMP shims, scratch memory.
+//
+// Vectors use GCC/Clang vector extensions so the same source compiles to AVX-512, AVX2, SSE2 or
+// NEON, whichever the compiler targets (-march=native). Width MOR_VW is in floats.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__AVX512F__)
+#define MOR_VW 16
+#define MOR_SIMD_NAME "avx512"
+#elif defined(__AVX2__)
+#define MOR_VW 8
+#define MOR_SIMD_NAME "avx2"
+#elif defined(__ARM_NEON) || defined(__ARM_NEON__)
+#define MOR_VW 4
+#define MOR_SIMD_NAME "neon"
+#elif defined(__SSE2__)
+#define MOR_VW 4
+#define MOR_SIMD_NAME "sse2"
+#else
+#define MOR_VW 4
+#define MOR_SIMD_NAME "none"
+#endif
+
+#define MOR_INLINE inline __attribute__((always_inline))
+#define MOR_RESTRICT __restrict__
+
+namespace mor {
+
+constexpr int W = MOR_VW;
+typedef float vf __attribute__((vector_size(MOR_VW * 4)));
+typedef float vfu __attribute__((vector_size(MOR_VW * 4), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(MOR_VW * 4)));
+typedef int32_t viu __attribute__((vector_size(MOR_VW * 4), aligned(4)));
+
+MOR_INLINE vf vload(const float* p) { return *reinterpret_cast<const vfu*>(p); }
+MOR_INLINE void vstore(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
+MOR_INLINE vf vset1(float x) { return vf{} + x; }
+MOR_INLINE float vhsum(vf v) {
+  float s = 0.f;
+  for (int i = 0; i < W; ++i) s += v[i];
+  return s;
+}
+MOR_INLINE float vhmax(vf v) {
+  float s = v[0];
+  for (int i = 1; i < W; ++i) s = v[i] > s ? v[i] : s;
+  return s;
+}
+MOR_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
+MOR_INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
+
+// ---- exp ---------------------------------------------------------------------------------------
+// Cephes-style expf: range reduction x = n·ln2 + r, degree-6 polynomial, scale by 2^n.
+// Max relative error about 2 ulp. exp(-inf) and anything below the float range give exactly 0,
+// above it +inf, NaN stays NaN. No -ffast-math needed.
+constexpr float kExpHi = 88.72283935546875f;   // above: +inf
+constexpr float kExpClamp = 88.3762626647949f;  // 2^n stays finite up to here
+constexpr float kExpLo = -87.33654022216797f;
+
+MOR_INLINE vf vexp(vf x) {
+  const vf hi = vset1(kExpHi), lo = vset1(kExpLo), cl = vset1(kExpClamp);
+  vf xc = x > cl ? cl : x;
+  xc = xc < lo ? lo : xc;
+  const vf magic = vset1(12582912.0f);  // 1.5·2^23: adding it rounds to an integer
+  vf t = xc * vset1(1.44269504088896341f) + magic;
+  vf n = t - magic;
+  vf r = xc - n * vset1(0.693359375f);
+  r = r - n * vset1(-2.12194440e-4f);
+  vf p = vset1(1.9875691500E-4f);
+  p = p * r + vset1(1.3981999507E-3f);
+  p = p * r + vset1(8.3334519073E-3f);
+  p = p * r + vset1(4.1665795894E-2f);
+  p = p * r + vset1(1.6666665459E-1f);
+  p = p * r + vset1(5.0000001201E-1f);
+  p = p * (r * r) + r + vset1(1.0f);
+  vi ni = __builtin_convertvector(n, vi);
+  vi bits = (ni + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  vf res = p * scale;
+  res = x < lo ? vf{} : res;
+  res = x > hi ? vset1(std::numeric_limits<float>::infinity()) : res;
+  return res;
+}
+
+MOR_INLINE float sexp(float x) {
+  if (x != x) return x;
+  if (x > kExpHi) return std::numeric_limits<float>::infinity();
+  if (x < kExpLo) return 0.f;
+  if (x > kExpClamp) x = kExpClamp;
+  float t = x * 1.44269504088896341f + 12582912.0f;
+  float n = t - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500E-4f;
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  p = p * (r * r) + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// ---- threading ---------------------------------------------------------------------------------
+
+inline int maxThreads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+inline int teamSize() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+inline int threadId() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// Elementwise loops go parallel above this many elements (below it, fork/join costs more than it
+// saves on small tensors).
+constexpr int64_t kParElems = 32768;
+
+// Threads worth using for `work` units of roughly one flop each (about 256k flops per thread).
+inline int threadsFor(double work, double perThread = 262144.0) {
+  int t = maxThreads();
+  double want = work / perThread;
+  if (want < 1.0) return 1;
+  if (want < t) return static_cast<int>(want);
+  return t;
+}
+
+// ---- scratch memory ----------------------------------------------------------------------------
+// Per-OS-thread grow-only aligned buffers, reused across calls so hot kernels do not allocate.
+// Thread-local, so JS worker threads calling the addon concurrently never share one.
+struct Scratch {
+  float* ptr = nullptr;
+  size_t cap = 0;  // in floats
+  ~Scratch();
+  float* get(size_t n);  // 64-byte aligned, contents undefined
+};
+// Slot s of the calling thread's scratch (several independent buffers per thread).
+float* scratch(int slot, size_t nFloats);
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+}  // namespace mor

@@ -1,0 +1,475 @@
+// GEMM providers. See gemm.h.
+//
+// Built-in kernel, BLIS-style:
+//   for jc (NC columns of C)            B panel KC×NC packed once, shared by all threads
+//     for pc (KC of the k dimension)
+//       pack B[pc.., jc..] into NR-wide micro-panels          (threads split the panels)
+//       for each (MC-row block of A, column group)            (threads split the items)
+//         pack A[ic.., pc..] into MR-tall micro-panels        (per-thread buffer, stays in L2)
+//         for jr (NR columns): for ir (MR rows): micro-kernel  (B micro-panel stays in L1)
+// The micro-kernel keeps an MR×NR tile of C in registers (MR·NR/W vector accumulators) and does
+// one rank-1 update per k: NR/W vector loads of B, MR broadcasts of A, MR·NR/W FMAs.
+// Skinny problems (m ≤ 8 or n ≤ 8: decoding, routers) skip packing and stream B once.
+#include "gemm.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "common.h"
+
+#ifdef MOR_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace mor {
+
+namespace {
+
+#if MOR_VW == 16
+constexpr int MR = 12, NR = 32;
+#elif MOR_VW == 8
+constexpr int MR = 6, NR = 16;
+#else
+constexpr int MR = 6, NR = 8;
+#endif
+constexpr int NV = NR / W;
+constexpr int64_t KC = 256;
+constexpr int64_t MC = MR * 12;
+constexpr int64_t NC = 4096;
+
+#ifdef MOR_HAVE_OPENBLAS
+int g_provider = kGemmOpenBLAS;
+#else
+int g_provider = kGemmBuiltin;
+#endif
+
+// ---- micro-kernel ---------------------------------------------------------------------------
+// c (mr, nr) = alpha · a_panel (MR, kc) · b_panel (kc, NR) + beta · c ; beta 0 → c not read.
+MOR_INLINE void microKernel(int64_t kc, const float* MOR_RESTRICT a, const float* MOR_RESTRICT b,
+                            float* MOR_RESTRICT c, int64_t ldc, int mr, int nr, float alpha, float beta) {
+  vf acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
+  for (int64_t p = 0; p < kc; ++p) {
+    vf bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b + p * NR + v * W);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      vf ai = vset1(a[p * MR + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
+    }
+  }
+  const vf va = vset1(alpha);
+  if (mr == MR && nr == NR) {
+    if (beta == 0.f) {
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) vstore(c + i * ldc + v * W, acc[i][v] * va);
+    } else {
+      const vf vb = vset1(beta);
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          float* cp = c + i * ldc + v * W;
+          vstore(cp, acc[i][v] * va + vload(cp) * vb);
+        }
+    }
+  } else {
+    alignas(64) float tmp[MR * NR];
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) vstore(tmp + i * NR + v * W, acc[i][v]);
+    for (int i = 0; i < mr; ++i)
+      for (int j = 0; j < nr; ++j) {
+        float r = alpha * tmp[i * NR + j];
+        if (beta != 0.f) r += beta * c[i * ldc + j];
+        c[i * ldc + j] = r;
+      }
+  }
+}
+
+// ---- packing --------------------------------------------------------------------------------
+// A block op(A)[i0:i0+mc, p0:p0+kc] → MR-tall panels, each (kc, MR) k-major, zero-padded rows.
+void packA(bool tA, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* dst) {
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+    float* d = dst + ir * kc;
+    if (!tA) {
+      const float* src = A + (i0 + ir) * lda + p0;
+      if (mr == MR) {
+        for (int64_t p = 0; p < kc; ++p)
+#pragma GCC unroll 32
+          for (int i = 0; i < MR; ++i) d[p * MR + i] = src[i * lda + p];
+      } else {
+        for (int64_t p = 0; p < kc; ++p) {
+          int i = 0;
+          for (; i < mr; ++i) d[p * MR + i] = src[i * lda + p];
+          for (; i < MR; ++i) d[p * MR + i] = 0.f;
+        }
+      }
+    } else {
+      const float* src = A + p0 * lda + i0 + ir;
+      if (mr == MR) {
+        for (int64_t p = 0; p < kc; ++p)
+#pragma GCC unroll 32
+          for (int i = 0; i < MR; ++i) d[p * MR + i] = src[p * lda + i];
+      } else {
+        for (int64_t p = 0; p < kc; ++p) {
+          int i = 0;
+          for (; i < mr; ++i) d[p * MR + i] = src[p * lda + i];
+          for (; i < MR; ++i) d[p * MR + i] = 0.f;
+        }
+      }
+    }
+  }
+}
+
+// One NR-wide panel of op(B)[p0:p0+kc, j0:j0+nr] → (kc, NR) k-major, zero-padded columns.
+void packBPanel(bool tB, const float* B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int nr, float* d) {
+  if (!tB) {
+    const float* src = B + p0 * ldb + j0;
+    if (nr == NR) {
+      for (int64_t p = 0; p < kc; ++p)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+          vstore(d + p * NR + v * W, vload(src + p * ldb + v * W));
+    } else {
+      for (int64_t p = 0; p < kc; ++p) {
+        int j = 0;
+        for (; j < nr; ++j) d[p * NR + j] = src[p * ldb + j];
+        for (; j < NR; ++j) d[p * NR + j] = 0.f;
+      }
+    }
+  } else {
+    const float* src = B + j0 * ldb + p0;
+    // Transpose in 8-deep k chunks so reads stay within a few cache lines per column.
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+      for (int j = 0; j < nr; ++j) {
+        const float* s = src + j * ldb + p;
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; ++q) d[(p + q) * NR + j] = s[q];
+      }
+      for (int j = nr; j < NR; ++j)
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; ++q) d[(p + q) * NR + j] = 0.f;
+    }
+    for (; p < kc; ++p) {
+      int j = 0;
+      for (; j < nr; ++j) d[p * NR + j] = src[j * ldb + p];
+      for (; j < NR; ++j) d[p * NR + j] = 0.f;
+    }
+  }
+}
+
+// ---- skinny problems ------------------------------------------------------------------------
+// C (M, n) = alpha · a (M, k) [rows contiguous, stride k] · op(B) + beta · C, M ≤ 8.
+template <int M>
+void smallMT(bool tB, int64_t n, int64_t k, float alpha, const float* a, const float* B, int64_t ldb,
+             float beta, float* C, int64_t ldc, int threads) {
+  if (tB) {
+    // B stored (n, k): C[i, j] = ⟨a_i, B_j⟩. Two columns at a time share the loads of a.
+    const int64_t pairs = (n + 1) / 2;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t jp = 0; jp < pairs; ++jp) {
+      const int64_t j = jp * 2;
+      const bool two = j + 1 < n;
+      const float* b0 = B + j * ldb;
+      const float* b1 = two ? b0 + ldb : b0;
+      vf acc0[M], acc1[M];
+      for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = vf{};
+      int64_t p = 0;
+      for (; p + W <= k; p += W) {
+        vf x0 = vload(b0 + p), x1 = vload(b1 + p);
+#pragma GCC unroll 8
+        for (int i = 0; i < M; ++i) {
+          vf ai = vload(a + i * k + p);
+          acc0[i] += ai * x0;
+          acc1[i] += ai * x1;
+        }
+      }
+      float s0[M], s1[M];
+      for (int i = 0; i < M; ++i) {
+        s0[i] = vhsum(acc0[i]);
+        s1[i] = vhsum(acc1[i]);
+      }
+      for (; p < k; ++p)
+        for (int i = 0; i < M; ++i) {
+          s0[i] += a[i * k + p] * b0[p];
+          s1[i] += a[i * k + p] * b1[p];
+        }
+      for (int i = 0; i < M; ++i) {
+        float* c = C + i * ldc + j;
+        c[0] = alpha * s0[i] + (beta != 0.f ? beta * c[0] : 0.f);
+        if (two) c[1] = alpha * s1[i] + (beta != 0.f ? beta * c[1] : 0.f);
+      }
+    }
+  } else {
+    // B stored (k, n): C[i, cols] = Σ_p a[i, p] · B[p, cols], CB columns per task.
+    constexpr int CV = M <= 4 ? 4 : 2;
+    constexpr int CB = CV * W;
+    const int64_t blocks = (n + CB - 1) / CB;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t bi = 0; bi < blocks; ++bi) {
+      const int64_t j0 = bi * CB;
+      const int64_t nc = std::min<int64_t>(CB, n - j0);
+      vf acc[M][CV];
+      for (int i = 0; i < M; ++i)
+        for (int v = 0; v < CV; ++v) acc[i][v] = vf{};
+      if (nc == CB) {
+        for (int64_t p = 0; p < k; ++p) {
+          const float* bp = B + p * ldb + j0;
+          vf bv[CV];
+#pragma GCC unroll 4
+          for (int v = 0; v < CV; ++v) bv[v] = vload(bp + v * W);
+#pragma GCC unroll 8
+          for (int i = 0; i < M; ++i) {
+            vf ai = vset1(a[i * k + p]);
+#pragma GCC unroll 4
+            for (int v = 0; v < CV; ++v) acc[i][v] += ai * bv[v];
+          }
+        }
+      } else {
+        for (int64_t p = 0; p < k; ++p) {
+          const float* bp = B + p * ldb + j0;
+          alignas(64) float tb[CB] = {};
+          for (int64_t j = 0; j < nc; ++j) tb[j] = bp[j];
+          for (int i = 0; i < M; ++i) {
+            vf ai = vset1(a[i * k + p]);
+            for (int v = 0; v < CV; ++v) acc[i][v] += ai * vload(tb + v * W);
+          }
+        }
+      }
+      for (int i = 0; i < M; ++i) {
+        alignas(64) float t[CB];
+        for (int v = 0; v < CV; ++v) vstore(t + v * W, acc[i][v]);
+        float* c = C + i * ldc + j0;
+        for (int64_t j = 0; j < nc; ++j) c[j] = alpha * t[j] + (beta != 0.f ? beta * c[j] : 0.f);
+      }
+    }
+  }
+}
+
+void smallM(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads) {
+  // Rows of op(A) made contiguous with stride k.
+  const float* a = A;
+  if (tA || lda != k) {
+    float* buf = scratch(4, static_cast<size_t>(m * k));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t p = 0; p < k; ++p) buf[i * k + p] = tA ? A[p * lda + i] : A[i * lda + p];
+    a = buf;
+  }
+  threads = std::min(threads, threadsFor(2.0 * m * n * k, 2.0e5));
+  switch (m) {
+    case 1: smallMT<1>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
+    case 2: smallMT<2>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
+    case 3: smallMT<3>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
+    case 4: smallMT<4>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
+    case 5: smallMT<5>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
+    case 6: smallMT<6>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
+    case 7: smallMT<7>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
+    default: smallMT<8>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
+  }
+}
+
+constexpr int64_t kSkinny = 8;
+
+void builtinImpl(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads) {
+  if (m <= kSkinny) {
+    smallM(tA, tB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+    return;
+  }
+  if (n <= kSkinny) {
+    // Cᵀ (n, m) = op(B)ᵀ · op(A)ᵀ through the skinny path, then transpose into C.
+    float* ct = scratch(5, static_cast<size_t>(n * m));
+    smallM(!tB, !tA, n, m, k, 1.f, B, ldb, A, lda, 0.f, ct, m, threads);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        float r = alpha * ct[j * m + i];
+        if (beta != 0.f) r += beta * C[i * ldc + j];
+        C[i * ldc + j] = r;
+      }
+    return;
+  }
+  threads = std::min(threads, threadsFor(2.0 * m * n * k, 1.0e6));
+
+  const int64_t nkb = (k + KC - 1) / KC;
+  const int64_t kcMax = (k + nkb - 1) / nkb;
+  const int64_t ncMax = std::min<int64_t>(NC, (n + NR - 1) / NR * NR);
+  float* bp = scratch(0, static_cast<size_t>(kcMax * ncMax));
+  const size_t aStride = static_cast<size_t>((MC * kcMax + 15) / 16 * 16);
+  float* apAll = scratch(1, aStride * threads);
+  const int64_t mBlocks = (m + MC - 1) / MC;
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    float* ap = apAll + aStride * threadId();
+    for (int64_t jc = 0; jc < n; jc += NC) {
+      const int64_t nc = std::min(NC, n - jc);
+      const int64_t nPanels = (nc + NR - 1) / NR;
+      // Split columns too when there are few row blocks, so every thread gets work.
+      int64_t jGroups = 1;
+      if (mBlocks < 2 * threads) jGroups = std::min<int64_t>(nPanels, (2 * threads + mBlocks - 1) / mBlocks);
+      const int64_t panelsPerGroup = (nPanels + jGroups - 1) / jGroups;
+      const int64_t items = mBlocks * jGroups;
+      for (int64_t pc = 0; pc < k; pc += kcMax) {
+        const int64_t kc = std::min(kcMax, k - pc);
+        const float betaEff = pc == 0 ? beta : 1.f;
+#pragma omp for schedule(static)
+        for (int64_t jp = 0; jp < nPanels; ++jp)
+          packBPanel(tB, B, ldb, pc, kc, jc + jp * NR, static_cast<int>(std::min<int64_t>(NR, nc - jp * NR)),
+                     bp + jp * NR * kc);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; ++it) {
+          const int64_t ib = it / jGroups, jg = it % jGroups;
+          const int64_t ic = ib * MC;
+          const int64_t mc = std::min(MC, m - ic);
+          packA(tA, A, lda, ic, mc, pc, kc, ap);
+          const int64_t jp0 = jg * panelsPerGroup, jp1 = std::min(nPanels, jp0 + panelsPerGroup);
+          for (int64_t jp = jp0; jp < jp1; ++jp) {
+            const int64_t jr = jp * NR;
+            const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+            const float* bpan = bp + jp * NR * kc;
+            for (int64_t ir = 0; ir < mc; ir += MR) {
+              const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+              microKernel(kc, ap + ir * kc, bpan, C + (ic + ir) * ldc + jc + jr, ldc, mr, nr, alpha, betaEff);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// C = beta·C (k == 0 or alpha == 0 with nothing to multiply); beta 0 writes zeros.
+void scaleC(int64_t m, int64_t n, float beta, float* C, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+}
+
+}  // namespace
+
+bool haveOpenBLAS() {
+#ifdef MOR_HAVE_OPENBLAS
+  return true;
+#else
+  return false;
+#endif
+}
+
+int gemmProvider() { return g_provider; }
+
+bool setGemmProvider(int provider) {
+  if (provider == kGemmBuiltin) {
+    g_provider = provider;
+    return true;
+  }
+  if (provider == kGemmOpenBLAS && haveOpenBLAS()) {
+    g_provider = provider;
+    return true;
+  }
+  return false;
+}
+
+void setNumThreads(int n) {
+  if (n < 1) n = 1;
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+#ifdef MOR_HAVE_OPENBLAS
+  openblas_set_num_threads(n);
+#endif
+}
+
+void sgemmBuiltin(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    scaleC(m, n, beta, C, ldc);
+    return;
+  }
+  builtinImpl(tA, tB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, std::max(1, threads));
+}
+
+void sgemm(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    scaleC(m, n, beta, C, ldc);
+    return;
+  }
+#ifdef MOR_HAVE_OPENBLAS
+  if (g_provider == kGemmOpenBLAS) {
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
+                static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, A,
+                static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
+    return;
+  }
+#endif
+  builtinImpl(tA, tB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, maxThreads());
+}
+
+void sgemmBatched(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A,
+                  int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC,
+                  int64_t batch) {
+  if (batch <= 0 || m <= 0 || n <= 0) return;
+  const int64_t lda = tA ? m : k, ldb = tB ? k : n, ldc = n;
+  const double itemFlops = 2.0 * m * n * k;
+  // Small items run one per thread (each single-threaded) when their C blocks are disjoint.
+  const bool disjoint = strideC >= m * n;
+  const int threads = std::min<int64_t>(maxThreads(), batch);
+  if (batch > 1 && disjoint && threads > 1 && itemFlops < 4.0e6) {
+#ifdef MOR_HAVE_OPENBLAS
+    // OpenBLAS runs items of m·n·k ≤ 64³ on the calling thread, so concurrent calls are safe and
+    // do not wake its own thread pool.
+    const bool blas = g_provider == kGemmOpenBLAS && static_cast<double>(m) * n * k <= 262144.0;
+#endif
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t b = 0; b < batch; ++b) {
+#ifdef MOR_HAVE_OPENBLAS
+      if (blas && k > 0) {
+        cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
+                    static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha,
+                    A + b * strideA, static_cast<blasint>(lda), B + b * strideB, static_cast<blasint>(ldb), beta,
+                    C + b * strideC, static_cast<blasint>(ldc));
+        continue;
+      }
+#endif
+      sgemmBuiltin(tA, tB, m, n, k, alpha, A + b * strideA, lda, B + b * strideB, ldb, beta, C + b * strideC,
+                   ldc, 1);
+    }
+    return;
+  }
+  for (int64_t b = 0; b < batch; ++b)
+    sgemm(tA, tB, m, n, k, alpha, A + b * strideA, lda, B + b * strideB, ldb, beta, C + b * strideC, ldc);
+}
+
+double rawBlasGflops(int64_t m, int64_t n, int64_t k, int iterations) {
+#ifdef MOR_HAVE_OPENBLAS
+  std::vector<float> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(k * n)), c(static_cast<size_t>(m * n));
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 7919) % 1000) * 1e-3f - 0.5f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>((i * 104729) % 1000) * 1e-3f - 0.5f;
+  auto run = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n),
+                static_cast<blasint>(k), 1.f, a.data(), static_cast<blasint>(k), b.data(), static_cast<blasint>(n),
+                0.f, c.data(), static_cast<blasint>(n));
+  };
+  run();  // warm-up
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iterations; ++i) run();
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * m * n * k * iterations / dt * 1e-9;
+#else
+  (void)m, (void)n, (void)k, (void)iterations;
+  return -1.0;
+#endif
+}
+
+}  // namespace mor

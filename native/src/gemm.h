@@ -1,0 +1,36 @@
+// GEMM: OpenBLAS's cblas_sgemm when linked (MOR_HAVE_OPENBLAS), and a built-in cache-blocked,
+// packed kernel (BLIS-style) that is always available. All matrices are row-major.
+#pragma once
+#include <cstdint>
+
+namespace mor {
+
+enum GemmProviderId : int { kGemmBuiltin = 0, kGemmOpenBLAS = 1 };
+
+bool haveOpenBLAS();
+int gemmProvider();
+/** Returns false when the provider is not compiled in. */
+bool setGemmProvider(int provider);
+/** OpenMP threads for our loops, and OpenBLAS threads when linked. */
+void setNumThreads(int n);
+
+/**
+ * C = alpha·op(A)·op(B) + beta·C.  op(A) (m, k), op(B) (k, n), C (m, n), leading dimensions in
+ * elements. beta == 0 never reads C. Uses the current provider and up to maxThreads() threads.
+ */
+void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+/** Batched form with element strides between items (0 broadcasts an operand). */
+void sgemmBatched(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* A, int64_t strideA, const float* B, int64_t strideB, float beta, float* C,
+                  int64_t strideC, int64_t batch);
+
+/** The built-in kernel with an explicit thread count (1 = serial, safe inside parallel regions). */
+void sgemmBuiltin(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float* A,
+                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads);
+
+/** GFLOP/s of cblas_sgemm called directly from C++ (C = A·B, no transposes); -1 without OpenBLAS. */
+double rawBlasGflops(int64_t m, int64_t n, int64_t k, int iterations);
+
+}  // namespace mor

@@ -1,0 +1,82 @@
+// Kernel entry points (plain C++, no Node-API). Shapes follow the legend in src/backend/backend.ts.
+// Sizes are validated by the binding (addon.cc) before these run, except where a kernel needs to
+// inspect data (indices, targets, attention segments); those throw KernelError.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace mor {
+
+enum class ErrKind { Shape, Dtype, Argument };
+
+struct KernelError : std::runtime_error {
+  ErrKind kind;
+  KernelError(ErrKind k, const std::string& msg) : std::runtime_error(msg), kind(k) {}
+};
+
+// ---- attention ---------------------------------------------------------------------------------
+struct AttnShape {
+  int64_t numHeads, numKvHeads, headDim;
+  float scale;
+  const int32_t* segments;  // (S·4)
+  int64_t numSegments;
+  const int32_t* qPos;  // (Nq)
+  int64_t nq;
+  const int32_t* kPos;  // (Nk)
+  int64_t nk;
+};
+/** Validates segments (ranges, disjointness, kPos sorted within each); throws KernelError. */
+void attentionValidate(const AttnShape& s);
+void attentionForward(const AttnShape& s, const float* q, const float* k, const float* v, float* out, float* lse);
+void attentionBackward(const AttnShape& s, const float* q, const float* k, const float* v, const float* out,
+                       const float* lse, const float* dOut, float* dQ, float* dK, float* dV);
+
+// ---- layers ------------------------------------------------------------------------------------
+void rope(const float* x, const int32_t* pos, int64_t n, int64_t nHeads, int64_t headDim, double theta, bool inverse,
+          float* out);
+void rmsnormForward(const float* x, const float* w, int64_t n, int64_t d, float eps, float* out, float* rstd);
+void rmsnormBackward(const float* x, const float* w, const float* rstd, const float* dOut, int64_t n, int64_t d,
+                     float* dX, float* dW);
+void swigluForward(const float* gate, const float* up, int64_t n, float* out);
+void swigluBackward(const float* gate, const float* up, const float* dOut, int64_t n, float* dGate, float* dUp);
+
+void gatherRows(const float* src, int64_t rows, const int32_t* idx, int64_t n, int64_t cols, float* out);
+void scatterAddRows(const float* src, const int32_t* idx, int64_t n, int64_t cols, float* out, int64_t rows);
+
+// ---- losses ------------------------------------------------------------------------------------
+/** Returns the number of rows not ignored; throws KernelError(Argument) for a bad target. */
+int64_t crossEntropyForward(const float* logits, const int32_t* targets, int64_t n, int64_t vocab,
+                            int64_t ignoreIndex, float* losses, float* lse);
+void crossEntropyBackward(const float* logits, const int32_t* targets, int64_t n, int64_t vocab,
+                          int64_t ignoreIndex, const float* lse, const float* dLoss, float* dLogits);
+void bceWithLogitsForward(const float* z, const float* t, int64_t n, float* out);
+void bceWithLogitsBackward(const float* z, const float* t, const float* dOut, int64_t n, float* dZ, float* dT);
+
+// ---- pointwise and row-wise ----------------------------------------------------------------------
+enum UnaryOp : int { kSigmoid = 0, kTanh = 1, kSilu = 2, kGelu = 3 };
+void unary(int op, const float* x, int64_t n, float* out);
+void unaryBackward(int op, const float* x, const float* y, const float* dOut, int64_t n, float* dX);
+void softmaxRows(const float* x, int64_t rows, int64_t cols, float* out);
+void softmaxRowsBackward(const float* y, const float* dOut, int64_t rows, int64_t cols, float* dX);
+void logsumexpRows(const float* x, int64_t rows, int64_t cols, float* out);
+void logsumexpRowsBackward(const float* x, const float* lse, const float* dOut, int64_t rows, int64_t cols,
+                           float* dX);
+void topkRows(const float* x, int64_t rows, int64_t cols, int64_t k, bool byIndex, int32_t* indices,
+              float* values);
+double sum(const float* x, int64_t n);
+double sumSquares(const float* x, int64_t n);
+void sumRows(const float* x, int64_t rows, int64_t cols, float* out);
+void sumCols(const float* x, int64_t rows, int64_t cols, float* out);
+void add(const float* a, const float* b, int64_t n, float* out);
+void mul(const float* a, const float* b, int64_t n, float* out);
+void scale(const float* a, float s, int64_t n, float* out);
+void axpy(float alpha, const float* x, int64_t n, float* y);
+void fill(float* x, int64_t n, float value);
+
+// ---- optimiser -----------------------------------------------------------------------------------
+void adamwStep(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
+               double beta2, double eps, double weightDecay, double step);
+
+}  // namespace mor

@@ -1,0 +1,42 @@
+/**
+ * GEMM, written as the definition: every C element is one dot product accumulated in a float64
+ * local. Clear rather than fast; the native backend is the fast path.
+ */
+import type { FloatArray, GemmArgs } from '../backend.js';
+
+/**
+ * C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b]  (see GemmArgs).
+ *
+ * Element addressing, with the transposes folded into two steps per operand:
+ *   op(A)[i, p] = a[offA + i·aRowStep + p·aKStep]     A stored (m, k), or (k, m) when transA
+ *   op(B)[p, j] = b[offB + p·bKStep + j·bColStep]     B stored (k, n), or (n, k) when transB
+ */
+export function gemm(args: GemmArgs, a: FloatArray, b: FloatArray, c: FloatArray): void {
+  const { transA, transB, m, n, k, alpha, beta } = args;
+  const batch = args.batch ?? 1;
+  const strideA = args.strideA ?? m * k;
+  const strideB = args.strideB ?? k * n;
+  const strideC = args.strideC ?? m * n;
+
+  const aRowStep = transA ? 1 : k;
+  const aKStep = transA ? m : 1;
+  const bKStep = transB ? 1 : n;
+  const bColStep = transB ? k : 1;
+
+  for (let bi = 0; bi < batch; bi++) {
+    const offA = bi * strideA;
+    const offB = bi * strideB;
+    const offC = bi * strideC;
+    for (let i = 0; i < m; i++) {
+      const aRow = offA + i * aRowStep;
+      const cRow = offC + i * n;
+      for (let j = 0; j < n; j++) {
+        const bCol = offB + j * bColStep;
+        let acc = 0;
+        for (let p = 0; p < k; p++) acc += a[aRow + p * aKStep]! * b[bCol + p * bKStep]!;
+        // beta = 0 must not read C: NaN or garbage there does not propagate.
+        c[cRow + j] = beta === 0 ? alpha * acc : alpha * acc + beta * c[cRow + j]!;
+      }
+    }
+  }
+}

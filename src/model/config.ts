@@ -1,0 +1,198 @@
+/**
+ * Model configuration: Hugging Face Llama field names, plus a `recursion` section.
+ * Configs are validated, frozen plain objects; presets are data (presets.ts).
+ *
+ * `num_hidden_layers` is the EFFECTIVE (unrolled) depth L. A recursive model stores only its
+ * unique layers; which unrolled position uses which unique layer is the sharing strategy
+ * (MOR_SPEC §2, see sharing.ts).
+ */
+import { MorError } from '../errors.js';
+
+export type SharingStrategy = 'cycle' | 'sequence' | 'middle_cycle' | 'middle_sequence';
+export const SHARING_STRATEGIES: readonly SharingStrategy[] = ['cycle', 'sequence', 'middle_cycle', 'middle_sequence'];
+
+export interface RecursionConfig {
+  /** Nr: how many times the shared block is applied. */
+  readonly num_recursions: number;
+  /** How unrolled layer positions map to unique layers. */
+  readonly sharing: SharingStrategy;
+  /** Rank of the per-unrolled-layer LoRA on all 7 matrices (0 = no relaxation). */
+  readonly lora_rank: number;
+}
+
+export interface ModelConfig {
+  readonly vocab_size: number;
+  readonly hidden_size: number;
+  readonly intermediate_size: number;
+  /** Effective (unrolled) number of layers L. */
+  readonly num_hidden_layers: number;
+  readonly num_attention_heads: number;
+  readonly num_key_value_heads: number;
+  readonly max_position_embeddings: number;
+  readonly rms_norm_eps: number;
+  readonly rope_theta: number;
+  /** Output head shares the embedding matrix (the only supported form for now). */
+  readonly tie_word_embeddings: boolean;
+  /** Std of the normal init of every matrix. */
+  readonly initializer_range: number;
+  /** Recursion settings; null for a vanilla (non-recursive) model. */
+  readonly recursion: RecursionConfig | null;
+}
+
+/** A config that failed validation: says which field, what was expected and what came. */
+export class ConfigError extends MorError {
+  constructor(message: string) {
+    super('E_CONFIG', message);
+  }
+}
+
+export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
+  vocab_size: 8192,
+  hidden_size: 256,
+  intermediate_size: 704,
+  num_hidden_layers: 12,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 256,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  tie_word_embeddings: true,
+  initializer_range: 0.02,
+  recursion: null,
+});
+
+const MODEL_KEYS = new Set(Object.keys(DEFAULT_CONFIG));
+const RECURSION_KEYS = new Set(['num_recursions', 'sharing', 'lora_rank']);
+/** Keys Hugging Face writes into config.json that carry no meaning here; accepted and dropped. */
+const IGNORED_HF_KEYS = new Set([
+  'architectures', 'model_type', 'torch_dtype', 'transformers_version', 'bos_token_id', 'eos_token_id',
+  'pad_token_id', 'hidden_act', 'attention_bias', 'attention_dropout', 'mlp_bias', 'pretraining_tp',
+  'rope_scaling', 'use_cache', 'head_dim',
+]);
+
+function positiveInt(obj: Record<string, unknown>, key: string, where: string): number {
+  const v = obj[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
+    throw new ConfigError(`${where}${key} must be a positive integer, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function positiveNumber(obj: Record<string, unknown>, key: string, where: string): number {
+  const v = obj[key];
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+    throw new ConfigError(`${where}${key} must be a positive number, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Number of unique layers in the shared block (K) for a recursive config. */
+export function sharedBlockSize(L: number, rec: RecursionConfig): number {
+  const middle = rec.sharing === 'middle_cycle' || rec.sharing === 'middle_sequence';
+  return (middle ? L - 2 : L) / rec.num_recursions;
+}
+
+/**
+ * The smallest effective depth ≥ L that a sharing strategy can tile with Nr recursions: the
+ * paper adds layers rather than dropping them (1 + 8×4 + 1 = 34 from 32 for Nr = 4).
+ */
+export function tileableDepth(L: number, nr: number, sharing: SharingStrategy): number {
+  const middle = sharing === 'middle_cycle' || sharing === 'middle_sequence';
+  const inner = middle ? L - 2 : L;
+  const k = Math.max(1, Math.ceil(inner / nr));
+  return k * nr + (middle ? 2 : 0);
+}
+
+/**
+ * Validate an untrusted object (a parsed config.json, or a preset with overrides) and return
+ * a frozen ModelConfig. Missing fields take DEFAULT_CONFIG's values; unknown keys are errors.
+ */
+export function validateConfig(input: unknown): ModelConfig {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new ConfigError(`config must be a JSON object, got ${input === null ? 'null' : typeof input}`);
+  }
+  const raw = input as Record<string, unknown>;
+  for (const key of Object.keys(raw)) {
+    if (!MODEL_KEYS.has(key) && !IGNORED_HF_KEYS.has(key)) {
+      throw new ConfigError(`unknown config key '${key}' (known: ${[...MODEL_KEYS].join(', ')})`);
+    }
+  }
+  const merged: Record<string, unknown> = { ...DEFAULT_CONFIG };
+  for (const key of MODEL_KEYS) if (raw[key] !== undefined) merged[key] = raw[key];
+
+  const vocab = positiveInt(merged, 'vocab_size', '');
+  const d = positiveInt(merged, 'hidden_size', '');
+  const inter = positiveInt(merged, 'intermediate_size', '');
+  const L = positiveInt(merged, 'num_hidden_layers', '');
+  const heads = positiveInt(merged, 'num_attention_heads', '');
+  const kvHeads = positiveInt(merged, 'num_key_value_heads', '');
+  const ctx = positiveInt(merged, 'max_position_embeddings', '');
+  const eps = positiveNumber(merged, 'rms_norm_eps', '');
+  const theta = positiveNumber(merged, 'rope_theta', '');
+  const initStd = positiveNumber(merged, 'initializer_range', '');
+  if (d % heads !== 0) {
+    throw new ConfigError(`num_attention_heads (${heads}) must divide hidden_size (${d})`);
+  }
+  if ((d / heads) % 2 !== 0) {
+    throw new ConfigError(`head dim hidden_size/num_attention_heads = ${d / heads} must be even for RoPE`);
+  }
+  if (heads % kvHeads !== 0) {
+    throw new ConfigError(`num_key_value_heads (${kvHeads}) must divide num_attention_heads (${heads})`);
+  }
+  if (merged['tie_word_embeddings'] !== true) {
+    throw new ConfigError('tie_word_embeddings must be true: only tied output heads are supported');
+  }
+
+  let recursion: RecursionConfig | null = null;
+  const recRaw = merged['recursion'];
+  if (recRaw !== null && recRaw !== undefined) {
+    if (typeof recRaw !== 'object' || Array.isArray(recRaw)) {
+      throw new ConfigError('recursion must be an object or null');
+    }
+    const r = recRaw as Record<string, unknown>;
+    for (const key of Object.keys(r)) {
+      if (!RECURSION_KEYS.has(key)) {
+        throw new ConfigError(`unknown key 'recursion.${key}' (known: ${[...RECURSION_KEYS].join(', ')})`);
+      }
+    }
+    const nr = positiveInt(r, 'num_recursions', 'recursion.');
+    const sharing = r['sharing'] ?? 'middle_cycle';
+    if (typeof sharing !== 'string' || !SHARING_STRATEGIES.includes(sharing as SharingStrategy)) {
+      throw new ConfigError(`recursion.sharing must be one of ${SHARING_STRATEGIES.join(', ')}, got ${JSON.stringify(sharing)}`);
+    }
+    const loraRank = r['lora_rank'] ?? 0;
+    if (typeof loraRank !== 'number' || !Number.isInteger(loraRank) || loraRank < 0) {
+      throw new ConfigError(`recursion.lora_rank must be an integer ≥ 0, got ${JSON.stringify(loraRank)}`);
+    }
+    recursion = Object.freeze({ num_recursions: nr, sharing: sharing as SharingStrategy, lora_rank: loraRank });
+    const middle = recursion.sharing.startsWith('middle');
+    const inner = middle ? L - 2 : L;
+    if (inner < nr || inner % nr !== 0) {
+      throw new ConfigError(
+        `num_hidden_layers = ${L} cannot be tiled by ${recursion.sharing} with ${nr} recursions: ` +
+          `${middle ? 'L − 2' : 'L'} = ${inner} must be a positive multiple of ${nr} ` +
+          `(the nearest tileable depth is ${tileableDepth(L, nr, recursion.sharing)})`,
+      );
+    }
+  }
+
+  return Object.freeze({
+    vocab_size: vocab,
+    hidden_size: d,
+    intermediate_size: inter,
+    num_hidden_layers: L,
+    num_attention_heads: heads,
+    num_key_value_heads: kvHeads,
+    max_position_embeddings: ctx,
+    rms_norm_eps: eps,
+    rope_theta: theta,
+    tie_word_embeddings: true,
+    initializer_range: initStd,
+    recursion,
+  });
+}
+
+/** Head dim HD = D / H. */
+export function headDim(c: ModelConfig): number {
+  return c.hidden_size / c.num_attention_heads;
+}

@@ -1,0 +1,172 @@
+/**
+ * The parameter table: ONE list of every parameter (name, shape, init, weight decay) that
+ * drives initialisation, the model's structured view, checkpoint names and optimiser groups.
+ * Names follow Hugging Face Llama so checkpoints look familiar.
+ */
+import { ShapeError } from '../errors.js';
+import { Tensor, parameter } from '../tensor/tensor.js';
+import { Rng } from '../util/rng.js';
+import { headDim, type ModelConfig } from './config.js';
+import { layerPlan } from './sharing.js';
+
+export type InitKind = 'normal' | 'ones' | 'zeros';
+
+export interface ParamSpec {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly init: InitKind;
+  /** AdamW weight decay applies (matrices yes, norm scales no). */
+  readonly decay: boolean;
+}
+
+export const LAYER_MATRICES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export type LayerMatrix = (typeof LAYER_MATRICES)[number];
+
+/** Prefix of a layer matrix's parameter name inside a layer: self_attn.* or mlp.*. */
+function matrixPath(m: LayerMatrix): string {
+  return m === 'gate_proj' || m === 'up_proj' || m === 'down_proj' ? `mlp.${m}` : `self_attn.${m}`;
+}
+
+/** (out, in) of each layer matrix. */
+export function matrixShape(c: ModelConfig, m: LayerMatrix): [number, number] {
+  const d = c.hidden_size;
+  const hd = headDim(c);
+  const q = c.num_attention_heads * hd;
+  const kv = c.num_key_value_heads * hd;
+  switch (m) {
+    case 'q_proj': return [q, d];
+    case 'k_proj': return [kv, d];
+    case 'v_proj': return [kv, d];
+    case 'o_proj': return [d, q];
+    case 'gate_proj': return [c.intermediate_size, d];
+    case 'up_proj': return [c.intermediate_size, d];
+    case 'down_proj': return [d, c.intermediate_size];
+  }
+}
+
+export function layerParamName(u: number, m: LayerMatrix): string {
+  return `model.layers.${u}.${matrixPath(m)}.weight`;
+}
+
+export function loraParamName(position: number, m: LayerMatrix, which: 'A' | 'B'): string {
+  return `model.lora.${position}.${matrixPath(m)}.lora_${which}`;
+}
+
+/** Effective LoRA rank of a matrix: capped at min(r, in, out) (MOR_SPEC §2). */
+export function loraRankOf(c: ModelConfig, m: LayerMatrix): number {
+  const [out, inp] = matrixShape(c, m);
+  return Math.min(c.recursion?.lora_rank ?? 0, inp, out);
+}
+
+/** Every parameter of a model with this config, in a fixed order. */
+export function paramTable(c: ModelConfig): ParamSpec[] {
+  const d = c.hidden_size;
+  const specs: ParamSpec[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocab_size, d], init: 'normal', decay: true }];
+  const plan = layerPlan(c);
+  for (let u = 0; u < plan.numUnique; u++) {
+    specs.push({ name: `model.layers.${u}.input_layernorm.weight`, shape: [d], init: 'ones', decay: false });
+    specs.push({ name: `model.layers.${u}.post_attention_layernorm.weight`, shape: [d], init: 'ones', decay: false });
+    for (const m of LAYER_MATRICES) specs.push({ name: layerParamName(u, m), shape: matrixShape(c, m), init: 'normal', decay: true });
+  }
+  specs.push({ name: 'model.norm.weight', shape: [d], init: 'ones', decay: false });
+  if ((c.recursion?.lora_rank ?? 0) > 0) {
+    // One LoRA per unrolled position (relaxation): W'x + B·A·x, B zero so training starts at the shared model.
+    for (let p = 0; p < c.num_hidden_layers; p++) {
+      for (const m of LAYER_MATRICES) {
+        const [out, inp] = matrixShape(c, m);
+        const r = loraRankOf(c, m);
+        specs.push({ name: loraParamName(p, m, 'A'), shape: [r, inp], init: 'normal', decay: true });
+        specs.push({ name: loraParamName(p, m, 'B'), shape: [out, r], init: 'zeros', decay: true });
+      }
+    }
+  }
+  return specs;
+}
+
+export interface LayerParams {
+  readonly inputNorm: Tensor;
+  readonly postNorm: Tensor;
+  readonly w: Readonly<Record<LayerMatrix, Tensor>>;
+}
+
+export type LoraParams = Readonly<Record<LayerMatrix, { readonly A: Tensor; readonly B: Tensor }>>;
+
+/** The parameters of one model: the table, the tensors by name, and a structured view. */
+export interface ModelParams {
+  readonly specs: readonly ParamSpec[];
+  readonly byName: ReadonlyMap<string, Tensor>;
+  readonly embed: Tensor;
+  readonly norm: Tensor;
+  /** Unique layers, indexed by unique-layer id (see sharing.ts). */
+  readonly layers: readonly LayerParams[];
+  /** Per-unrolled-position LoRA, or null without relaxation. */
+  readonly lora: readonly LoraParams[] | null;
+}
+
+function need(byName: ReadonlyMap<string, Tensor>, name: string): Tensor {
+  const t = byName.get(name);
+  if (t === undefined) throw new ShapeError(`missing parameter '${name}'`);
+  return t;
+}
+
+/** Build the structured view over named tensors (checked against the table's shapes). */
+export function assembleParams(c: ModelConfig, byName: ReadonlyMap<string, Tensor>): ModelParams {
+  const specs = paramTable(c);
+  for (const s of specs) {
+    const t = need(byName, s.name);
+    if (t.rank !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) {
+      throw new ShapeError(`parameter '${s.name}' must have shape [${s.shape.join(', ')}], got [${t.shape.join(', ')}]`);
+    }
+  }
+  const plan = layerPlan(c);
+  const layers: LayerParams[] = [];
+  for (let u = 0; u < plan.numUnique; u++) {
+    const w = {} as Record<LayerMatrix, Tensor>;
+    for (const m of LAYER_MATRICES) w[m] = need(byName, layerParamName(u, m));
+    layers.push({
+      inputNorm: need(byName, `model.layers.${u}.input_layernorm.weight`),
+      postNorm: need(byName, `model.layers.${u}.post_attention_layernorm.weight`),
+      w,
+    });
+  }
+  let lora: LoraParams[] | null = null;
+  if ((c.recursion?.lora_rank ?? 0) > 0) {
+    lora = [];
+    for (let p = 0; p < c.num_hidden_layers; p++) {
+      const entry = {} as Record<LayerMatrix, { A: Tensor; B: Tensor }>;
+      for (const m of LAYER_MATRICES) entry[m] = { A: need(byName, loraParamName(p, m, 'A')), B: need(byName, loraParamName(p, m, 'B')) };
+      lora.push(entry);
+    }
+  }
+  return { specs, byName, embed: need(byName, 'model.embed_tokens.weight'), norm: need(byName, 'model.norm.weight'), layers, lora };
+}
+
+/** Fresh parameters: normal(0, initializer_range) matrices, ones for norms, zeros for LoRA B. */
+export function initParams(c: ModelConfig, seed: number): ModelParams {
+  const rng = new Rng(seed);
+  const byName = new Map<string, Tensor>();
+  for (const s of paramTable(c)) {
+    const size = s.shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(size);
+    if (s.init === 'ones') data.fill(1);
+    else if (s.init === 'normal') for (let i = 0; i < size; i++) data[i] = c.initializer_range * rng.normal();
+    byName.set(s.name, parameter(data, s.shape, s.name));
+  }
+  return assembleParams(c, byName);
+}
+
+/** Parameter counts: unique (stored), embedding, and effective (as if unrolled without sharing). */
+export function countParams(c: ModelConfig): { unique: number; embedding: number; nonEmbedding: number; effective: number } {
+  const size = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
+  let unique = 0;
+  for (const s of paramTable(c)) unique += size(s.shape);
+  const embedding = c.vocab_size * c.hidden_size;
+  let perLayer = 2 * c.hidden_size;
+  for (const m of LAYER_MATRICES) perLayer += size(matrixShape(c, m));
+  const loraPerPosition = LAYER_MATRICES.reduce((acc, m) => {
+    const [out, inp] = matrixShape(c, m);
+    return acc + loraRankOf(c, m) * (out + inp);
+  }, 0);
+  const effective = embedding + c.hidden_size + c.num_hidden_layers * (perLayer + loraPerPosition);
+  return { unique, embedding, nonEmbedding: unique - embedding, effective };
+}

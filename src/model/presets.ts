@@ -1,0 +1,90 @@
+/**
+ * Named model shapes. Names are part of the interface: benchmarks, tests and the CLI use them.
+ *
+ * Recursive presets keep the effective depth of their base model where the sharing strategy can
+ * tile it, and otherwise ADD layers (MOR_SPEC §2, as the paper does):
+ *   small (12 layers), Middle-Cycle:
+ *     small-rec2  1 + 5×2 + 1 = 12 layers, 7 unique
+ *     small-rec3  1 + 4×3 + 1 = 14 layers, 6 unique   (10/3 is not whole: 4 shared, 2 added)
+ *     small-rec4  1 + 3×4 + 1 = 14 layers, 5 unique   (10/4 is not whole: 3 shared, 2 added)
+ *   tiny (4 layers), Middle-Cycle:
+ *     tiny-rec2   1 + 1×2 + 1 = 4,  tiny-rec3  1 + 1×3 + 1 = 5,  tiny-rec4  1 + 1×4 + 1 = 6
+ */
+import { ConfigError, tileableDepth, validateConfig, type ModelConfig } from './config.js';
+
+const TINY = {
+  vocab_size: 512,
+  hidden_size: 64,
+  intermediate_size: 176,
+  num_hidden_layers: 4,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 128,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  tie_word_embeddings: true,
+  initializer_range: 0.02,
+  recursion: null,
+};
+
+const SMALL = {
+  ...TINY,
+  vocab_size: 8192,
+  hidden_size: 256,
+  intermediate_size: 704,
+  num_hidden_layers: 12,
+  max_position_embeddings: 256,
+};
+
+const SMOLLM_135M = {
+  ...TINY,
+  vocab_size: 49152,
+  hidden_size: 576,
+  intermediate_size: 1536,
+  num_hidden_layers: 30,
+  num_attention_heads: 9,
+  num_key_value_heads: 3,
+  max_position_embeddings: 2048,
+};
+
+const SMOLLM_360M = {
+  ...SMOLLM_135M,
+  hidden_size: 960,
+  intermediate_size: 2560,
+  num_hidden_layers: 32,
+  num_attention_heads: 15,
+  num_key_value_heads: 5,
+};
+
+/** A Middle-Cycle recursive version of a base shape at (at least) its effective depth. */
+function recursive(base: typeof TINY, nr: number): typeof TINY & { recursion: object } {
+  return {
+    ...base,
+    num_hidden_layers: tileableDepth(base.num_hidden_layers, nr, 'middle_cycle'),
+    recursion: { num_recursions: nr, sharing: 'middle_cycle', lora_rank: 0 },
+  } as typeof TINY & { recursion: object };
+}
+
+const RAW_PRESETS: Record<string, object> = {
+  tiny: TINY,
+  'tiny-rec2': recursive(TINY, 2),
+  'tiny-rec3': recursive(TINY, 3),
+  'tiny-rec4': recursive(TINY, 4),
+  small: SMALL,
+  'small-rec2': recursive(SMALL, 2),
+  'small-rec3': recursive(SMALL, 3),
+  'small-rec4': recursive(SMALL, 4),
+  'smollm-135m': SMOLLM_135M,
+  'smollm-360m': SMOLLM_360M,
+};
+
+export const PRESET_NAMES: readonly string[] = Object.freeze(Object.keys(RAW_PRESETS));
+
+/** The validated config of a named preset. */
+export function preset(name: string): ModelConfig {
+  const raw = RAW_PRESETS[name];
+  if (raw === undefined) {
+    throw new ConfigError(`unknown preset '${name}' (known: ${PRESET_NAMES.join(', ')})`);
+  }
+  return validateConfig(raw);
+}

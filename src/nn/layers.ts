@@ -1,0 +1,81 @@
+/**
+ * Stateless layer functions over tensors, shared by the training forward and the inference
+ * engine. Row layout: a batch of sequences is flattened to N token rows (N, D).
+ */
+import type { AttentionLayout } from '../backend/backend.js';
+import { headDim, type ModelConfig } from '../model/config.js';
+import type { LayerMatrix, LayerParams, LoraParams } from '../model/params.js';
+import { Tensor } from '../tensor/tensor.js';
+import { add, attention, linear, reshape, rmsnorm, rope, swiglu } from '../tensor/ops.js';
+
+/**
+ * Attention layout for S independent causal sequences laid end to end: segment s covers rows
+ * [start_s, start_s + len_s) for queries and keys alike; positions are given per row.
+ *   lengths (S), positions (N) with N = Σ lengths.
+ */
+export function causalSegmentsLayout(c: ModelConfig, lengths: readonly number[], positions: Int32Array): AttentionLayout {
+  const segments = new Int32Array(4 * lengths.length);
+  let start = 0;
+  lengths.forEach((len, s) => {
+    segments[4 * s] = start;
+    segments[4 * s + 1] = len;
+    segments[4 * s + 2] = start;
+    segments[4 * s + 3] = len;
+    start += len;
+  });
+  const hd = headDim(c);
+  return {
+    numHeads: c.num_attention_heads,
+    numKvHeads: c.num_key_value_heads,
+    headDim: hd,
+    scale: 1 / Math.sqrt(hd),
+    segments,
+    qPos: positions,
+    kPos: positions,
+  };
+}
+
+/** Positions 0..T−1 repeated for B rows of T tokens: (B·T). */
+export function rowPositions(batch: number, seqLen: number): Int32Array {
+  const pos = new Int32Array(batch * seqLen);
+  for (let b = 0; b < batch; b++) for (let t = 0; t < seqLen; t++) pos[b * seqLen + t] = t;
+  return pos;
+}
+
+/** x · Wᵀ, plus the relaxation B·A·x when a LoRA pair is given:  x (N, in) → (N, out). */
+export function loraLinear(x: Tensor, w: Tensor, lora: { A: Tensor; B: Tensor } | undefined): Tensor {
+  const y = linear(x, w);
+  if (lora === undefined || lora.A.dim(0) === 0) return y;
+  return add(y, linear(linear(x, lora.A), lora.B));
+}
+
+/**
+ * One pre-norm Llama decoder layer over token rows at explicit positions:
+ *   h = h + Wo·Attn(RoPE(Wq·n), RoPE(Wk·n), Wv·n),  n = RMSNorm(h)
+ *   h = h + Wdown·(silu(Wgate·n) ⊙ Wup·n),          n = RMSNorm(h)
+ *   h (N, D), pos (N) int32 → (N, D)
+ */
+export function decoderLayer(
+  c: ModelConfig,
+  h: Tensor,
+  p: LayerParams,
+  lora: LoraParams | null,
+  pos: Tensor,
+  layout: AttentionLayout,
+): Tensor {
+  const n = h.dim(0);
+  const hd = headDim(c);
+  const H = c.num_attention_heads;
+  const KVH = c.num_key_value_heads;
+  const lin = (x: Tensor, m: LayerMatrix): Tensor => loraLinear(x, p.w[m], lora?.[m]);
+
+  const x = rmsnorm(h, p.inputNorm, c.rms_norm_eps); //                        (N, D)
+  const q = rope(reshape(lin(x, 'q_proj'), [n, H, hd]), pos, c.rope_theta); //  (N, H, HD)
+  const k = rope(reshape(lin(x, 'k_proj'), [n, KVH, hd]), pos, c.rope_theta); //(N, KVH, HD)
+  const v = reshape(lin(x, 'v_proj'), [n, KVH, hd]); //                        (N, KVH, HD)
+  const a = reshape(attention(q, k, v, layout), [n, H * hd]); //               (N, H·HD)
+  const h2 = add(h, lin(a, 'o_proj')); //                                      (N, D)
+  const x2 = rmsnorm(h2, p.postNorm, c.rms_norm_eps);
+  const m = swiglu(lin(x2, 'gate_proj'), lin(x2, 'up_proj')); //               (N, I)
+  return add(h2, lin(m, 'down_proj')); //                                      (N, D)
+}

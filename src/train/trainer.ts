@@ -1,0 +1,145 @@
+/**
+ * The training loop: schedule → micro-batches (gradient accumulation) → forward → backward →
+ * clip → AdamW, with periodic validation, JSON-lines metrics and atomic checkpoints.
+ *
+ * Determinism: the model init, the data order and any sampling derive from one seed; the data
+ * cursor and RNG state go into every checkpoint, so N steps straight and N/2 + resume + N/2
+ * produce the same losses.
+ */
+import { ArgumentError } from '../errors.js';
+import { backward, noGrad, scale, zeroGrad } from '../tensor/index.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { forward, type Model } from '../model/model.js';
+import { trainFlopsPerToken } from '../model/flops.js';
+import { AdamW, DEFAULT_ADAMW, clipGradNorm, optimParamsFromTable, type AdamWConfig } from './optim.js';
+import { learningRate, type ScheduleConfig } from './schedule.js';
+
+/** One batch of B rows of T tokens; targets are the inputs shifted by one (−100 = ignore). */
+export interface TrainBatch {
+  readonly inputs: Int32Array;
+  readonly targets: Int32Array;
+  readonly batchSize: number;
+  readonly seqLen: number;
+}
+
+/** Where training batches come from; its state is saved in checkpoints for exact resume. */
+export interface BatchSource {
+  next(): TrainBatch;
+  getState(): unknown;
+}
+
+export interface TrainLoopOptions {
+  readonly schedule: ScheduleConfig;
+  /** Micro-batches per optimiser step (gradient accumulation), default 1. */
+  readonly gradAccum?: number;
+  /** Clip the global gradient norm at this value (default 1.0; 0 disables). */
+  readonly clipNorm?: number;
+  readonly adamw?: Partial<AdamWConfig>;
+  /** Validate every this many steps (0 = only at the end). */
+  readonly evalEvery?: number;
+  /** Called with each metrics record (one JSON line's worth). */
+  readonly onMetrics?: (m: Record<string, unknown>) => void;
+  /** Validation: returns mean NLL per token and the number of tokens (and bytes, for bits/byte). */
+  readonly evaluate?: (model: Model) => { nll: number; tokens: number; bytes?: number };
+  /** Save a checkpoint: called every `saveEvery` steps, at the end, and on interruption. */
+  readonly save?: (state: TrainerState, optimizer: AdamW) => void;
+  readonly saveEvery?: number;
+  /** Polled between steps; when it returns true the loop saves and stops (Ctrl-C). */
+  readonly shouldStop?: () => boolean;
+  /** GEMM peak in GFLOP/s measured on this machine, for MFU (omit to skip MFU). */
+  readonly peakGflops?: number;
+}
+
+export interface TrainerState {
+  /** Optimiser steps completed. */
+  step: number;
+  tokensSeen: number;
+  flopsSeen: number;
+  /** Wall seconds spent training so far (across resumes). */
+  elapsedSeconds: number;
+  dataState: unknown;
+  lastLoss: number | null;
+}
+
+export interface TrainResult {
+  state: TrainerState;
+  interrupted: boolean;
+  losses: number[];
+}
+
+export function createOptimizer(model: Model, adamw: Partial<AdamWConfig> = {}): AdamW {
+  return new AdamW(optimParamsFromTable(model.params.specs, model.params.byName), { ...DEFAULT_ADAMW, ...adamw });
+}
+
+/**
+ * Run the loop from `state.step` to `schedule.totalSteps`. `optimizer` carries moments when
+ * resuming. Returns the per-step losses of this call.
+ */
+export function trainLoop(model: Model, data: BatchSource, optimizer: AdamW, state: TrainerState, opts: TrainLoopOptions): TrainResult {
+  const accum = opts.gradAccum ?? 1;
+  if (!Number.isInteger(accum) || accum < 1) throw new ArgumentError(`gradAccum must be an integer ≥ 1, got ${accum}`);
+  const clip = opts.clipNorm ?? 1.0;
+  const total = opts.schedule.totalSteps;
+  const params: Tensor[] = optimizer.params.map((p) => p.tensor);
+  const losses: number[] = [];
+  const emit = opts.onMetrics ?? (() => {});
+  let interrupted = false;
+
+  while (state.step < total) {
+    if (opts.shouldStop?.()) {
+      interrupted = true;
+      break;
+    }
+    const t0 = performance.now();
+    const lr = learningRate(opts.schedule, state.step);
+    zeroGrad(params);
+    let lossSum = 0;
+    let tokens = 0;
+    let seqLen = 0;
+    for (let micro = 0; micro < accum; micro++) {
+      const batch = data.next();
+      seqLen = batch.seqLen;
+      const { loss } = forward(model, batch.inputs, batch.batchSize, batch.targets);
+      if (loss === null) throw new ArgumentError('training batch has no targets');
+      lossSum += loss.item();
+      backward(accum === 1 ? loss : scale(loss, 1 / accum));
+      tokens += batch.inputs.length;
+    }
+    const gradNorm = clip > 0 ? clipGradNorm(params, clip) : NaN;
+    noGrad(() => optimizer.step(lr));
+    const seconds = (performance.now() - t0) / 1000;
+    const loss = lossSum / accum;
+    const flops = tokens * trainFlopsPerToken(model.config, seqLen);
+    state.step += 1;
+    state.tokensSeen += tokens;
+    state.flopsSeen += flops;
+    state.elapsedSeconds += seconds;
+    state.lastLoss = loss;
+    state.dataState = data.getState();
+    losses.push(loss);
+    const record: Record<string, unknown> = {
+      type: 'train',
+      step: state.step,
+      loss,
+      lr,
+      grad_norm: gradNorm,
+      tokens: state.tokensSeen,
+      tokens_per_s: tokens / seconds,
+      step_ms: seconds * 1000,
+      elapsed_s: state.elapsedSeconds,
+    };
+    if (opts.peakGflops) record['mfu'] = flops / seconds / 1e9 / opts.peakGflops;
+    emit(record);
+
+    const last = state.step === total;
+    if (opts.evaluate && ((opts.evalEvery && state.step % opts.evalEvery === 0) || last)) {
+      const ev = noGrad(() => (opts.evaluate as NonNullable<TrainLoopOptions['evaluate']>)(model));
+      const evRecord: Record<string, unknown> = { type: 'eval', step: state.step, val_nll: ev.nll, val_ppl: Math.exp(ev.nll), val_tokens: ev.tokens };
+      if (ev.bytes) evRecord['val_bpb'] = (ev.nll * ev.tokens) / Math.LN2 / ev.bytes;
+      emit(evRecord);
+    }
+    if (opts.save && ((opts.saveEvery && state.step % opts.saveEvery === 0) || last)) opts.save(state, optimizer);
+  }
+  if (interrupted && opts.save) opts.save(state, optimizer);
+  return { state, interrupted, losses };
+}

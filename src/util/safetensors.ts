@@ -1,0 +1,165 @@
+/**
+ * safetensors reader and writer (the Hugging Face weight format):
+ *
+ *   [u64 little-endian N][N bytes JSON header, space-padded][raw little-endian tensor bytes]
+ *   header: { "<name>": { "dtype": "F32", "shape": [..], "data_offsets": [begin, end] }, ...,
+ *             "__metadata__": { "<key>": "<string>" } }
+ *
+ * Written by hand because the format is a page long and the npm packages for it are either
+ * unmaintained or pull in a runtime we do not need. Writes are atomic (temporary file, then
+ * rename) and reads check every offset, so a truncated or corrupted file is reported clearly.
+ */
+import { promises as fsp, readFileSync } from 'node:fs';
+import { writeFileAtomicSync } from './fs.js';
+import { MorError } from '../errors.js';
+
+/** A file that is not valid safetensors (truncated, corrupt header, bad offsets). */
+export class CheckpointError extends MorError {
+  constructor(message: string) {
+    super('E_CHECKPOINT', message);
+  }
+}
+
+export type StoredDtype = 'F32' | 'I32' | 'F16' | 'BF16';
+
+export interface NamedArray {
+  shape: readonly number[];
+  /** Float32Array for F32/F16/BF16 (half types are widened on read), Int32Array for I32. */
+  data: Float32Array | Int32Array;
+}
+
+export interface SafetensorsFile {
+  tensors: Map<string, NamedArray>;
+  metadata: Record<string, string>;
+}
+
+const BYTES: Record<StoredDtype, number> = { F32: 4, I32: 4, F16: 2, BF16: 2 };
+
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+/** Parse a safetensors buffer. `source` names the file in error messages. */
+export function parseSafetensors(buf: Uint8Array, source = 'safetensors data'): SafetensorsFile {
+  if (buf.length < 8) throw new CheckpointError(`${source}: ${buf.length} bytes is too short for a safetensors file (truncated?)`);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const headerLen = Number(view.getBigUint64(0, true));
+  if (headerLen > buf.length - 8 || headerLen > 100 * 1024 * 1024) {
+    throw new CheckpointError(`${source}: header length ${headerLen} exceeds the file size ${buf.length} (truncated or not safetensors)`);
+  }
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + headerLen))) as Record<string, unknown>;
+  } catch (e) {
+    throw new CheckpointError(`${source}: header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) {
+    throw new CheckpointError(`${source}: header must be a JSON object`);
+  }
+  const dataStart = 8 + headerLen;
+  const dataLen = buf.length - dataStart;
+  const tensors = new Map<string, NamedArray>();
+  let metadata: Record<string, string> = {};
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      metadata = (entry ?? {}) as Record<string, string>;
+      continue;
+    }
+    const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const dtype = e.dtype as StoredDtype;
+    if (!(typeof dtype === 'string' && dtype in BYTES)) {
+      throw new CheckpointError(`${source}: tensor '${name}' has unsupported dtype ${JSON.stringify(e.dtype)} (supported: F32, I32, F16, BF16)`);
+    }
+    const shape = e.shape;
+    const offsets = e.data_offsets;
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+      throw new CheckpointError(`${source}: tensor '${name}' has a bad shape ${JSON.stringify(shape)}`);
+    }
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((d) => Number.isInteger(d) && d >= 0)) {
+      throw new CheckpointError(`${source}: tensor '${name}' has bad data_offsets ${JSON.stringify(offsets)}`);
+    }
+    const [begin, end] = offsets as [number, number];
+    const count = (shape as number[]).reduce((a, b) => a * b, 1);
+    if (end - begin !== count * BYTES[dtype] || end > dataLen || begin > end) {
+      throw new CheckpointError(
+        `${source}: tensor '${name}' [${(shape as number[]).join(', ')}] ${dtype} needs ${count * BYTES[dtype]} bytes at ` +
+          `[${begin}, ${end}) but the data section has ${dataLen} bytes (truncated or corrupt)`,
+      );
+    }
+    // Copy into a fresh, aligned buffer (Buffer#slice would share the file buffer's memory).
+    const bytes = new Uint8Array(end - begin);
+    bytes.set(buf.subarray(dataStart + begin, dataStart + end));
+    let data: Float32Array | Int32Array;
+    if (dtype === 'F32') data = new Float32Array(bytes.buffer, 0, count);
+    else if (dtype === 'I32') data = new Int32Array(bytes.buffer, 0, count);
+    else {
+      data = new Float32Array(count);
+      const dv = new DataView(bytes.buffer);
+      for (let i = 0; i < count; i++) {
+        const h = dv.getUint16(2 * i, true);
+        data[i] = dtype === 'F16' ? halfToFloat(h) : new Float32Array(new Uint32Array([h << 16]).buffer)[0] as number;
+      }
+    }
+    tensors.set(name, { shape: shape as number[], data });
+  }
+  return { tensors, metadata };
+}
+
+/** Read and parse a safetensors file. */
+export async function readSafetensors(path: string): Promise<SafetensorsFile> {
+  let buf: Buffer;
+  try {
+    buf = await fsp.readFile(path);
+  } catch (e) {
+    throw new CheckpointError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return parseSafetensors(buf, path);
+}
+
+/** Synchronous read, for small fixtures. */
+export function readSafetensorsSync(path: string): SafetensorsFile {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    throw new CheckpointError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return parseSafetensors(buf, path);
+}
+
+/** Serialise tensors (insertion order) and string metadata into safetensors bytes. */
+export function serializeSafetensors(tensors: Iterable<[string, NamedArray]>, metadata: Record<string, string> = {}): Uint8Array[] {
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    const dtype: StoredDtype = t.data instanceof Int32Array ? 'I32' : 'F32';
+    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes.length] };
+    chunks.push(bytes);
+    offset += bytes.length;
+  }
+  let json = JSON.stringify(header);
+  // Pad the header so the data section starts 8-byte aligned (what the reference writer does).
+  const enc = new TextEncoder();
+  let hb = enc.encode(json);
+  const pad = (8 - ((8 + hb.length) % 8)) % 8;
+  if (pad) {
+    json += ' '.repeat(pad);
+    hb = enc.encode(json);
+  }
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(hb.length), true);
+  return [len, hb, ...chunks];
+}
+
+/** Write a safetensors file atomically. */
+export function writeSafetensors(path: string, tensors: Iterable<[string, NamedArray]>, metadata: Record<string, string> = {}): void {
+  writeFileAtomicSync(path, serializeSafetensors(tensors, metadata));
+}

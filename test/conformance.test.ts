@@ -1,0 +1,735 @@
+/**
+ * Kernel conformance: every kernel, on every backend that loads, run on Float32Array inputs and
+ * compared with the ref backend run on Float64Array copies of the same inputs (the float64
+ * reference). Inputs are seeded random (never zero, never all equal, odd sizes), and already
+ * float32-representable, so both runs see identical values. The metric is normwise:
+ *   err = max|got − ref| / max(max|ref|, tiny)
+ * A second group of hand-computed cases checks the specification itself, not just agreement.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { AttentionLayout, Backend, FloatArray, GemmArgs, UnaryOp } from '../src/backend/index.js';
+import { backendsUnderTest, refBackend } from './helpers/backends.js';
+import { Rng, randomFloats, randomInts, uniformFloats } from './helpers/rng.js';
+import { F32, F64, assertClose, assertScalarClose } from './helpers/numeric.js';
+import type { Dtype } from './helpers/numeric.js';
+import { HEAD_CONFIGS, causalSequences, causalSubset, separateKeys } from './helpers/attention-layouts.js';
+import type { AttentionCase } from './helpers/attention-layouts.js';
+
+/**
+ * Tolerances (relative error, float32 backend vs float64 reference). 0 means bit-exact.
+ * rope is loose on purpose: for Float32Array the angles follow PyTorch's float32 arithmetic
+ * (pos · inv_freq rounded to float32, ~pos·6e-8 rad off the exact angle; positions < 512 here).
+ */
+const TOL = {
+  gemm: 1e-5,
+  gemmLongK: 4e-5, // k = 704
+  attentionForward: 2e-5,
+  attentionBackward: 1e-4,
+  rope: 1e-4,
+  rmsnormForward: 1e-5,
+  rmsnormBackward: 3e-5,
+  swigluForward: 1e-5,
+  swigluBackward: 1e-5,
+  gatherRows: 0,
+  scatterAddRows: 1e-6,
+  crossEntropyForward: 1e-5,
+  crossEntropyBackward: 1e-5,
+  bceWithLogitsForward: 1e-5,
+  bceWithLogitsBackward: 1e-5,
+  unary: 1e-5,
+  unaryBackward: 1e-5,
+  softmaxRows: 1e-5,
+  softmaxRowsBackward: 3e-5,
+  logsumexpRows: 1e-5,
+  logsumexpRowsBackward: 1e-5,
+  topkRows: 0,
+  sum: 1e-6, // accumulated in float64 by contract
+  sumSquares: 1e-6,
+  sumRows: 1e-5,
+  sumCols: 1e-5,
+  elementwise: 1e-6, // add, mul, scale, axpy
+  fill: 0,
+  adamwStep: 1e-5, // after 5 steps
+} as const;
+
+type Kernel = keyof typeof TOL;
+type Outputs = Record<string, FloatArray | Int32Array | number>;
+
+/** A conformance case: run(backend, dtype) converts its inputs to dtype, runs, returns outputs. */
+interface Case {
+  kernel: Kernel;
+  label: string;
+  run: (be: Backend, dt: Dtype) => Outputs;
+}
+
+const cases: Case[] = [];
+const addCase = (kernel: Kernel, label: string, run: Case['run']): void => {
+  cases.push({ kernel, label, run });
+};
+const rng = new Rng(20240611);
+
+// ---- gemm -----------------------------------------------------------------------------------
+
+const TRANS: readonly [boolean, boolean][] = [
+  [false, false],
+  [true, false],
+  [false, true],
+  [true, true],
+];
+
+function gemmCase(kernel: Kernel, args: GemmArgs, cInit: 'random' | 'nan' = 'random'): void {
+  const batch = args.batch ?? 1;
+  const { m, n, k } = args;
+  const strideA = args.strideA ?? m * k;
+  const strideB = args.strideB ?? k * n;
+  const strideC = args.strideC ?? m * n;
+  const a = randomFloats(rng, strideA * (batch - 1) + m * k);
+  const b = randomFloats(rng, strideB * (batch - 1) + k * n);
+  const cLen = strideC * (batch - 1) + m * n;
+  const c0 = cInit === 'nan' ? new Float64Array(cLen).fill(NaN) : randomFloats(rng, cLen);
+  const label =
+    `m=${m} n=${n} k=${k} ${args.transA ? 'A^T' : 'A'}·${args.transB ? 'B^T' : 'B'} ` +
+    `alpha=${args.alpha} beta=${args.beta}` +
+    (batch > 1 ? ` batch=${batch} strides=${strideA}/${strideB}/${strideC}` : '') +
+    (cInit === 'nan' ? ' (C holds NaN)' : '');
+  addCase(kernel, label, (be, dt) => {
+    const c = dt.from(c0);
+    be.gemm(args, dt.from(a), dt.from(b), c);
+    return { c };
+  });
+}
+
+for (const [m, n, k] of [
+  [1, 1, 1],
+  [1, 7, 33],
+  [7, 1, 33],
+  [33, 7, 1],
+  [7, 33, 129],
+  [129, 33, 7],
+] as const) {
+  for (const [transA, transB] of TRANS) gemmCase('gemm', { transA, transB, m, n, k, alpha: 1, beta: 0 });
+}
+for (const [transA, transB] of TRANS) {
+  gemmCase('gemm', { transA, transB, m: 7, n: 33, k: 129, alpha: 0.75, beta: -0.5 });
+  gemmCase('gemm', { transA, transB, m: 33, n: 7, k: 17, alpha: -1.5, beta: 1 });
+  gemmCase('gemmLongK', { transA, transB, m: 7, n: 33, k: 704, alpha: 1, beta: 0 });
+}
+gemmCase('gemm', { transA: false, transB: false, m: 7, n: 33, k: 17, alpha: 2, beta: 0 }, 'nan');
+// Batches: default strides, broadcast A or B (stride 0), and C with gaps between matrices.
+gemmCase('gemm', { transA: false, transB: true, m: 7, n: 5, k: 33, alpha: 1, beta: 0, batch: 3 });
+gemmCase('gemm', { transA: false, transB: false, m: 7, n: 5, k: 33, alpha: 1, beta: 0.5, batch: 4, strideA: 0 });
+gemmCase('gemm', { transA: true, transB: false, m: 7, n: 5, k: 33, alpha: 1, beta: 0, batch: 3, strideB: 0 });
+gemmCase('gemm', {
+  transA: true,
+  transB: true,
+  m: 7,
+  n: 5,
+  k: 33,
+  alpha: 0.5,
+  beta: 2,
+  batch: 3,
+  strideA: 7 * 33 + 4,
+  strideB: 5 * 33 + 1,
+  strideC: 7 * 5 + 3,
+});
+
+// ---- attention --------------------------------------------------------------------------------
+
+function attentionCases(): AttentionCase[] {
+  const out: AttentionCase[] = [];
+  for (const heads of HEAD_CONFIGS) {
+    out.push(causalSequences(heads, [7, 33]));
+    out.push(causalSubset(heads, rng, [{ seqLen: 50, count: 13 }, { seqLen: 20, count: 5 }]));
+    out.push(separateKeys(heads));
+  }
+  return out;
+}
+
+for (const ac of attentionCases()) {
+  const { numHeads: H, numKvHeads: KVH, headDim: HD } = ac.layout;
+  const q = randomFloats(rng, ac.nq * H * HD, 1.5);
+  const k = randomFloats(rng, ac.nk * KVH * HD, 1.5);
+  const v = randomFloats(rng, ac.nk * KVH * HD);
+  const dOut = randomFloats(rng, ac.nq * H * HD);
+  const label = `${ac.mode} Nq=${ac.nq} Nk=${ac.nk} H=${H} KVH=${KVH} HD=${HD}`;
+  const forward = (be: Backend, dt: Dtype, layout: AttentionLayout) => {
+    const out = dt.zeros(ac.nq * H * HD);
+    const lse = dt.zeros(ac.nq * H);
+    be.attentionForward(layout, dt.from(q), dt.from(k), dt.from(v), out, lse);
+    return { out, lse };
+  };
+  addCase('attentionForward', label, (be, dt) => forward(be, dt, ac.layout));
+  addCase('attentionBackward', label, (be, dt) => {
+    const { out, lse } = forward(be, dt, ac.layout);
+    const dQ = dt.zeros(q.length);
+    const dK = dt.zeros(k.length);
+    const dV = dt.zeros(v.length);
+    be.attentionBackward(ac.layout, dt.from(q), dt.from(k), dt.from(v), out, lse, dt.from(dOut), dQ, dK, dV);
+    return { dQ, dK, dV };
+  });
+}
+
+// ---- layers -----------------------------------------------------------------------------------
+
+for (const [N, nHeads, HD] of [
+  [1, 1, 2],
+  [33, 3, 16],
+  [7, 2, 64],
+] as const) {
+  const x = randomFloats(rng, N * nHeads * HD);
+  const pos = randomInts(rng, N, 0, 512);
+  for (const inverse of [false, true]) {
+    addCase('rope', `N=${N} heads=${nHeads} HD=${HD} inverse=${inverse}`, (be, dt) => {
+      const out = dt.zeros(x.length);
+      be.rope(dt.from(x), pos, nHeads, HD, 10000, inverse, out);
+      return { out };
+    });
+  }
+  addCase('rope', `N=${N} heads=${nHeads} HD=${HD} in place, theta=500000`, (be, dt) => {
+    const xy = dt.from(x);
+    be.rope(xy, pos, nHeads, HD, 500000, false, xy);
+    return { out: xy };
+  });
+}
+
+for (const [N, D] of [
+  [1, 7],
+  [33, 129],
+] as const) {
+  const x = randomFloats(rng, N * D, 2);
+  const w = randomFloats(rng, D);
+  const dOut = randomFloats(rng, N * D);
+  const forward = (be: Backend, dt: Dtype) => {
+    const out = dt.zeros(N * D);
+    const rstd = dt.zeros(N);
+    be.rmsnormForward(dt.from(x), dt.from(w), 1e-5, out, rstd);
+    return { out, rstd };
+  };
+  addCase('rmsnormForward', `N=${N} D=${D}`, forward);
+  addCase('rmsnormBackward', `N=${N} D=${D}`, (be, dt) => {
+    const { rstd } = forward(be, dt);
+    const dX = dt.zeros(N * D);
+    const dW = dt.zeros(D);
+    be.rmsnormBackward(dt.from(x), dt.from(w), rstd, dt.from(dOut), dX, dW);
+    return { dX, dW };
+  });
+}
+
+for (const n of [1, 33 * 129]) {
+  const gate = randomFloats(rng, n, 4);
+  const up = randomFloats(rng, n);
+  const dOut = randomFloats(rng, n);
+  addCase('swigluForward', `N·I=${n}`, (be, dt) => {
+    const out = dt.zeros(n);
+    be.swigluForward(dt.from(gate), dt.from(up), out);
+    return { out };
+  });
+  addCase('swigluBackward', `N·I=${n}`, (be, dt) => {
+    const dGate = dt.zeros(n);
+    const dUp = dt.zeros(n);
+    be.swigluBackward(dt.from(gate), dt.from(up), dt.from(dOut), dGate, dUp);
+    return { dGate, dUp };
+  });
+}
+
+for (const [R, C, N] of [
+  [1, 1, 1],
+  [17, 33, 40],
+  [129, 7, 7],
+] as const) {
+  const src = randomFloats(rng, R * C);
+  const idx = randomInts(rng, N, 0, R); // repeats included
+  addCase('gatherRows', `R=${R} C=${C} N=${N}`, (be, dt) => {
+    const out = dt.zeros(N * C);
+    be.gatherRows(dt.from(src), idx, C, out);
+    return { out };
+  });
+  const rows = randomFloats(rng, N * C);
+  const acc0 = randomFloats(rng, R * C);
+  addCase('scatterAddRows', `R=${R} C=${C} N=${N} (accumulates, repeated indices)`, (be, dt) => {
+    const out = dt.from(acc0);
+    be.scatterAddRows(dt.from(rows), idx, C, out);
+    return { out };
+  });
+}
+
+// ---- losses -----------------------------------------------------------------------------------
+
+for (const [N, V] of [
+  [1, 7],
+  [33, 129],
+  [7, 1000],
+] as const) {
+  const logits = randomFloats(rng, N * V, 4);
+  const targets = randomInts(rng, N, 0, V);
+  if (N > 1) targets[1] = -100; // an ignored row
+  const dLoss = randomFloats(rng, N);
+  const forward = (be: Backend, dt: Dtype) => {
+    const losses = dt.zeros(N);
+    const lse = dt.zeros(N);
+    const numCounted = be.crossEntropyForward(dt.from(logits), targets, V, -100, losses, lse);
+    return { losses, lse, numCounted };
+  };
+  addCase('crossEntropyForward', `N=${N} V=${V}`, forward);
+  addCase('crossEntropyBackward', `N=${N} V=${V}`, (be, dt) => {
+    const { lse } = forward(be, dt);
+    const dLogits = dt.zeros(N * V);
+    be.crossEntropyBackward(dt.from(logits), targets, V, -100, lse, dt.from(dLoss), dLogits);
+    return { dLogits };
+  });
+}
+
+for (const n of [1, 129]) {
+  const z = randomFloats(rng, n, 6);
+  const t = uniformFloats(rng, n, 0, 1);
+  const dOut = randomFloats(rng, n);
+  addCase('bceWithLogitsForward', `N=${n}`, (be, dt) => {
+    const out = dt.zeros(n);
+    be.bceWithLogitsForward(dt.from(z), dt.from(t), out);
+    return { out };
+  });
+  addCase('bceWithLogitsBackward', `N=${n}`, (be, dt) => {
+    const dZ = dt.zeros(n);
+    const dT = dt.zeros(n);
+    be.bceWithLogitsBackward(dt.from(z), dt.from(t), dt.from(dOut), dZ, dT);
+    return { dZ, dT };
+  });
+}
+
+// ---- pointwise and row-wise -------------------------------------------------------------------
+
+const UNARY_OPS: readonly UnaryOp[] = ['sigmoid', 'tanh', 'silu', 'gelu'];
+for (const op of UNARY_OPS) {
+  const x = Float64Array.from([...randomFloats(rng, 129, 5), -12, 12, -30, 30]);
+  const dOut = randomFloats(rng, x.length);
+  addCase('unary', `${op} N=${x.length}`, (be, dt) => {
+    const out = dt.zeros(x.length);
+    be.unary(op, dt.from(x), out);
+    return { out };
+  });
+  addCase('unary', `${op} in place`, (be, dt) => {
+    const xy = dt.from(x);
+    be.unary(op, xy, xy);
+    return { out: xy };
+  });
+  addCase('unaryBackward', `${op} N=${x.length}`, (be, dt) => {
+    const y = dt.zeros(x.length);
+    be.unary(op, dt.from(x), y);
+    const dX = dt.zeros(x.length);
+    be.unaryBackward(op, dt.from(x), y, dt.from(dOut), dX);
+    const dInPlace = dt.from(dOut); // dX aliasing dOut
+    be.unaryBackward(op, dt.from(x), y, dInPlace, dInPlace);
+    return { dX, dInPlace };
+  });
+}
+
+for (const [R, C] of [
+  [1, 129],
+  [7, 33],
+  [33, 1],
+] as const) {
+  const x = randomFloats(rng, R * C, 5);
+  const dOut = randomFloats(rng, R * C);
+  const dRow = randomFloats(rng, R);
+  const label = `R=${R} C=${C}`;
+  addCase('softmaxRows', label, (be, dt) => {
+    const out = dt.zeros(R * C);
+    be.softmaxRows(dt.from(x), C, out);
+    const inPlace = dt.from(x);
+    be.softmaxRows(inPlace, C, inPlace);
+    return { out, inPlace };
+  });
+  addCase('softmaxRowsBackward', label, (be, dt) => {
+    const y = dt.zeros(R * C);
+    be.softmaxRows(dt.from(x), C, y);
+    const dX = dt.zeros(R * C);
+    be.softmaxRowsBackward(y, dt.from(dOut), C, dX);
+    const dInPlace = dt.from(dOut);
+    be.softmaxRowsBackward(y, dInPlace, C, dInPlace);
+    return { dX, dInPlace };
+  });
+  addCase('logsumexpRows', label, (be, dt) => {
+    const out = dt.zeros(R);
+    be.logsumexpRows(dt.from(x), C, out);
+    return { out };
+  });
+  addCase('logsumexpRowsBackward', label, (be, dt) => {
+    const lse = dt.zeros(R);
+    be.logsumexpRows(dt.from(x), C, lse);
+    const dX = dt.zeros(R * C);
+    be.logsumexpRowsBackward(dt.from(x), lse, dt.from(dRow), C, dX);
+    return { dX };
+  });
+}
+
+{
+  // Values on a coarse grid so rows have many ties (ties go to the lower column index).
+  const [R, C] = [7, 33];
+  const x = Float64Array.from(randomInts(rng, R * C, -4, 4), (q) => q / 4);
+  for (const k of [1, 5, 33]) {
+    for (const order of ['value', 'index'] as const) {
+      addCase('topkRows', `R=${R} C=${C} k=${k} order=${order} (ties)`, (be, dt) => {
+        const indices = new Int32Array(R * k);
+        const values = dt.zeros(R * k);
+        be.topkRows(dt.from(x), C, k, order, indices, values);
+        return { indices, values };
+      });
+    }
+  }
+}
+
+for (const n of [1, 129, 10007]) {
+  const x = randomFloats(rng, n);
+  addCase('sum', `N=${n}`, (be, dt) => ({ sum: be.sum(dt.from(x)) }));
+  addCase('sumSquares', `N=${n}`, (be, dt) => ({ sumSquares: be.sumSquares(dt.from(x)) }));
+}
+
+for (const [R, C] of [
+  [1, 7],
+  [7, 1],
+  [33, 129],
+] as const) {
+  const x = randomFloats(rng, R * C);
+  addCase('sumRows', `R=${R} C=${C}`, (be, dt) => {
+    const out = dt.zeros(C);
+    be.sumRows(dt.from(x), C, out);
+    return { out };
+  });
+  addCase('sumCols', `R=${R} C=${C}`, (be, dt) => {
+    const out = dt.zeros(R);
+    be.sumCols(dt.from(x), C, out);
+    return { out };
+  });
+}
+
+for (const n of [1, 129]) {
+  const a = randomFloats(rng, n);
+  const b = randomFloats(rng, n);
+  addCase('elementwise', `add/mul/scale/axpy N=${n}`, (be, dt) => {
+    const sumOut = dt.zeros(n);
+    be.add(dt.from(a), dt.from(b), sumOut);
+    const prodOut = dt.zeros(n);
+    be.mul(dt.from(a), dt.from(b), prodOut);
+    const scaled = dt.zeros(n);
+    be.scale(dt.from(a), -0.375, scaled);
+    const y = dt.from(b);
+    be.axpy(1.25, dt.from(a), y);
+    return { sumOut, prodOut, scaled, y };
+  });
+  addCase('elementwise', `in place (out aliases a, then b) N=${n}`, (be, dt) => {
+    const sumA = dt.from(a);
+    be.add(sumA, dt.from(b), sumA);
+    const prodB = dt.from(b);
+    be.mul(dt.from(a), prodB, prodB);
+    const scaled = dt.from(a);
+    be.scale(scaled, 3, scaled);
+    return { sumA, prodB, scaled };
+  });
+  addCase('fill', `N=${n}`, (be, dt) => {
+    const x = dt.from(a);
+    be.fill(x, 0.5);
+    return { x };
+  });
+}
+
+// ---- optimiser --------------------------------------------------------------------------------
+
+for (const weightDecay of [0, 0.1]) {
+  const n = 129;
+  const param0 = randomFloats(rng, n);
+  const grads = [0, 1, 2, 3, 4].map(() => randomFloats(rng, n, 0.5));
+  addCase('adamwStep', `N=${n} 5 steps weightDecay=${weightDecay}`, (be, dt) => {
+    const param = dt.from(param0);
+    const m = dt.zeros(n);
+    const v = dt.zeros(n);
+    grads.forEach((g, i) => {
+      be.adamwStep(param, dt.from(g), m, v, { lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay, step: i + 1 });
+    });
+    return { param, m, v };
+  });
+}
+
+// ---- run: float32 on each backend vs float64 on ref --------------------------------------------
+
+const expectedCache = new Map<Case, Outputs>();
+function expectedOf(c: Case): Outputs {
+  let e = expectedCache.get(c);
+  if (!e) {
+    e = c.run(refBackend(), F64);
+    expectedCache.set(c, e);
+  }
+  return e;
+}
+
+function checkOutputs(c: Case, actual: Outputs, expected: Outputs, where: string): void {
+  const tol = TOL[c.kernel];
+  for (const [name, exp] of Object.entries(expected)) {
+    const got = actual[name];
+    const label = `${c.kernel} ${c.label} [${where}] ${name}`;
+    if (typeof exp === 'number') {
+      assert.equal(typeof got, 'number', `${label}: expected a number`);
+      assertScalarClose(got as number, exp, tol, label);
+    } else if (exp instanceof Int32Array) {
+      assert.deepEqual(got, exp, label);
+    } else {
+      assert.ok(got instanceof Float32Array, `${label}: expected a Float32Array output`);
+      assertClose(got, exp, tol, label);
+    }
+  }
+}
+
+for (const be of backendsUnderTest()) {
+  describe(`conformance: ${be.name} float32 vs ref float64`, () => {
+    for (const c of cases) {
+      test(`${c.kernel}: ${c.label}`, () => {
+        checkOutputs(c, c.run(be, F32), expectedOf(c), be.name);
+      });
+    }
+    test('gemm with beta=0 does not read C (NaN in C does not propagate)', () => {
+      const c = new Float32Array(6).fill(NaN);
+      be.gemm({ transA: false, transB: false, m: 2, n: 3, k: 1, alpha: 1, beta: 0 }, Float32Array.of(1, 2), Float32Array.of(1, 2, 3), c);
+      assert.deepEqual(Array.from(c), [1, 2, 3, 2, 4, 6]);
+    });
+    test('gemm with padded strideC leaves the gaps untouched', () => {
+      const c = new Float32Array(2 * 5).fill(7); // two 2x2 matrices at stride 5, gap of 1
+      const args: GemmArgs = { transA: false, transB: false, m: 2, n: 2, k: 1, alpha: 1, beta: 0, batch: 2, strideA: 2, strideB: 0, strideC: 5 };
+      be.gemm(args, Float32Array.of(1, 2, 3, 4), Float32Array.of(1, 10), c);
+      assert.deepEqual(Array.from(c), [1, 10, 2, 20, 7, 3, 30, 4, 40, 7]);
+    });
+  });
+}
+
+// ---- hand-computed cases: the specification itself, on every backend ---------------------------
+
+const ln3 = Math.log(3);
+const ln4 = Math.log(4);
+const sig1 = 1 / (1 + Math.exp(-1)); // σ(1)
+const PHI1 = 0.8413447460685429; // Φ(1)
+
+/** torch float32 rope output for the 'rope in float32 follows PyTorch' case (positions 0..30000). */
+const TORCH_ROPE_F32 = [
+  -1.0, -0.625, -0.25, 0.125, 0.5, 0.875, -0.875, -0.5, -0.125, 0.25, 0.625, 1.0, -0.75, -0.375, 0.0, 0.375,
+  0.30004289746284485, -1.0449209213256836, -0.6337186098098755, -0.24912488460540771, 0.6986410021781921,
+  0.39766865968704224, 0.8687063455581665, -0.8752495646476746, -1.1116220951080322, -0.04950045794248581,
+  0.2537374496459961, 0.6249997019767761, 0.11956685781478882, -0.7587323188781738, -0.3724812865257263,
+  0.0006249999860301614, 0.12614575028419495, -0.5698454976081848, -1.1131350994110107, -0.6569398045539856,
+  -0.43268030881881714, -0.5033896565437317, 0.10454821586608887, 0.8512813448905945, -0.26752597093582153,
+  0.9538861513137817, 0.15467068552970886, 0.2637007236480713, 1.0414795875549316, -0.5831819176673889,
+  -0.7444474697113037, -0.3654954433441162, 0.5167997479438782, 0.19677814841270447, -0.5613009929656982,
+  -0.961037814617157, -0.3514869213104248, -0.40546685457229614, -0.5128997564315796, -0.5713198184967041,
+  0.28536176681518555, -0.43805044889450073, 0.9635568857192993, 0.5635654330253601, 0.8641144037246704,
+  0.9820192456245422, -0.5670609474182129, -0.5104106664657593, -0.9730802178382874, 0.5549935698509216,
+  -0.400032103061676, -0.3322567939758301, 0.4401589334011078, -0.2874145805835724, 0.20760372281074524,
+  -0.6839081645011902, -0.15771564841270447, 0.18038298189640045, 0.9379532337188721, 1.1048468351364136,
+  -0.49066361784935, 0.8919568657875061, -0.5258266925811768, -0.17121145129203796, 1.049321174621582,
+  0.585070788860321, -0.624847412109375, -0.18916283547878265, 0.1546769142150879, 0.893485963344574,
+  0.013810386881232262, -0.4090750813484192, -0.47588640451431274, -0.46044236421585083, 0.23060442507266998,
+  0.4825478792190552, 0.1978815793991089, 0.2315552532672882, -0.8803105354309082, 0.9609357118606567,
+];
+
+for (const be of backendsUnderTest()) {
+  describe(`hand-computed kernels: ${be.name}`, () => {
+    const f32 = (...xs: number[]): Float32Array => Float32Array.from(xs);
+    const close = (got: ArrayLike<number>, want: number[], label: string, tol = 2e-7): void =>
+      assertClose(got, want, tol, `${be.name} ${label}`);
+
+    test('gemm 2x2, transposes, alpha and beta', () => {
+      const a = f32(1, 2, 3, 4);
+      const b = f32(5, 6, 7, 8);
+      const c = new Float32Array(4);
+      be.gemm({ transA: false, transB: false, m: 2, n: 2, k: 2, alpha: 1, beta: 0 }, a, b, c);
+      close(c, [19, 22, 43, 50], 'A·B');
+      be.gemm({ transA: true, transB: false, m: 2, n: 2, k: 2, alpha: 1, beta: 0 }, a, b, c);
+      close(c, [26, 30, 38, 44], 'A^T·B');
+      be.gemm({ transA: false, transB: true, m: 2, n: 2, k: 2, alpha: 1, beta: 0 }, a, b, c);
+      close(c, [17, 23, 39, 53], 'A·B^T');
+      c.fill(1);
+      be.gemm({ transA: true, transB: true, m: 2, n: 2, k: 2, alpha: 2, beta: -1 }, a, b, c);
+      close(c, [2 * 23 - 1, 2 * 31 - 1, 2 * 34 - 1, 2 * 46 - 1], '2·A^T·B^T − C');
+    });
+
+    test('softmax and logsumexp of [0, ln 3]', () => {
+      const y = new Float32Array(2);
+      be.softmaxRows(f32(0, ln3), 2, y);
+      close(y, [0.25, 0.75], 'softmax');
+      const lse = new Float32Array(1);
+      be.logsumexpRows(f32(0, ln3), 2, lse);
+      close(lse, [ln4], 'logsumexp');
+    });
+
+    test('cross-entropy of known rows, ignored row, gradient', () => {
+      const logits = f32(0, ln3, 0, ln3, 5, 6);
+      const targets = Int32Array.of(0, 1, -1);
+      const losses = new Float32Array(3);
+      const lse = new Float32Array(3);
+      const count = be.crossEntropyForward(logits, targets, 2, -1, losses, lse);
+      assert.equal(count, 2);
+      close(losses, [ln4, ln4 - ln3, 0], 'losses');
+      close(lse, [ln4, ln4, 6 + Math.log(1 + Math.exp(-1))], 'lse');
+      const dLogits = new Float32Array(6).fill(NaN);
+      be.crossEntropyBackward(logits, targets, 2, -1, lse, f32(1, 2, 3), dLogits);
+      close(dLogits, [-0.75, 0.75, 0.5, -0.5, 0, 0], 'dLogits');
+    });
+
+    test('attention with one visible key returns its value; equal logits average', () => {
+      const layout: AttentionLayout = {
+        numHeads: 1,
+        numKvHeads: 1,
+        headDim: 2,
+        scale: 0.5,
+        segments: Int32Array.of(0, 2, 0, 2),
+        qPos: Int32Array.of(0, 1),
+        kPos: Int32Array.of(0, 1),
+      };
+      const q = f32(1, 2, 0, 0); // query 1 is zero: equal logits over both keys
+      const k = f32(3, 4, -1, 5);
+      const v = f32(10, 20, 30, 40);
+      const out = new Float32Array(4);
+      const lse = new Float32Array(2);
+      be.attentionForward(layout, q, k, v, out, lse);
+      close(out, [10, 20, 20, 30], 'out');
+      close(lse, [0.5 * 11, Math.log(2)], 'lse');
+    });
+
+    test('attention: GQA head mapping and visibility by position', () => {
+      // H = 4, KVH = 2: query heads 0,1 read kv head 0 and heads 2,3 read kv head 1.
+      const gqa: AttentionLayout = {
+        numHeads: 4,
+        numKvHeads: 2,
+        headDim: 1,
+        scale: 1,
+        segments: Int32Array.of(0, 1, 0, 1),
+        qPos: Int32Array.of(0),
+        kPos: Int32Array.of(0),
+      };
+      const out4 = new Float32Array(4);
+      const lse4 = new Float32Array(4);
+      be.attentionForward(gqa, f32(1, 2, 3, 4), f32(0.5, -1), f32(10, 20), out4, lse4);
+      close(out4, [10, 10, 20, 20], 'GQA out');
+      close(lse4, [0.5, 1, -3, -4], 'GQA lse');
+      // Segment 0: query row 0 (pos 3), key row 0 (pos 9) → sees no key: 0, −Infinity.
+      // Query row 1 and key row 1 are outside every segment.
+      // Segment 1: query row 2 (pos 6, q = 0), key rows 2..4 (pos 5, 6, 7) → sees the first two
+      // with equal logits: out = mean of their values, lse = ln 2.
+      const vis: AttentionLayout = {
+        numHeads: 1,
+        numKvHeads: 1,
+        headDim: 1,
+        scale: 1,
+        segments: Int32Array.of(0, 1, 0, 1, 2, 1, 2, 3),
+        qPos: Int32Array.of(3, 6, 6),
+        kPos: Int32Array.of(9, 0, 5, 6, 7),
+      };
+      const out = new Float32Array(3).fill(NaN);
+      const lse = new Float32Array(3).fill(NaN);
+      be.attentionForward(vis, f32(1, 1, 0), f32(1, 1, 2, 3, 4), f32(100, 1000, 1, 2, 40), out, lse);
+      assert.deepEqual(Array.from(out).slice(0, 2), [0, 0]);
+      assert.deepEqual(Array.from(lse).slice(0, 2), [-Infinity, -Infinity]);
+      close([out[2]!, lse[2]!], [1.5, Math.log(2)], 'visible prefix');
+      const dQ = new Float32Array(3).fill(NaN);
+      const dK = new Float32Array(5).fill(NaN);
+      const dV = new Float32Array(5).fill(NaN);
+      be.attentionBackward(vis, f32(1, 1, 0), f32(1, 1, 2, 3, 4), f32(100, 1000, 1, 2, 40), out, lse, f32(1, 1, 1), dQ, dK, dV);
+      // Only query 2 has gradient. dV = p·dOut = 0.5 on keys 5, 6; dS = p·(v − out) = ∓0.25,
+      // so dQ = Σ dS·k = −0.25·2 + 0.25·3 and dK = dS·q = 0.
+      close(dV, [0, 0, 0.5, 0.5, 0], 'dV');
+      close(dQ, [0, 0, 0.25], 'dQ');
+      close(dK, [0, 0, 0, 0, 0], 'dK');
+    });
+
+    test('rope: position 0 is the identity; 1 rad and 90° rotations', () => {
+      const x = f32(0.3, -0.7, 0.9, 0.2);
+      const out = new Float32Array(4);
+      be.rope(x, Int32Array.of(0), 1, 4, 10000, false, out);
+      close(out, Array.from(x), 'pos 0');
+      // HD = 2: inv_freq = 1, so position 1 rotates (x0, x1) by 1 radian.
+      const out2 = new Float32Array(2);
+      be.rope(f32(1, 0), Int32Array.of(1), 1, 2, 10000, false, out2);
+      close(out2, [Math.cos(1), Math.sin(1)], 'HD=2 pos 1');
+      // HD = 4, theta = 4/π²: inv_freq_1 = theta^(−1/2) = π/2, so pair (x1, x3) turns 90° at pos 1.
+      be.rope(x, Int32Array.of(1), 1, 4, 4 / (Math.PI * Math.PI), false, out);
+      const [x0, x1, x2, x3] = [x[0]!, x[1]!, x[2]!, x[3]!];
+      close(out, [x0 * Math.cos(1) - x2 * Math.sin(1), -x3, x2 * Math.cos(1) + x0 * Math.sin(1), x1], 'HD=4 90°', 1e-6);
+      be.rope(out, Int32Array.of(1), 1, 4, 4 / (Math.PI * Math.PI), true, out);
+      close(out, Array.from(x), 'inverse undoes forward', 1e-6);
+    });
+
+    test('rope in float32 follows PyTorch (HF Llama) at large positions', () => {
+      // Generated by torch 1.13 in float32: inv_freq = 1/(theta ** (arange(0, HD, 2)/HD)),
+      // freqs = pos @ inv_freq, x·cos + rotate_half(x)·sin. At position 30000 a float32 angle is
+      // ~1e-3 rad away from the exact one, so this pins the float32 angle convention.
+      const pos = Int32Array.of(0, 1, 37, 1000, 4095, 30000);
+      const [nHeads, HD] = [2, 8];
+      const x = Float32Array.from({ length: pos.length * nHeads * HD }, (_, i) => (((i * 37) % 17) - 8) / 8);
+      const out = new Float32Array(x.length);
+      be.rope(x, pos, nHeads, HD, 10000, false, out);
+      close(out, TORCH_ROPE_F32, 'rope vs torch float32', 1e-6);
+    });
+
+    test('rmsnorm of [3, 4]', () => {
+      const out = new Float32Array(2);
+      const rstd = new Float32Array(1);
+      be.rmsnormForward(f32(3, 4), f32(1, 2), 0, out, rstd);
+      const r = 1 / Math.sqrt(12.5);
+      close(rstd, [r], 'rstd');
+      close(out, [3 * r, 8 * r], 'out');
+    });
+
+    test('unary ops at known points, swiglu, bce', () => {
+      const x = f32(0, 1, -1);
+      const out = new Float32Array(3);
+      be.unary('sigmoid', x, out);
+      close(out, [0.5, sig1, 1 - sig1], 'sigmoid');
+      be.unary('tanh', x, out);
+      close(out, [0, Math.tanh(1), -Math.tanh(1)], 'tanh');
+      be.unary('silu', x, out);
+      close(out, [0, sig1, -(1 - sig1)], 'silu');
+      be.unary('gelu', x, out);
+      close(out, [0, PHI1, -(1 - PHI1)], 'gelu (erf form)');
+      const sw = new Float32Array(2);
+      be.swigluForward(f32(0, 1), f32(3, 2), sw);
+      close(sw, [0, 2 * sig1], 'swiglu');
+      const bce = new Float32Array(2);
+      be.bceWithLogitsForward(f32(0, 0), f32(0.25, 1), bce);
+      close(bce, [Math.LN2, Math.LN2], 'bce at z=0');
+      const dZ = new Float32Array(2);
+      const dT = new Float32Array(2);
+      be.bceWithLogitsBackward(f32(0, 2), f32(0.25, 1), f32(1, 3), dZ, dT);
+      close(dZ, [0.25, 3 * (1 / (1 + Math.exp(-2)) - 1)], 'bce dZ');
+      close(dT, [0, -6], 'bce dT');
+    });
+
+    test('topk ties go to the lower index; index order lists the same set', () => {
+      const indices = new Int32Array(3);
+      const values = new Float32Array(3);
+      be.topkRows(f32(1, 3, 3, 2), 4, 3, 'value', indices, values);
+      assert.deepEqual(Array.from(indices), [1, 2, 3]);
+      close(values, [3, 3, 2], 'values');
+      const idx2 = new Int32Array(2);
+      const val2 = new Float32Array(2);
+      be.topkRows(f32(1, 0, 3, 1), 4, 2, 'value', idx2, val2);
+      assert.deepEqual(Array.from(idx2), [2, 0]);
+      be.topkRows(f32(1, 0, 3, 1), 4, 2, 'index', idx2, val2);
+      assert.deepEqual(Array.from(idx2), [0, 2]);
+      close(val2, [1, 3], 'index-order values');
+    });
+
+    test('reductions and gather/scatter', () => {
+      assert.equal(be.sum(f32(1, 2, 3)), 6);
+      assert.equal(be.sumSquares(f32(1, 2, 3)), 14);
+      const rows = new Float32Array(3);
+      be.sumRows(f32(1, 2, 3, 4, 5, 6), 3, rows);
+      close(rows, [5, 7, 9], 'sumRows');
+      const cols = new Float32Array(2);
+      be.sumCols(f32(1, 2, 3, 4, 5, 6), 3, cols);
+      close(cols, [6, 15], 'sumCols');
+      const g = new Float32Array(6);
+      be.gatherRows(f32(1, 2, 3, 4), Int32Array.of(1, 1, 0), 2, g);
+      close(g, [3, 4, 3, 4, 1, 2], 'gatherRows');
+      const s = f32(1, 1, 1, 1);
+      be.scatterAddRows(f32(1, 2, 3, 4, 5, 6), Int32Array.of(1, 1, 0), 2, s);
+      close(s, [6, 7, 5, 7], 'scatterAddRows');
+    });
+  });
+}

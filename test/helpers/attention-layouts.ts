@@ -1,0 +1,108 @@
+/**
+ * Attention layouts for the three visibility modes MoR uses (see AttentionLayout):
+ *
+ *   causal sequences   q and k rows are the same tokens, pos 0..T−1 per sequence
+ *   causal subset      q and k rows are a selected subset, pos = original positions (gaps)
+ *   separate keys      q rows are new tokens, k rows a cache of earlier positions plus the new
+ *                      tokens; several segments of different lengths, one query seeing no key
+ *
+ * Every layout also has query and key rows outside all segments (out 0, lse −Infinity, grad 0).
+ */
+import type { AttentionLayout } from '../../src/backend/index.js';
+import type { Rng } from './rng.js';
+
+/** One block of rows: a segment, or (outside) rows that belong to no segment. */
+interface Block {
+  qPos: number[];
+  kPos: number[];
+  outside?: boolean;
+}
+
+export interface AttentionCase {
+  mode: string;
+  layout: AttentionLayout;
+  /** Query rows (Nq) and key rows (Nk). */
+  nq: number;
+  nk: number;
+}
+
+export interface Heads {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+}
+
+function buildLayout(mode: string, heads: Heads, blocks: Block[]): AttentionCase {
+  const segments: number[] = [];
+  const qPos: number[] = [];
+  const kPos: number[] = [];
+  for (const b of blocks) {
+    if (!b.outside) segments.push(qPos.length, b.qPos.length, kPos.length, b.kPos.length);
+    qPos.push(...b.qPos);
+    kPos.push(...b.kPos);
+  }
+  return {
+    mode,
+    nq: qPos.length,
+    nk: kPos.length,
+    layout: {
+      ...heads,
+      scale: 1 / Math.sqrt(heads.headDim),
+      segments: Int32Array.from(segments),
+      qPos: Int32Array.from(qPos),
+      kPos: Int32Array.from(kPos),
+    },
+  };
+}
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/** `count` sorted distinct positions from 0..seqLen−1, always with gaps when count < seqLen. */
+function sortedSubset(rng: Rng, seqLen: number, count: number): number[] {
+  const all = range(seqLen);
+  for (let i = seqLen - 1; i > 0; i--) {
+    const j = rng.int(0, i + 1);
+    [all[i], all[j]] = [all[j]!, all[i]!];
+  }
+  return all.slice(0, count).sort((a, b) => a - b);
+}
+
+/** Causal attention over packed sequences of the given lengths, plus one padding row. */
+export function causalSequences(heads: Heads, lengths: number[]): AttentionCase {
+  const blocks: Block[] = lengths.map((t) => ({ qPos: range(t), kPos: range(t) }));
+  blocks.push({ qPos: [0], kPos: [0], outside: true });
+  return buildLayout('causal sequences', heads, blocks);
+}
+
+/** Causal attention over a selected subset of each sequence ({seqLen, count} each). */
+export function causalSubset(heads: Heads, rng: Rng, subsets: { seqLen: number; count: number }[]): AttentionCase {
+  const blocks: Block[] = [{ qPos: [3], kPos: [3], outside: true }];
+  for (const { seqLen, count } of subsets) {
+    const pos = sortedSubset(rng, seqLen, count);
+    blocks.push({ qPos: pos, kPos: pos });
+  }
+  return buildLayout('causal subset', heads, blocks);
+}
+
+/**
+ * Queries against a separate key set:
+ *   segment 0  cache at gapped positions 0..19 + 3 new tokens (20, 21, 22), queried by the new
+ *   segment 1  cache 0..3 + one decoded token at 4
+ *   (outside)  a query row and a key row in no segment
+ *   segment 2  keys at 5, 6, 7; the query at 3 sees no key, the query at 6 sees two
+ */
+export function separateKeys(heads: Heads): AttentionCase {
+  return buildLayout('separate keys', heads, [
+    { qPos: [20, 21, 22], kPos: [0, 2, 3, 5, 8, 11, 12, 15, 19, 20, 21, 22] },
+    { qPos: [4], kPos: [0, 1, 2, 3, 4] },
+    { qPos: [0], kPos: [0], outside: true },
+    { qPos: [3, 6], kPos: [5, 6, 7] },
+  ]);
+}
+
+/** Head configurations with GQA ratios H/KVH = 1, 2 and 3 (and odd head dims). */
+export const HEAD_CONFIGS: readonly Heads[] = [
+  { numHeads: 2, numKvHeads: 2, headDim: 16 },
+  { numHeads: 4, numKvHeads: 2, headDim: 7 },
+  { numHeads: 3, numKvHeads: 1, headDim: 8 },
+];
