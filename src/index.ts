@@ -3,4 +3,4 @@ export * from './errors.js';
 export { getBackend, setBackend, getBackendByName, availableBackends } from './backend/index.js';
 export type * from './backend/backend.js';
 export * from './tensor/index.js';
-export const VERSION = '0.1.0';
+export { VERSION } from './version.js';

@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 
 #include "common.h"
 
@@ -354,6 +356,62 @@ void scaleC(int64_t m, int64_t n, float beta, float* C, int64_t ldc) {
     for (int64_t j = 0; j < n; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
 }
 
+#ifdef MOR_HAVE_OPENBLAS
+inline void blasCall(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+                     const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), alpha, A, static_cast<blasint>(std::max<int64_t>(lda, 1)),
+              B, static_cast<blasint>(std::max<int64_t>(ldb, 1)), beta, C, static_cast<blasint>(std::max<int64_t>(ldc, 1)));
+}
+
+// OpenBLAS threading. OpenBLAS (pthreads build) has its own thread pool, whose workers busy-wait
+// after each call; our OpenMP workers busy-wait after each parallel region. On few cores the two
+// pools steal each other's cores (measured on 2 cores: a transformer block's GEMMs + elementwise
+// kernels ran 1.5–2.5× slower than either alone). So by default OpenBLAS is kept single-threaded
+// and a GEMM is split into row (or column) blocks across our OpenMP threads, each calling
+// cblas_sgemm on its block: one thread pool, no oversubscription. MOR_OPENBLAS_THREADS=own keeps
+// OpenBLAS's own threading instead.
+bool g_blasOwnThreads = false;
+int g_blasThreads = 1;
+
+void blasInit() {
+  static const bool once = [] {
+    const char* e = std::getenv("MOR_OPENBLAS_THREADS");
+    g_blasOwnThreads = e && std::strcmp(e, "own") == 0;
+    g_blasThreads = g_blasOwnThreads ? maxThreads() : 1;
+    openblas_set_num_threads(g_blasThreads);
+    return true;
+  }();
+  (void)once;
+}
+
+void blasGemm(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads) {
+  blasInit();
+  if (g_blasOwnThreads || threads <= 1) {
+    blasCall(tA, tB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  // Split C into `threads` blocks of rows (or of columns when m is small), multiples of 16.
+  const bool byRows = m >= 16 * threads || m >= n;
+  const int64_t len = byRows ? m : n;
+  int64_t chunk = (len + threads - 1) / threads;
+  chunk = (chunk + 15) / 16 * 16;
+  const int parts = static_cast<int>((len + chunk - 1) / chunk);
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+  for (int t = 0; t < parts; ++t) {
+    const int64_t b = t * chunk, e = std::min(len, b + chunk);
+    if (byRows) {
+      const float* Ab = tA ? A + b : A + b * lda;
+      blasCall(tA, tB, e - b, n, k, alpha, Ab, lda, B, ldb, beta, C + b * ldc, ldc);
+    } else {
+      const float* Bb = tB ? B + b * ldb : B + b;
+      blasCall(tA, tB, m, e - b, k, alpha, A, lda, Bb, ldb, beta, C + b, ldc);
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 bool haveOpenBLAS() {
@@ -384,7 +442,11 @@ void setNumThreads(int n) {
   omp_set_num_threads(n);
 #endif
 #ifdef MOR_HAVE_OPENBLAS
-  openblas_set_num_threads(n);
+  blasInit();
+  if (g_blasOwnThreads) {
+    g_blasThreads = n;
+    openblas_set_num_threads(n);
+  }
 #endif
 }
 
@@ -407,9 +469,8 @@ void sgemm(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const
   }
 #ifdef MOR_HAVE_OPENBLAS
   if (g_provider == kGemmOpenBLAS) {
-    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
-                static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, A,
-                static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
+    blasGemm(tA, tB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+             std::min(maxThreads(), threadsFor(2.0 * m * n * k, 1.0e6)));
     return;
   }
 #endif
@@ -427,18 +488,16 @@ void sgemmBatched(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha
   const int threads = std::min<int64_t>(maxThreads(), batch);
   if (batch > 1 && disjoint && threads > 1 && itemFlops < 4.0e6) {
 #ifdef MOR_HAVE_OPENBLAS
-    // OpenBLAS runs items of m·n·k ≤ 64³ on the calling thread, so concurrent calls are safe and
-    // do not wake its own thread pool.
-    const bool blas = g_provider == kGemmOpenBLAS && static_cast<double>(m) * n * k <= 262144.0;
+    // OpenBLAS runs on the calling thread when single-threaded, or (own threading) for items of
+    // m·n·k ≤ 64³, so these concurrent calls never wake its thread pool.
+    blasInit();
+    const bool blas = g_provider == kGemmOpenBLAS && (!g_blasOwnThreads || static_cast<double>(m) * n * k <= 262144.0);
 #endif
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int64_t b = 0; b < batch; ++b) {
 #ifdef MOR_HAVE_OPENBLAS
       if (blas && k > 0) {
-        cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
-                    static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha,
-                    A + b * strideA, static_cast<blasint>(lda), B + b * strideB, static_cast<blasint>(ldb), beta,
-                    C + b * strideC, static_cast<blasint>(ldc));
+        blasCall(tA, tB, m, n, k, alpha, A + b * strideA, lda, B + b * strideB, ldb, beta, C + b * strideC, ldc);
         continue;
       }
 #endif
@@ -461,10 +520,14 @@ double rawBlasGflops(int64_t m, int64_t n, int64_t k, int iterations) {
                 static_cast<blasint>(k), 1.f, a.data(), static_cast<blasint>(k), b.data(), static_cast<blasint>(n),
                 0.f, c.data(), static_cast<blasint>(n));
   };
+  // OpenBLAS with its own threads, as many as our loops use: the library's best on its own.
+  blasInit();
+  openblas_set_num_threads(maxThreads());
   run();  // warm-up
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < iterations; ++i) run();
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  openblas_set_num_threads(g_blasThreads);
   return 2.0 * m * n * k * iterations / dt * 1e-9;
 #else
   (void)m, (void)n, (void)k, (void)iterations;

@@ -398,27 +398,24 @@ void crossEntropyBackward(const float* logits, const int32_t* targets, int64_t n
   });
 }
 
+// BCE is evaluated in double and rounded once (it runs on router outputs: small and not hot), so
+// the cancellation in σ(z) − t does not amplify float rounding.
 void bceWithLogitsForward(const float* z, const float* t, int64_t n, float* out) {
   parRange(n, kParElems / 4, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const float zi = z[i];
-      out[i] = std::max(zi, 0.f) - zi * t[i] + std::log1p(std::exp(-std::fabs(zi)));
+      const double zi = z[i];
+      out[i] = static_cast<float>(std::max(zi, 0.0) - zi * static_cast<double>(t[i]) + std::log1p(std::exp(-std::fabs(zi))));
     }
   });
 }
 
 void bceWithLogitsBackward(const float* z, const float* t, const float* dOut, int64_t n, float* dZ, float* dT) {
-  parRange(n, kParElems, [&](int64_t b, int64_t e) {
-    int64_t i = b;
-    for (; i + W <= e; i += W) {
-      const vf zi = vload(z + i), g = vload(dOut + i);
-      vstore(dZ + i, (vsigmoid(zi) - vload(t + i)) * g);
-      vstore(dT + i, -zi * g);
-    }
-    for (; i < e; ++i) {
-      const float g = dOut[i];
-      dZ[i] = (ssigmoid(z[i]) - t[i]) * g;
-      dT[i] = -z[i] * g;
+  parRange(n, kParElems / 4, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const double zi = z[i], g = dOut[i];
+      const double s = zi >= 0 ? 1.0 / (1.0 + std::exp(-zi)) : std::exp(zi) / (1.0 + std::exp(zi));
+      dZ[i] = static_cast<float>((s - static_cast<double>(t[i])) * g);
+      dT[i] = static_cast<float>(-zi * g);
     }
   });
 }

@@ -1,11 +1,22 @@
 /**
- * The `mor` command. Argument parsing only: every subcommand calls into the library.
+ * The `mor` command. Argument parsing and printing only: every subcommand calls into the library.
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { resolve } from 'node:path';
 import { MorError } from '../errors.js';
 import { getBackend, setBackend } from '../backend/index.js';
 import type { BackendName } from '../backend/backend.js';
-import { VERSION } from '../index.js';
+import { VERSION } from '../version.js';
+import { preset, PRESET_NAMES } from '../model/presets.js';
+import { validateConfig, type ModelConfig } from '../model/config.js';
+import { countParams } from '../model/params.js';
+import { forwardFlopsPerToken, trainFlopsPerToken } from '../model/flops.js';
+import { loadCheckpoint } from '../train/checkpoint.js';
+import { evaluateNll, prepareData, runTraining, type TrainRunOptions } from '../train/run.js';
+import { Tokenizer } from '../data/tokenizer.js';
+import { generate } from '../infer/generate.js';
+import { ProgressPrinter } from './progress.js';
+import { readFileSync } from 'node:fs';
 
 function chooseBackend(name: string | undefined): void {
   if (name === undefined) return;
@@ -13,6 +24,141 @@ function chooseBackend(name: string | undefined): void {
     throw new MorError('E_ARGUMENT', `--backend '${name}': expected 'ref' or 'native'`);
   }
   setBackend(name as BackendName);
+}
+
+function int(name: string, min = 0) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got '${v}'`);
+    return n;
+  };
+}
+
+function num(name: string, min = 0) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`${name} must be a number ≥ ${min}, got '${v}'`);
+    return n;
+  };
+}
+
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+
+function configFrom(opts: { preset?: string; config?: string }): ModelConfig {
+  if (opts.config) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(readFileSync(opts.config, 'utf8'));
+    } catch (e) {
+      throw new MorError('E_ARGUMENT', `cannot read config ${opts.config}: ${(e as Error).message}`);
+    }
+    return validateConfig(raw);
+  }
+  return preset(opts.preset ?? 'small-rec2');
+}
+
+const log = (s: string): void => {
+  process.stderr.write(`${s}\n`);
+};
+
+interface TrainFlags {
+  preset?: string;
+  config?: string;
+  data: string[];
+  textField?: string;
+  tokenizer?: string;
+  steps?: number;
+  tokens?: number;
+  flops?: number;
+  batch?: number;
+  seqLen?: number;
+  gradAccum?: number;
+  lr?: number;
+  schedule?: 'wsd' | 'cosine' | 'constant';
+  warmup?: number;
+  seed?: number;
+  out: string;
+  resume?: string;
+  evalEvery?: number;
+  evalBatches?: number;
+  saveEvery?: number;
+  cacheDir?: string;
+  json?: boolean;
+}
+
+/** Build TrainRunOptions from flags, leaving out what was not given (exactOptionalPropertyTypes). */
+function trainOptions(f: TrainFlags, extra: Partial<TrainRunOptions> = {}): TrainRunOptions {
+  const o: Record<string, unknown> = { outDir: f.out, data: f.data, ...extra };
+  const map: Array<[keyof TrainFlags, keyof TrainRunOptions]> = [
+    ['preset', 'preset'], ['config', 'configPath'], ['textField', 'textField'], ['tokenizer', 'tokenizerPath'],
+    ['steps', 'steps'], ['tokens', 'tokens'], ['flops', 'flops'], ['batch', 'batchSize'], ['seqLen', 'seqLen'],
+    ['gradAccum', 'gradAccum'], ['lr', 'lr'], ['schedule', 'schedule'], ['warmup', 'warmup'], ['seed', 'seed'],
+    ['resume', 'resume'], ['evalEvery', 'evalEvery'], ['evalBatches', 'evalBatches'], ['saveEvery', 'saveEvery'],
+    ['cacheDir', 'cacheDir'],
+  ];
+  for (const [from, to] of map) if (f[from] !== undefined) o[to] = f[from];
+  return o as unknown as TrainRunOptions;
+}
+
+async function trainCommand(f: TrainFlags, extra: Partial<TrainRunOptions> = {}) {
+  let stop = false;
+  const onSigint = (): void => {
+    if (stop) process.exit(130);
+    stop = true;
+    log('\ninterrupted: saving a checkpoint (Ctrl-C again to quit without saving)');
+  };
+  process.on('SIGINT', onSigint);
+  const progress = new ProgressPrinter(process.stderr, f.json === true);
+  try {
+    const result = await runTraining(trainOptions(f, { ...extra, onLog: log, onMetrics: (m) => progress.update(m), shouldStop: () => stop }));
+    progress.done();
+    log(`${result.interrupted ? 'stopped' : 'finished'} at step ${result.state.step}; checkpoint: ${result.checkpointDir}`);
+    return result;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+function addTrainFlags(cmd: Command): Command {
+  return cmd
+    .option('--preset <name>', `model preset (${PRESET_NAMES.join(', ')})`)
+    .option('--config <file>', 'model config.json instead of a preset')
+    .option('--data <path>', 'corpus file or folder (.txt, .jsonl, .parquet); repeatable; default: the built-in corpus', collect, [])
+    .option('--text-field <name>', 'text field of .jsonl / column of .parquet', 'text')
+    .option('--tokenizer <file>', 'tokenizer.json to use (default: train a BPE on the corpus)')
+    .option('--steps <n>', 'budget in optimiser steps', int('--steps', 1))
+    .option('--tokens <n>', 'budget in training tokens', num('--tokens', 1))
+    .option('--flops <n>', 'budget in training FLOPs (e.g. 1e15)', num('--flops', 1))
+    .option('--batch <n>', 'sequences per micro-batch', int('--batch', 1))
+    .option('--seq-len <n>', 'tokens per sequence (default: the model context)', int('--seq-len', 2))
+    .option('--grad-accum <n>', 'micro-batches per optimiser step', int('--grad-accum', 1))
+    .option('--lr <x>', 'peak learning rate', num('--lr'))
+    .addOption(new Option('--schedule <kind>', 'learning-rate schedule').choices(['wsd', 'cosine', 'constant']))
+    .option('--warmup <n>', 'warmup steps (default 5% of the run)', int('--warmup', 0))
+    .option('--seed <n>', 'seed for init and data order', int('--seed', 0))
+    .option('--out <dir>', 'output directory (checkpoint/, metrics.jsonl)', 'runs/latest')
+    .option('--resume <dir>', 'resume from a checkpoint directory')
+    .option('--eval-every <n>', 'validate every n steps (0: at the end only)', int('--eval-every', 0))
+    .option('--eval-batches <n>', 'validation batches per evaluation', int('--eval-batches', 1))
+    .option('--save-every <n>', 'checkpoint every n steps (0: at the end only)', int('--save-every', 0))
+    .option('--cache-dir <dir>', 'where tokenizers and token caches are kept', '.mor-cache')
+    .option('--json', 'print metrics as JSON lines instead of a progress line');
+}
+
+async function sampleAndPrint(modelDir: string, prompts: string[], opts: { maxTokens: number; temperature: number; topK: number; topP: number; seed: number }): Promise<void> {
+  const ck = await loadCheckpoint(modelDir);
+  if (!ck.tokenizerJson) throw new MorError('E_CHECKPOINT', `${modelDir} has no tokenizer.json`);
+  const tok = Tokenizer.fromJSON(ck.tokenizerJson);
+  for (const prompt of prompts) {
+    const ids = tok.encode(prompt);
+    const input = ids.length ? ids : Int32Array.of(tok.eosId);
+    const r = generate(ck.model, input, { ...opts, eosId: tok.eosId });
+    console.log(`--- ${JSON.stringify(prompt)}`);
+    console.log(prompt + tok.decode(r.tokens));
+    log(`(${r.tokens.length} tokens, ${(r.tokens.length / Math.max(r.decodeSeconds, 1e-9)).toFixed(0)} tokens/s decode, stopped by ${r.stoppedBy})`);
+  }
 }
 
 export function buildProgram(): Command {
@@ -23,17 +169,36 @@ export function buildProgram(): Command {
     .version(VERSION)
     .option('--backend <name>', "kernel backend: 'native' (C++ addon, default when built) or 'ref' (TypeScript)")
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .hook('preAction', () => chooseBackend(program.opts<{ backend?: string }>().backend));
 
   program
     .command('info')
-    .description('print the kernel backend, GEMM provider, thread count and SIMD level')
+    .description('print the kernel backend (GEMM provider, threads, SIMD) and, for a model, its size and FLOPs')
+    .option('--preset <name>', `model preset (${PRESET_NAMES.join(', ')})`)
+    .option('--config <file>', 'model config.json')
+    .option('--seq-len <n>', 'sequence length for FLOPs (default: the model context)', int('--seq-len', 1))
     .option('--json', 'print one JSON object')
-    .action((opts: { json?: boolean }) => {
-      chooseBackend(program.opts<{ backend?: string }>().backend);
+    .action((opts: { preset?: string; config?: string; seqLen?: number; json?: boolean }) => {
       const info = getBackend().info();
+      const out: Record<string, unknown> = { version: VERSION, ...info };
+      if (opts.preset || opts.config) {
+        const c = configFrom(opts);
+        const counts = countParams(c);
+        const T = opts.seqLen ?? c.max_position_embeddings;
+        Object.assign(out, {
+          model: opts.preset ?? opts.config,
+          config: c,
+          params_unique: counts.unique,
+          params_effective: counts.effective,
+          params_embedding: counts.embedding,
+          forward_flops_per_token: forwardFlopsPerToken(c, T),
+          train_flops_per_token: trainFlopsPerToken(c, T),
+          seq_len: T,
+        });
+      }
       if (opts.json) {
-        console.log(JSON.stringify({ version: VERSION, ...info }));
+        console.log(JSON.stringify(out));
         return;
       }
       console.log(`mor ${VERSION}`);
@@ -41,7 +206,87 @@ export function buildProgram(): Command {
       console.log(`gemm provider  ${info.gemmProvider} (available: ${info.gemmProviders.join(', ')})`);
       console.log(`threads        ${info.threads}`);
       console.log(`simd           ${info.simd}`);
+      if (out['model'] !== undefined) {
+        const c = out['config'] as ModelConfig;
+        const rec = c.recursion ? `${c.recursion.sharing}, ${c.recursion.num_recursions} recursions, LoRA rank ${c.recursion.lora_rank}` : 'none';
+        console.log(`model          ${String(out['model'])}: d ${c.hidden_size}, ${c.num_hidden_layers} layers, heads ${c.num_attention_heads}/${c.num_key_value_heads}, vocab ${c.vocab_size}, context ${c.max_position_embeddings}`);
+        console.log(`recursion      ${rec}`);
+        console.log(`parameters     unique ${(out['params_unique'] as number).toLocaleString()}, effective ${(out['params_effective'] as number).toLocaleString()}, embedding ${(out['params_embedding'] as number).toLocaleString()}`);
+        console.log(`FLOPs/token    forward ${(out['forward_flops_per_token'] as number / 1e6).toFixed(2)}M, training ${(out['train_flops_per_token'] as number / 1e6).toFixed(2)}M (T = ${String(out['seq_len'])})`);
+      }
     });
+
+  addTrainFlags(program.command('train').description('train a model (preset or config) on the built-in corpus or your data')).action(async (f: TrainFlags) => {
+    await trainCommand(f);
+  });
+
+  program
+    .command('eval')
+    .description('validation NLL, perplexity and bits per byte of a checkpoint')
+    .requiredOption('--model <dir>', 'checkpoint directory')
+    .option('--data <path>', 'corpus (default: the built-in corpus); repeatable', collect, [])
+    .option('--text-field <name>', 'text field / column', 'text')
+    .option('--batch <n>', 'sequences per batch', int('--batch', 1), 8)
+    .option('--seq-len <n>', 'tokens per sequence (default: the model context)', int('--seq-len', 2))
+    .option('--batches <n>', 'at most this many batches', int('--batches', 1), 32)
+    .option('--cache-dir <dir>', 'token cache location', '.mor-cache')
+    .option('--json', 'print one JSON object')
+    .action(async (o: { model: string; data: string[]; textField: string; batch: number; seqLen?: number; batches: number; cacheDir: string; json?: boolean }) => {
+      const ck = await loadCheckpoint(o.model);
+      const state = ck.trainerState as { options?: { data?: string[]; valFraction?: number } } | null;
+      const data = await prepareData({
+        data: o.data.length ? o.data : (state?.options?.data ?? []),
+        textField: o.textField,
+        vocabSize: ck.model.config.vocab_size,
+        tokenizerJson: ck.tokenizerJson,
+        cacheDir: resolve(o.cacheDir),
+        valFraction: state?.options?.valFraction ?? 0.05,
+        log,
+      });
+      const T = o.seqLen ?? ck.model.config.max_position_embeddings;
+      const ev = evaluateNll(ck.model, data.val, o.batch, T, o.batches);
+      const bpb = (ev.nll / Math.LN2) / data.valBytesPerToken;
+      const out = { model: o.model, val_nll: ev.nll, val_ppl: Math.exp(ev.nll), val_bpb: bpb, val_tokens: ev.tokens };
+      if (o.json) console.log(JSON.stringify(out));
+      else console.log(`validation: NLL ${ev.nll.toFixed(4)}, perplexity ${Math.exp(ev.nll).toFixed(2)}, bits/byte ${bpb.toFixed(4)} over ${ev.tokens.toLocaleString()} tokens`);
+    });
+
+  program
+    .command('generate')
+    .description('generate text from a checkpoint (KV-cached decoding)')
+    .requiredOption('--model <dir>', 'checkpoint directory')
+    .option('--prompt <text>', 'prompt; repeatable', collect, [])
+    .option('--max-tokens <n>', 'tokens to generate', int('--max-tokens', 1), 100)
+    .option('--temperature <x>', '0 = greedy', num('--temperature'), 0.8)
+    .option('--top-k <n>', '0 = off', int('--top-k', 0), 50)
+    .option('--top-p <x>', '1 = off', num('--top-p'), 0.95)
+    .option('--seed <n>', 'sampling seed', int('--seed', 0), 0)
+    .action(async (o: { model: string; prompt: string[]; maxTokens: number; temperature: number; topK: number; topP: number; seed: number }) => {
+      await sampleAndPrint(o.model, o.prompt.length ? o.prompt : [''], o);
+    });
+
+  addTrainFlags(
+    program
+      .command('demo')
+      .description('train a small recursive model on the built-in corpus in a few minutes, evaluate it and print samples'),
+  ).action(async (f: TrainFlags) => {
+    const flags: TrainFlags = {
+      ...f,
+      preset: f.preset ?? (f.config ? undefined : 'demo-rec2') as string,
+      steps: f.steps ?? 300,
+      batch: f.batch ?? 16,
+      lr: f.lr ?? 3e-3,
+      evalBatches: f.evalBatches ?? 16,
+      evalEvery: f.evalEvery ?? 100,
+      out: f.out === 'runs/latest' ? 'runs/demo' : f.out,
+    };
+    const result = await trainCommand(flags);
+    if (result.finalEval) {
+      const { nll } = result.finalEval;
+      log(`validation NLL ${nll.toFixed(3)} (perplexity ${Math.exp(nll).toFixed(1)})`);
+    }
+    await sampleAndPrint(result.checkpointDir, ['The President', 'Congress shall', 'In the year'], { maxTokens: 60, temperature: 0.8, topK: 40, topP: 0.95, seed: 1 });
+  });
 
   return program;
 }

@@ -9,7 +9,7 @@
 import { ShapeError } from '../errors.js';
 import { Tensor, indexTensor } from '../tensor/tensor.js';
 import { crossEntropy, embedding, linear, rmsnorm } from '../tensor/ops.js';
-import { causalSegmentsLayout, decoderLayer, rowPositions } from '../nn/layers.js';
+import { causalSegmentsLayout, decoderLayer, rowPositions, selfAttend } from '../nn/layers.js';
 import type { ModelConfig } from './config.js';
 import { initParams, type ModelParams } from './params.js';
 import { layerPlan, type LayerPlan } from './sharing.js';
@@ -53,14 +53,14 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
   }
   const posArr = rowPositions(batch, T);
   const pos = indexTensor(posArr);
-  const layout = causalSegmentsLayout(c, new Array<number>(batch).fill(T), posArr);
+  const attend = selfAttend(causalSegmentsLayout(c, new Array<number>(batch).fill(T), posArr));
   const p = model.params;
 
   let h = embedding(p.embed, indexTensor(ids)); //                          (N, D)
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const layer = p.layers[model.plan.uniqueOf[l] as number];
     if (layer === undefined) throw new ShapeError(`layer plan names a missing layer at position ${l}`);
-    h = decoderLayer(c, h, layer, p.lora?.[l] ?? null, pos, layout);
+    h = decoderLayer(c, h, layer, p.lora?.[l] ?? null, pos, attend);
   }
   const logits = linear(rmsnorm(h, p.norm, c.rms_norm_eps), p.embed); //  (N, V), tied head
   const loss = targets === undefined ? null : crossEntropy(logits, indexTensor(targets));

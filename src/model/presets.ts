@@ -9,6 +9,7 @@
  *     small-rec4  1 + 3×4 + 1 = 14 layers, 5 unique   (10/4 is not whole: 3 shared, 2 added)
  *   tiny (4 layers), Middle-Cycle:
  *     tiny-rec2   1 + 1×2 + 1 = 4,  tiny-rec3  1 + 1×3 + 1 = 5,  tiny-rec4  1 + 1×4 + 1 = 6
+ *   demo-rec2 (the `mor demo` model): d 128, 1 + 3×2 + 1 = 8 layers, 5 unique, vocab 4096
  */
 import { ConfigError, tileableDepth, validateConfig, type ModelConfig } from './config.js';
 
@@ -65,6 +66,18 @@ function recursive(base: typeof TINY, nr: number): typeof TINY & { recursion: ob
   } as typeof TINY & { recursion: object };
 }
 
+/** The demo's model: small enough to learn something in a few minutes on 2 cores. */
+const DEMO = {
+  ...TINY,
+  vocab_size: 4096,
+  hidden_size: 128,
+  intermediate_size: 352,
+  num_hidden_layers: 8,
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+  max_position_embeddings: 128,
+};
+
 const RAW_PRESETS: Record<string, object> = {
   tiny: TINY,
   'tiny-rec2': recursive(TINY, 2),
@@ -74,6 +87,7 @@ const RAW_PRESETS: Record<string, object> = {
   'small-rec2': recursive(SMALL, 2),
   'small-rec3': recursive(SMALL, 3),
   'small-rec4': recursive(SMALL, 4),
+  'demo-rec2': recursive(DEMO, 2),
   'smollm-135m': SMOLLM_135M,
   'smollm-360m': SMOLLM_360M,
 };

@@ -50,6 +50,18 @@ export function loraLinear(x: Tensor, w: Tensor, lora: { A: Tensor; B: Tensor } 
 }
 
 /**
+ * How a layer's attention finds its keys: in training, over the rows themselves
+ * (selfAttend); in decoding, after appending k, v to a cache and reading the whole cache.
+ *   q (N, H, HD), k, v (N, KVH, HD) → (N, H, HD)
+ */
+export type AttendFn = (q: Tensor, k: Tensor, v: Tensor) => Tensor;
+
+/** Attention of the rows among themselves under a layout (training and prefill). */
+export function selfAttend(layout: AttentionLayout): AttendFn {
+  return (q, k, v) => attention(q, k, v, layout);
+}
+
+/**
  * One pre-norm Llama decoder layer over token rows at explicit positions:
  *   h = h + Wo·Attn(RoPE(Wq·n), RoPE(Wk·n), Wv·n),  n = RMSNorm(h)
  *   h = h + Wdown·(silu(Wgate·n) ⊙ Wup·n),          n = RMSNorm(h)
@@ -61,7 +73,7 @@ export function decoderLayer(
   p: LayerParams,
   lora: LoraParams | null,
   pos: Tensor,
-  layout: AttentionLayout,
+  attend: AttendFn,
 ): Tensor {
   const n = h.dim(0);
   const hd = headDim(c);
@@ -73,7 +85,7 @@ export function decoderLayer(
   const q = rope(reshape(lin(x, 'q_proj'), [n, H, hd]), pos, c.rope_theta); //  (N, H, HD)
   const k = rope(reshape(lin(x, 'k_proj'), [n, KVH, hd]), pos, c.rope_theta); //(N, KVH, HD)
   const v = reshape(lin(x, 'v_proj'), [n, KVH, hd]); //                        (N, KVH, HD)
-  const a = reshape(attention(q, k, v, layout), [n, H * hd]); //               (N, H·HD)
+  const a = reshape(attend(q, k, v), [n, H * hd]); //                          (N, H·HD)
   const h2 = add(h, lin(a, 'o_proj')); //                                      (N, D)
   const x2 = rmsnorm(h2, p.postNorm, c.rms_norm_eps);
   const m = swiglu(lin(x2, 'gate_proj'), lin(x2, 'up_proj')); //               (N, I)
