@@ -85,9 +85,17 @@ const r = spawnSync(gyp.shell ? [gyp.cmd, ...args.map(quote)].join(' ') : gyp.cm
 });
 const log = `${r.stdout ?? ''}${r.stderr ?? ''}`;
 if (r.error || r.status !== 0) {
-  const why = r.error ? r.error.message : /not found|ENOENT|No such file/.test(log) && /c\+\+|g\+\+|clang|make/.test(log)
-    ? 'no working C++ toolchain'
-    : `node-gyp exited with status ${r.status}`;
+  const why = r.error
+    ? r.error.message
+    : /gyp ERR! find Python|Could not find any Python/.test(log)
+      ? 'node-gyp needs Python 3'
+      : /gyp: Call to|gyp: .*while (loading|trying)/.test(log)
+        ? 'gyp configuration failed'
+        : /CXX\(target\)|g\+\+|clang|fatal error|make: \*\*\*/.test(log)
+          ? `the C++ compile failed${process.env['CXX'] ? ` with CXX=${process.env['CXX']}` : ''}`
+          : /spawn make ENOENT|make: not found|not found: make/.test(log)
+            ? 'make not found'
+            : `node-gyp exited with status ${r.status}`;
   done(false, `native addon build failed (${why})`, log);
 }
 

@@ -154,7 +154,7 @@ async function sampleAndPrint(modelDir: string, prompts: string[], opts: { maxTo
   for (const prompt of prompts) {
     const ids = tok.encode(prompt);
     const input = ids.length ? ids : Int32Array.of(tok.eosId);
-    const r = generate(ck.model, input, { ...opts, eosId: tok.eosId });
+    const r = generate(ck.model, input, { ...opts, eosId: tok.eosId, vocabLimit: tok.vocabSize });
     console.log(`--- ${JSON.stringify(prompt)}`);
     console.log(prompt + tok.decode(r.tokens));
     log(`(${r.tokens.length} tokens, ${(r.tokens.length / Math.max(r.decodeSeconds, 1e-9)).toFixed(0)} tokens/s decode, stopped by ${r.stoppedBy})`);

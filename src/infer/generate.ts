@@ -93,6 +93,11 @@ export interface GenerateOptions extends SamplingOptions {
   readonly seed?: number;
   /** Stop when this token is produced (not included in the output). */
   readonly eosId?: number;
+  /**
+   * Only ids below this are sampled (a tokenizer trained on a small corpus can have fewer
+   * tokens than the model's vocab_size; the ids above it decode to nothing).
+   */
+  readonly vocabLimit?: number;
   /** Called with each new token id as it is produced. */
   readonly onToken?: (id: number) => void;
 }
@@ -120,7 +125,7 @@ export function generate(model: Model, prompt: Int32Array, opts: GenerateOptions
   t0 = performance.now();
   let stoppedBy: GenerateResult['stoppedBy'] = 'max_tokens';
   while (tokens.length < opts.maxTokens) {
-    const next = sampleToken(logits, opts, rng, context);
+    const next = sampleToken(opts.vocabLimit === undefined ? logits : logits.subarray(0, opts.vocabLimit), opts, rng, context);
     if (opts.eosId !== undefined && next === opts.eosId) {
       stoppedBy = 'eos';
       break;
