@@ -8,7 +8,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AttentionLayout, Backend, FloatArray, GemmArgs, UnaryOp } from '../src/backend/index.js';
+import type { AttentionLayout, Backend, FloatArray, GemmArgs, GemmProvider, UnaryOp } from '../src/backend/index.js';
 import { backendsUnderTest, refBackend } from './helpers/backends.js';
 import { Rng, randomFloats, randomInts, uniformFloats } from './helpers/rng.js';
 import { F32, F64, assertClose, assertScalarClose } from './helpers/numeric.js';
@@ -479,24 +479,65 @@ function checkOutputs(c: Case, actual: Outputs, expected: Outputs, where: string
   }
 }
 
+/** Runs fn with the backend's GEMM provider set to `provider`, then restores the previous one. */
+function withGemmProvider(be: Backend, provider: GemmProvider, fn: () => void): void {
+  const previous = be.info().gemmProvider;
+  if (provider !== previous) be.setGemmProvider(provider);
+  try {
+    fn();
+  } finally {
+    if (provider !== previous) be.setGemmProvider(previous);
+  }
+}
+
 for (const be of backendsUnderTest()) {
   describe(`conformance: ${be.name} float32 vs ref float64`, () => {
+    // GEMM cases run once per provider the backend offers (e.g. openblas and builtin).
+    const gemmProviders = be.info().gemmProviders;
+    const tag = (p: GemmProvider): string => (gemmProviders.length > 1 ? ` [${p}]` : '');
     for (const c of cases) {
-      test(`${c.kernel}: ${c.label}`, () => {
-        checkOutputs(c, c.run(be, F32), expectedOf(c), be.name);
+      if (c.kernel === 'gemm' || c.kernel === 'gemmLongK') {
+        for (const provider of gemmProviders) {
+          test(`${c.kernel}: ${c.label}${tag(provider)}`, () => {
+            withGemmProvider(be, provider, () => checkOutputs(c, c.run(be, F32), expectedOf(c), `${be.name} ${provider}`));
+          });
+        }
+      } else {
+        test(`${c.kernel}: ${c.label}`, () => {
+          checkOutputs(c, c.run(be, F32), expectedOf(c), be.name);
+        });
+      }
+    }
+    for (const provider of gemmProviders) {
+      test(`gemm with beta=0 does not read C (NaN in C does not propagate)${tag(provider)}`, () => {
+        withGemmProvider(be, provider, () => {
+          const c = new Float32Array(6).fill(NaN);
+          const args: GemmArgs = { transA: false, transB: false, m: 2, n: 3, k: 1, alpha: 1, beta: 0 };
+          be.gemm(args, Float32Array.of(1, 2), Float32Array.of(1, 2, 3), c);
+          assert.deepEqual(Array.from(c), [1, 2, 3, 2, 4, 6]);
+        });
+      });
+      test(`gemm with padded strideC leaves the gaps untouched${tag(provider)}`, () => {
+        withGemmProvider(be, provider, () => {
+          const c = new Float32Array(5 + 4).fill(7); // two 2x2 matrices at stride 5: a gap of 1
+          const args: GemmArgs = {
+            transA: false,
+            transB: false,
+            m: 2,
+            n: 2,
+            k: 1,
+            alpha: 1,
+            beta: 0,
+            batch: 2,
+            strideA: 2,
+            strideB: 0,
+            strideC: 5,
+          };
+          be.gemm(args, Float32Array.of(1, 2, 3, 4), Float32Array.of(1, 10), c);
+          assert.deepEqual(Array.from(c), [1, 10, 2, 20, 7, 3, 30, 4, 40]);
+        });
       });
     }
-    test('gemm with beta=0 does not read C (NaN in C does not propagate)', () => {
-      const c = new Float32Array(6).fill(NaN);
-      be.gemm({ transA: false, transB: false, m: 2, n: 3, k: 1, alpha: 1, beta: 0 }, Float32Array.of(1, 2), Float32Array.of(1, 2, 3), c);
-      assert.deepEqual(Array.from(c), [1, 2, 3, 2, 4, 6]);
-    });
-    test('gemm with padded strideC leaves the gaps untouched', () => {
-      const c = new Float32Array(5 + 4).fill(7); // two 2x2 matrices at stride 5: a gap of 1
-      const args: GemmArgs = { transA: false, transB: false, m: 2, n: 2, k: 1, alpha: 1, beta: 0, batch: 2, strideA: 2, strideB: 0, strideC: 5 };
-      be.gemm(args, Float32Array.of(1, 2, 3, 4), Float32Array.of(1, 10), c);
-      assert.deepEqual(Array.from(c), [1, 10, 2, 20, 7, 3, 30, 4, 40]);
-    });
   });
 }
 

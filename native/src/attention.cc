@@ -36,24 +36,25 @@ static_assert(BQ % RQK == 0 && BQ % RPV == 0, "BQ must be a multiple of the row 
 
 inline int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// s[r, 0:KT) = Σ_d a[r, d] · kt[d, 0:KT),  r < RQK.   a rows stride lda; kt a packed tile (hd, KT).
+// s[r, 0:KT) = Σ_d a[r, d] · kt[d, 0:KT),  r < R.   a rows stride lda; kt a packed tile (hd, KT).
+template <int R>
 MOR_INLINE void kernQK(int64_t hd, const float* MOR_RESTRICT a, int64_t lda, const float* MOR_RESTRICT kt,
                        float* MOR_RESTRICT s, int64_t lds) {
-  vf acc[RQK][2];
+  vf acc[R][2];
 #pragma GCC unroll 8
-  for (int r = 0; r < RQK; ++r) acc[r][0] = acc[r][1] = vf{};
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = vf{};
   for (int64_t d = 0; d < hd; ++d) {
     const vf b0 = vload(kt + d * KT);
     const vf b1 = vload(kt + d * KT + W);
 #pragma GCC unroll 8
-    for (int r = 0; r < RQK; ++r) {
+    for (int r = 0; r < R; ++r) {
       const vf ar = vset1(a[r * lda + d]);
       acc[r][0] += ar * b0;
       acc[r][1] += ar * b1;
     }
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < RQK; ++r) {
+  for (int r = 0; r < R; ++r) {
     vstore(s + r * lds, acc[r][0]);
     vstore(s + r * lds + W, acc[r][1]);
   }
@@ -98,6 +99,7 @@ MOR_INLINE void kernPV(int64_t n, const float* MOR_RESTRICT p, int64_t pr, int64
 template <int R, bool ACC>
 inline void productRows(int64_t hdv, int64_t n, const float* p, int64_t pr, int64_t pj, const float* v, int64_t ldv,
                         float* out, int64_t ldo) {
+  if (n <= 0 && ACC) return;
   int64_t c = 0;
   for (; c + NVMAX <= hdv; c += NVMAX) kernPV<R, NVMAX, ACC>(n, p, pr, pj, v + c * W, ldv, out + c * W, ldo);
   switch (hdv - c) {
@@ -215,13 +217,42 @@ inline void loadRows(const AttnShape& a, const float* x, int64_t i0, int64_t bq,
   }
 }
 
-// S block (bqPad, keP) = Qblk · Kᵀ over the tiles each row group needs.
+// S block (bqPad, keP) = Qblk · Kᵀ over the tiles each row group needs. A last group of fewer than
+// RQK rows (decoding: one query row per segment) runs a narrower kernel instead of padding.
 inline void scoreBlock(int64_t hd, const float* qb, int64_t hdp, const float* ktt, const int32_t* nv, int64_t bq,
-                       int64_t bqPad, float* S, int64_t keP) {
-  for (int64_t rg = 0; rg < bqPad; rg += RQK) {
+                       float* S, int64_t keP) {
+  for (int64_t rg = 0; rg < bq; rg += RQK) {
     int64_t ke = 0;
-    for (int64_t r = rg; r < std::min(rg + RQK, bq); ++r) ke = std::max<int64_t>(ke, nv[r]);
-    for (int64_t t = 0; t < ke; t += KT) kernQK(hd, qb + rg * hdp, hdp, ktt + t * hd, S + rg * keP + t, keP);
+    const int64_t rows = std::min<int64_t>(RQK, bq - rg);
+    for (int64_t r = rg; r < rg + rows; ++r) ke = std::max<int64_t>(ke, nv[r]);
+    const float* a = qb + rg * hdp;
+    float* s = S + rg * keP;
+    for (int64_t t = 0; t < ke; t += KT) {
+      if (rows > 4)
+        kernQK<RQK>(hd, a, hdp, ktt + t * hd, s + t, keP);
+      else if (rows > 2)
+        kernQK<4>(hd, a, hdp, ktt + t * hd, s + t, keP);
+      else if (rows == 2)
+        kernQK<2>(hd, a, hdp, ktt + t * hd, s + t, keP);
+      else
+        kernQK<1>(hd, a, hdp, ktt + t * hd, s + t, keP);
+    }
+  }
+}
+
+// out rows [0, bq) (ldo = hdp) = P (rows of ldp) · v rows, each row group over its visible prefix.
+inline void valueBlock(int64_t hdv, const float* P, int64_t ldp, const float* v, int64_t hdp, const int32_t* nv,
+                       int64_t bq, float* out) {
+  for (int64_t rg = 0; rg < bq; rg += RPV) {
+    int64_t ke = 0;
+    const int64_t rows = std::min<int64_t>(RPV, bq - rg);
+    for (int64_t r = rg; r < rg + rows; ++r) ke = std::max<int64_t>(ke, nv[r]);
+    if (rows > 2)
+      productRows<RPV, false>(hdv, ke, P + rg * ldp, ldp, 1, v, hdp, out + rg * hdp, hdp);
+    else if (rows == 2)
+      productRows<2, false>(hdv, ke, P + rg * ldp, ldp, 1, v, hdp, out + rg * hdp, hdp);
+    else
+      productRows<1, false>(hdv, ke, P + rg * ldp, ldp, 1, v, hdp, out + rg * hdp, hdp);
   }
 }
 
@@ -347,7 +378,7 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
       float inv[BQ];
 
       loadRows(a, q, i0, bq, bqPad, h, a.scale, qb, hdp);
-      scoreBlock(HD, qb, hdp, ktt, nv, bq, bqPad, S, keP);
+      scoreBlock(HD, qb, hdp, ktt, nv, bq, S, keP);
       for (int64_t r = 0; r < bqPad; ++r) {
         float* row = S + r * keP;
         const int64_t n = r < bq ? nv[r] : 0;
@@ -365,11 +396,7 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
         inv[r] = 1.f / sum;
         lse[(i0 + r) * H + h] = m + std::log(sum);
       }
-      for (int64_t rg = 0; rg < bqPad; rg += RPV) {
-        int64_t ke = 0;
-        for (int64_t r = rg; r < std::min(rg + RPV, bq); ++r) ke = std::max<int64_t>(ke, nv[r]);
-        productRows<RPV, false>(hdv, ke, S + rg * keP, keP, 1, vp, hdp, ob + rg * hdp, hdp);
-      }
+      valueBlock(hdv, S, keP, vp, hdp, nv, bq, ob);
       for (int64_t r = 0; r < bq; ++r) {
         float* o = out + ((i0 + r) * H + h) * HD;
         const float* src = ob + r * hdp;
@@ -435,8 +462,8 @@ void backwardBlock(const BwdCtx& c, const Seg& g, int64_t h, int64_t block, floa
     for (int64_t cc = 0; cc < HD; ++cc) s += o[cc] * d[cc];
     Dr[r] = s;
   }
-  scoreBlock(HD, qb, hdp, ktt, nv, bq, bqPad, S, keP);
-  scoreBlock(HD, dob, hdp, vtt, nv, bq, bqPad, dP, keP);
+  scoreBlock(HD, qb, hdp, ktt, nv, bq, S, keP);
+  scoreBlock(HD, dob, hdp, vtt, nv, bq, dP, keP);
   // P = exp(S − lse) (into S), dS = P ∘ (dP − D) (into dP); zero past each row's prefix.
   for (int64_t r = 0; r < bqPad; ++r) {
     float* srow = S + r * keP;
@@ -462,11 +489,7 @@ void backwardBlock(const BwdCtx& c, const Seg& g, int64_t h, int64_t block, floa
     zeroTail(drow, n, keP);
   }
   // dQ = scale · dS · K
-  for (int64_t rg = 0; rg < bqPad; rg += RPV) {
-    int64_t ke = 0;
-    for (int64_t r = rg; r < std::min(rg + RPV, bq); ++r) ke = std::max<int64_t>(ke, nv[r]);
-    productRows<RPV, false>(hdv, ke, dP + rg * keP, keP, 1, kp, hdp, dq + rg * hdp, hdp);
-  }
+  valueBlock(hdv, dP, keP, kp, hdp, nv, bq, dq);
   for (int64_t r = 0; r < bq; ++r) {
     float* o = c.dQ + ((i0 + r) * H + h) * HD;
     const float* src = dq + r * hdp;
@@ -478,7 +501,7 @@ void backwardBlock(const BwdCtx& c, const Seg& g, int64_t h, int64_t block, floa
   for (int64_t j0 = 0; j0 < blockKe; j0 += RTK) {
     if (sorted)
       while (iStart < bq && nv[iStart] <= j0) ++iStart;
-    const int64_t rows = bqPad - iStart;
+    const int64_t rows = bq - iStart;  // padding rows hold zeros: skip them
     productRows<RTK, true>(hdv, rows, dP + iStart * keP + j0, 1, keP, qb + iStart * hdp, hdp, dkAcc + j0 * ldAcc,
                            ldAcc);
     productRows<RTK, true>(hdv, rows, S + iStart * keP + j0, 1, keP, dob + iStart * hdp, hdp, dvAcc + j0 * ldAcc,

@@ -117,9 +117,13 @@ MOR_INLINE float sexp(float x) {
 
 // ---- threading ---------------------------------------------------------------------------------
 
+// Threads our parallel loops use: setNumThreads() (process-wide, so JS worker threads see it too;
+// OpenMP's own setting is per calling thread), else OpenMP's default.
+extern int g_numThreads;
 inline int maxThreads() {
 #ifdef _OPENMP
-  return omp_get_max_threads();
+  const int n = __atomic_load_n(&g_numThreads, __ATOMIC_RELAXED);
+  return n > 0 ? n : omp_get_max_threads();
 #else
   return 1;
 #endif

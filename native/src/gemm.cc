@@ -27,17 +27,28 @@ namespace mor {
 
 namespace {
 
+#ifndef MOR_GEMM_MR
 #if MOR_VW == 16
-constexpr int MR = 12, NR = 32;
-#elif MOR_VW == 8
-constexpr int MR = 6, NR = 16;
+#define MOR_GEMM_MR 12
 #else
-constexpr int MR = 6, NR = 8;
+#define MOR_GEMM_MR 6
 #endif
+#endif
+#ifndef MOR_GEMM_KC
+#define MOR_GEMM_KC 256
+#endif
+#ifndef MOR_GEMM_MCB
+#define MOR_GEMM_MCB 12
+#endif
+#ifndef MOR_GEMM_NC
+#define MOR_GEMM_NC 2048
+#endif
+constexpr int MR = MOR_GEMM_MR;     // rows of the register tile
+constexpr int NR = 2 * W;           // columns of the register tile (two vectors)
 constexpr int NV = NR / W;
-constexpr int64_t KC = 256;
-constexpr int64_t MC = MR * 12;
-constexpr int64_t NC = 4096;
+constexpr int64_t KC = MOR_GEMM_KC;  // k block: a B micro-panel KC×NR stays in L1
+constexpr int64_t MC = MR * MOR_GEMM_MCB;  // row block: an A block MC×KC stays in L2
+constexpr int64_t NC = MOR_GEMM_NC;  // column block: the packed B block KC×NC stays in L3
 
 #ifdef MOR_HAVE_OPENBLAS
 int g_provider = kGemmOpenBLAS;
@@ -438,6 +449,7 @@ bool setGemmProvider(int provider) {
 
 void setNumThreads(int n) {
   if (n < 1) n = 1;
+  __atomic_store_n(&g_numThreads, n, __ATOMIC_RELAXED);
 #ifdef _OPENMP
   omp_set_num_threads(n);
 #endif

@@ -6,6 +6,8 @@
 
 namespace mor {
 
+int g_numThreads = 0;
+
 Scratch::~Scratch() { std::free(ptr); }
 
 float* Scratch::get(size_t n) {

@@ -42,7 +42,8 @@ export interface BackendInfo {
  *   op(B) is (k, n): B is stored (k, n), or (n, k) when transB.
  *   C is (m, n).
  * Batch strides are in elements; a stride of 0 broadcasts that operand over the batch.
- * Defaults: batch 1, strideA = m·k, strideB = k·n, strideC = m·n.
+ * Defaults: batch 1, strideA = m·k, strideB = k·n, strideC = m·n. Each buffer holds at least
+ * stride·(batch−1) + its matrix size elements.
  * When beta is 0, C is not read (NaN in C does not propagate).
  */
 export interface GemmArgs {

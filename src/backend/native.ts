@@ -6,6 +6,9 @@
  * checks every buffer's type (Float32Array / Int32Array, else DtypeError) and length (ShapeError),
  * and index/target ranges (ArgumentError), so native code never reads or writes out of bounds.
  * Outputs must have exactly the length the contract gives them.
+ *
+ * Environment: MOR_GEMM=openblas|builtin picks the initial GEMM provider (default: openblas when
+ * the addon was built with it); MOR_NATIVE_ADDON=path loads another build of the addon.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -217,6 +220,15 @@ class NativeBackend implements Backend {
     this.providers = Object.freeze(
       b.info().haveOpenBLAS ? (['openblas', 'builtin'] as GemmProvider[]) : (['builtin'] as GemmProvider[]),
     );
+    const want = process.env['MOR_GEMM'];
+    if (want !== undefined && want !== '') {
+      if (want === 'openblas' || want === 'builtin') {
+        if (this.providers.includes(want)) this.b.setGemmProvider(PROVIDER_IDS[want]);
+        else process.emitWarning(`MOR_GEMM=${want}: not available in this build; using ${this.providers[0]}`);
+      } else {
+        process.emitWarning(`MOR_GEMM=${want}: expected 'openblas' or 'builtin'; ignored`);
+      }
+    }
   }
 
   info(): BackendInfo {

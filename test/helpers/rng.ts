@@ -1,38 +1,14 @@
 /**
- * Seeded random numbers for tests (mulberry32: small, fast, good enough for test data).
- * Float data comes out as Float64Array holding float32-representable values, so a Float32Array
- * copy and a Float64Array copy of the same input are exactly equal.
+ * Seeded random test data, from the project's own generator (src/util/rng.ts). Float data comes
+ * out as Float64Array holding float32-representable values, so a Float32Array copy and a
+ * Float64Array copy of the same input are exactly equal.
  */
-export class Rng {
-  private state: number;
+import { Rng as ProjectRng } from '../../src/util/rng.js';
 
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-
-  uniform(lo: number, hi: number): number {
-    return lo + (hi - lo) * this.next();
-  }
-
+export class Rng extends ProjectRng {
   /** Integer in [lo, hi). */
   int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo));
-  }
-
-  /** Standard normal (Box–Muller). */
-  normal(): number {
-    const u = 1 - this.next(); // (0, 1]
-    const v = this.next();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+    return lo + this.nextInt(hi - lo);
   }
 }
 
