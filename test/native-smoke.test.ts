@@ -163,7 +163,7 @@ describe('native smoke: gemm', () => {
     const initial = be().info().gemmProvider;
     const shapes: [number, number, number][] = [];
     for (const m of SIZES) for (const n of SIZES) for (const k of [1, 33, 129]) shapes.push([m, n, k]);
-    shapes.push([300, 260, 520], [9, 300, 40], [300, 9, 40], [2, 1000, 64]);
+    shapes.push([300, 260, 520], [9, 300, 40], [300, 9, 40], [2, 1000, 64], [20, 2000, 64]);
     try {
       for (const p of providers) {
         be().setGemmProvider(p);
@@ -278,7 +278,7 @@ function attentionRef(l: AttentionLayout, q: Float32Array, k: Float32Array, v: F
   return { out, lse, dQ, dK, dV };
 }
 
-type Mode = 'causal' | 'subset' | 'cache';
+type Mode = 'causal' | 'subset' | 'cache' | 'decode';
 
 /** A layout for one of the three modes: two segments plus an uncovered query row and key row. */
 function makeLayout(mode: Mode, T: number, H: number, KVH: number, HD: number): AttentionLayout {
@@ -299,6 +299,12 @@ function makeLayout(mode: Mode, T: number, H: number, KVH: number, HD: number): 
         kPos.push(p);
       }
       segments.push(q0, T, k0, T);
+    } else if (mode === 'decode') {
+      // T new tokens after a cache of 50 + s keys (the decoding shape: few queries, many keys)
+      const nk = 50 + s;
+      for (let j = 0; j < nk; j++) kPos.push(j);
+      for (let i = 0; i < T; i++) qPos.push(nk - T + i + (i === 0 && s === 1 ? -60 : 0));
+      segments.push(q0, T, k0, nk);
     } else {
       const nk = T + 5;
       for (let j = 0; j < nk; j++) kPos.push(Math.floor(j / 2));
@@ -330,6 +336,11 @@ describe('native smoke: attention', () => {
     ['cache', 40, 4, 4, 64],
     ['cache', 33, 6, 2, 129],
     ['causal', 100, 3, 3, 1],
+    ['decode', 1, 8, 2, 64],
+    ['decode', 3, 6, 3, 32],
+    ['decode', 2, 3, 1, 16],
+    ['decode', 1, 1, 1, 48],
+    ['decode', 5, 2, 2, 64],
   ];
   for (const [mode, T, H, KVH, HD] of cases) {
     test(`${mode} T=${T} H=${H} KVH=${KVH} HD=${HD}`, { skip }, () => {
@@ -831,6 +842,15 @@ describe('native smoke: pointwise and rows', () => {
       assertClose(a2, Array.from(a, (v) => Math.fround(2 * Math.fround(3 * v))), 'add alias', 0, 0);
       be().fill(out, 1.25);
       assert.ok(out.every((v) => v === 1.25));
+      // views into a larger buffer (byte offsets) read and write only their own elements
+      const big = randArr(n + 8);
+      const view = big.subarray(3, 3 + n);
+      const before = Float32Array.from(big);
+      be().add(view, view, view);
+      for (let i = 0; i < n + 8; i++) {
+        const want = i >= 3 && i < 3 + n ? Math.fround(2 * before[i]!) : before[i]!;
+        assert.equal(big[i], want, `subarray add at ${i}`);
+      }
     }
   });
 

@@ -219,7 +219,7 @@ napi_value setNumThreads(const Args& a) {
 napi_value rawSgemmGflops(const Args& a) {
   const int64_t m = a.integer(0, "m", 1, INT32_MAX), n = a.integer(1, "n", 1, INT32_MAX),
                 k = a.integer(2, "k", 1, INT32_MAX), it = a.integer(3, "iterations", 1, 1 << 30);
-  if (static_cast<double>(m) * k + static_cast<double>(k) * n + static_cast<double>(m) * n > 1.0e9)
+  if (static_cast<double>(m) * k + static_cast<double>(k) * n + static_cast<double>(m) * n > 2.5e8)
     fail(ErrKind::Argument, "rawSgemmGflops: matrices too large");
   const double g = mor::rawBlasGflops(m, n, k, static_cast<int>(it));
   if (g < 0) {

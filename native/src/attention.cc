@@ -116,11 +116,15 @@ struct Seg {
   int64_t packOff;  // offset of this segment's packs (per kv head: packStride floats)
   int64_t packStride;
   int64_t blocks;  // query blocks
+  bool direct;     // few queries (decoding): no packing, one task per kv head (see decodeTask)
 };
 
 struct Task {
-  int32_t seg, head, block;
+  int32_t seg, head, block;  // block −1: a direct task, head is then the kv head
 };
+
+// Segments whose query rows × heads per kv head fit in this many rows skip packing.
+constexpr int64_t kDirectRows = 8;
 
 struct Plan {
   std::vector<Seg> segs;
@@ -147,7 +151,9 @@ Plan makePlan(const AttnShape& a, bool backward) {
     g.kStart = a.segments[4 * s + 2];
     g.kLen = a.segments[4 * s + 3];
     g.nkp = roundUp(g.kLen, KT);
-    g.packStride = g.nkp * a.headDim + g.nkp * pl.hdp + (backward ? g.nkp * a.headDim : 0);
+    const int64_t group = a.numHeads / a.numKvHeads;
+    g.direct = !backward && g.qLen > 0 && g.qLen * group <= kDirectRows && a.headDim % W == 0;
+    g.packStride = g.direct ? 0 : g.nkp * a.headDim + g.nkp * pl.hdp + (backward ? g.nkp * a.headDim : 0);
     g.packOff = off;
     off += g.packStride * a.numKvHeads;
     g.blocks = (g.qLen + BQ - 1) / BQ;
@@ -161,10 +167,14 @@ Plan makePlan(const AttnShape& a, bool backward) {
   // Heaviest blocks (last in a segment: longest key prefix) first, for the dynamic schedule.
   int64_t maxBlocks = 0;
   for (const Seg& g : pl.segs) maxBlocks = std::max(maxBlocks, g.blocks);
+  for (int64_t s = 0; s < S; ++s)
+    if (pl.segs[static_cast<size_t>(s)].direct)
+      for (int64_t kvh = 0; kvh < a.numKvHeads; ++kvh)
+        pl.tasks.push_back({static_cast<int32_t>(s), static_cast<int32_t>(kvh), -1});
   for (int64_t b = maxBlocks - 1; b >= 0; --b)
     for (int64_t s = 0; s < S; ++s) {
       const Seg& g = pl.segs[static_cast<size_t>(s)];
-      if (b >= g.blocks) continue;
+      if (b >= g.blocks || g.direct) continue;
       for (int64_t h = 0; h < a.numHeads; ++h)
         pl.tasks.push_back({static_cast<int32_t>(s), static_cast<int32_t>(h), static_cast<int32_t>(b)});
     }
@@ -240,19 +250,40 @@ inline void scoreBlock(int64_t hd, const float* qb, int64_t hdp, const float* kt
   }
 }
 
-// out rows [0, bq) (ldo = hdp) = P (rows of ldp) · v rows, each row group over its visible prefix.
-inline void valueBlock(int64_t hdv, const float* P, int64_t ldp, const float* v, int64_t hdp, const int32_t* nv,
-                       int64_t bq, float* out) {
+// out rows [0, bq) (stride ldo) = P (rows of ldp) · v rows (stride ldv), each row group over its
+// visible prefix.
+inline void valueBlock(int64_t hdv, const float* P, int64_t ldp, const float* v, int64_t ldv, const int32_t* nv,
+                       int64_t bq, float* out, int64_t ldo) {
   for (int64_t rg = 0; rg < bq; rg += RPV) {
     int64_t ke = 0;
     const int64_t rows = std::min<int64_t>(RPV, bq - rg);
     for (int64_t r = rg; r < rg + rows; ++r) ke = std::max<int64_t>(ke, nv[r]);
     if (rows > 2)
-      productRows<RPV, false>(hdv, ke, P + rg * ldp, ldp, 1, v, hdp, out + rg * hdp, hdp);
+      productRows<RPV, false>(hdv, ke, P + rg * ldp, ldp, 1, v, ldv, out + rg * ldo, ldo);
     else if (rows == 2)
-      productRows<2, false>(hdv, ke, P + rg * ldp, ldp, 1, v, hdp, out + rg * hdp, hdp);
+      productRows<2, false>(hdv, ke, P + rg * ldp, ldp, 1, v, ldv, out + rg * ldo, ldo);
     else
-      productRows<1, false>(hdv, ke, P + rg * ldp, ldp, 1, v, hdp, out + rg * hdp, hdp);
+      productRows<1, false>(hdv, ke, P + rg * ldp, ldp, 1, v, ldv, out + rg * ldo, ldo);
+  }
+}
+
+// s[r, j] = ⟨qb[r], k_j⟩ for j < n, r < R, k_j = k + j·ldk read in place (HD = hdv vectors).
+// Decoding: the few query rows share each key's loads; no Kᵀ packing.
+template <int R>
+void scoreDirect(int64_t hdv, const float* qb, int64_t ldq, const float* k, int64_t ldk, int64_t n, float* S,
+                 int64_t lds) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float* kj = k + j * ldk;
+    vf acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = vf{};
+    for (int64_t c = 0; c < hdv; ++c) {
+      const vf kv = vload(kj + c * W);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] += vload(qb + r * ldq + c * W) * kv;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) S[r * lds + j] = vhsum(acc[r]);
   }
 }
 
@@ -290,6 +321,66 @@ inline float expRow(float* x, int64_t n, float sub) {
 
 inline void zeroTail(float* x, int64_t from, int64_t to) {
   if (to > from) std::memset(x + from, 0, sizeof(float) * static_cast<size_t>(to - from));
+}
+
+// Forward of a direct segment for kv head kvh: its rows are (query i, head h of the group), at
+// most kDirectRows, scored against K rows in place and multiplied with V rows in place.
+void decodeTask(const AttnShape& a, const Plan& pl, const Seg& g, int64_t kvh, const float* q, const float* k,
+                const float* v, float* out, float* lse) {
+  const int64_t HD = a.headDim, H = a.numHeads, group = H / a.numKvHeads, hdv = HD / W;
+  const int64_t rows = g.qLen * group;
+  const int64_t R = rows > 4 ? 8 : rows > 2 ? 4 : rows;  // kernel rows (padding rows are zero)
+  int32_t nv[kDirectRows] = {};
+  int64_t ke = 0;
+  float* qb = scratch(9, static_cast<size_t>(kDirectRows * HD));
+  for (int64_t r = 0; r < R; ++r) {
+    float* d = qb + r * HD;
+    if (r < rows) {
+      const int64_t i = g.qStart + r / group, h = kvh * group + r % group;
+      nv[r] = pl.nvis[static_cast<size_t>(i)];
+      ke = std::max<int64_t>(ke, nv[r]);
+      const float* src = q + (i * H + h) * HD;
+      for (int64_t c = 0; c < HD; ++c) d[c] = src[c] * a.scale;
+    } else {
+      std::memset(d, 0, sizeof(float) * static_cast<size_t>(HD));
+    }
+  }
+  const int64_t lds = std::max<int64_t>(roundUp(ke, W), W);
+  float* S = scratch(10, static_cast<size_t>(R * lds));
+  float* ob = scratch(11, static_cast<size_t>(R * HD));
+  const int64_t ldk = a.numKvHeads * HD;
+  const float* kb = k + g.kStart * ldk + kvh * HD;
+  const float* vb = v + g.kStart * ldk + kvh * HD;
+  switch (R) {
+    case 1: scoreDirect<1>(hdv, qb, HD, kb, ldk, ke, S, lds); break;
+    case 2: scoreDirect<2>(hdv, qb, HD, kb, ldk, ke, S, lds); break;
+    case 4: scoreDirect<4>(hdv, qb, HD, kb, ldk, ke, S, lds); break;
+    default: scoreDirect<8>(hdv, qb, HD, kb, ldk, ke, S, lds); break;
+  }
+  float inv[kDirectRows] = {};
+  float lrow[kDirectRows];
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = S + r * lds;
+    const int64_t n = nv[r];
+    if (n == 0) {
+      zeroTail(row, 0, ke);
+      lrow[r] = kNegInf;
+      continue;
+    }
+    const float m = rowMax(row, n);
+    const float sum = expRow(row, n, m);
+    zeroTail(row, n, ke);
+    inv[r] = 1.f / sum;
+    lrow[r] = m + std::log(sum);
+  }
+  valueBlock(hdv, S, lds, vb, ldk, nv, rows, ob, HD);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = g.qStart + r / group, h = kvh * group + r % group;
+    float* o = out + (i * H + h) * HD;
+    const float* src = ob + r * HD;
+    for (int64_t c = 0; c < HD; ++c) o[c] = src[c] * inv[r];
+    lse[i * H + h] = lrow[r];
+  }
 }
 
 }  // namespace
@@ -352,6 +443,7 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
     for (int64_t t = 0; t < nPack; ++t) {
       const Seg& g = pl.segs[static_cast<size_t>(t / KVH)];
       const int64_t kvh = t % KVH;
+      if (g.direct) continue;
       float* base = packs + g.packOff + kvh * g.packStride;
       packSeg(a, g, kvh, k, v, base, base + g.nkp * HD, hdp);
     }
@@ -360,6 +452,10 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
     for (size_t ti = 0; ti < pl.tasks.size(); ++ti) {
       const Task& tk = pl.tasks[ti];
       const Seg& g = pl.segs[static_cast<size_t>(tk.seg)];
+      if (tk.block < 0) {
+        decodeTask(a, pl, g, tk.head, q, k, v, out, lse);
+        continue;
+      }
       const int64_t h = tk.head, kvh = h / group;
       const int64_t i0 = g.qStart + static_cast<int64_t>(tk.block) * BQ;
       const int64_t bq = std::min<int64_t>(BQ, g.qStart + g.qLen - i0);
@@ -396,7 +492,7 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
         inv[r] = 1.f / sum;
         lse[(i0 + r) * H + h] = m + std::log(sum);
       }
-      valueBlock(hdv, S, keP, vp, hdp, nv, bq, ob);
+      valueBlock(hdv, S, keP, vp, hdp, nv, bq, ob, hdp);
       for (int64_t r = 0; r < bq; ++r) {
         float* o = out + ((i0 + r) * H + h) * HD;
         const float* src = ob + r * hdp;
@@ -489,7 +585,7 @@ void backwardBlock(const BwdCtx& c, const Seg& g, int64_t h, int64_t block, floa
     zeroTail(drow, n, keP);
   }
   // dQ = scale · dS · K
-  valueBlock(hdv, dP, keP, kp, hdp, nv, bq, dq);
+  valueBlock(hdv, dP, keP, kp, hdp, nv, bq, dq, hdp);
   for (int64_t r = 0; r < bq; ++r) {
     float* o = c.dQ + ((i0 + r) * H + h) * HD;
     const float* src = dq + r * hdp;

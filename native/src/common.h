@@ -46,10 +46,31 @@ typedef int32_t viu __attribute__((vector_size(MOR_VW * 4), aligned(4)));
 MOR_INLINE vf vload(const float* p) { return *reinterpret_cast<const vfu*>(p); }
 MOR_INLINE void vstore(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
 MOR_INLINE vf vset1(float x) { return vf{} + x; }
+// Horizontal sum by halving (log2(W) shuffle+add steps, not W dependent scalar adds).
 MOR_INLINE float vhsum(vf v) {
+#if MOR_VW >= 16
+  typedef float h8 __attribute__((vector_size(32)));
+  h8 lo, hi;
+  std::memcpy(&lo, &v, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+  h8 s8 = lo + hi;
+#elif MOR_VW == 8
+  typedef float h8 __attribute__((vector_size(32)));
+  h8 s8;
+  std::memcpy(&s8, &v, sizeof(s8));
+#endif
+#if MOR_VW >= 8
+  typedef float h4 __attribute__((vector_size(16)));
+  h4 a, b;
+  std::memcpy(&a, &s8, sizeof(a));
+  std::memcpy(&b, reinterpret_cast<const char*>(&s8) + sizeof(a), sizeof(b));
+  h4 s4 = a + b;
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+#else
   float s = 0.f;
   for (int i = 0; i < W; ++i) s += v[i];
   return s;
+#endif
 }
 MOR_INLINE float vhmax(vf v) {
   float s = v[0];

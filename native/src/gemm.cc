@@ -186,41 +186,38 @@ template <int M>
 void smallMT(bool tB, int64_t n, int64_t k, float alpha, const float* a, const float* B, int64_t ldb,
              float beta, float* C, int64_t ldc, int threads) {
   if (tB) {
-    // B stored (n, k): C[i, j] = ⟨a_i, B_j⟩. Two columns at a time share the loads of a.
-    const int64_t pairs = (n + 1) / 2;
+    // B stored (n, k): C[i, j] = ⟨a_i, B_j⟩. JB columns at a time share the loads of a and give
+    // M·JB independent FMA chains (one chain per dot product would be latency-bound).
+    constexpr int JB = M >= 8 ? 2 : M >= 4 ? 4 : 8;
+    const int64_t groups = (n + JB - 1) / JB;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t jp = 0; jp < pairs; ++jp) {
-      const int64_t j = jp * 2;
-      const bool two = j + 1 < n;
-      const float* b0 = B + j * ldb;
-      const float* b1 = two ? b0 + ldb : b0;
-      vf acc0[M], acc1[M];
-      for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = vf{};
+    for (int64_t jg = 0; jg < groups; ++jg) {
+      const int64_t j0 = jg * JB;
+      const int nb = static_cast<int>(std::min<int64_t>(JB, n - j0));
+      const float* bj[JB];
+      for (int q = 0; q < JB; ++q) bj[q] = B + (j0 + (q < nb ? q : 0)) * ldb;
+      vf acc[M][JB];
+      for (int i = 0; i < M; ++i)
+        for (int q = 0; q < JB; ++q) acc[i][q] = vf{};
       int64_t p = 0;
       for (; p + W <= k; p += W) {
-        vf x0 = vload(b0 + p), x1 = vload(b1 + p);
+        vf x[JB];
+#pragma GCC unroll 8
+        for (int q = 0; q < JB; ++q) x[q] = vload(bj[q] + p);
 #pragma GCC unroll 8
         for (int i = 0; i < M; ++i) {
-          vf ai = vload(a + i * k + p);
-          acc0[i] += ai * x0;
-          acc1[i] += ai * x1;
+          const vf ai = vload(a + i * k + p);
+#pragma GCC unroll 8
+          for (int q = 0; q < JB; ++q) acc[i][q] += ai * x[q];
         }
       }
-      float s0[M], s1[M];
-      for (int i = 0; i < M; ++i) {
-        s0[i] = vhsum(acc0[i]);
-        s1[i] = vhsum(acc1[i]);
-      }
-      for (; p < k; ++p)
-        for (int i = 0; i < M; ++i) {
-          s0[i] += a[i * k + p] * b0[p];
-          s1[i] += a[i * k + p] * b1[p];
+      for (int i = 0; i < M; ++i)
+        for (int q = 0; q < nb; ++q) {
+          float sdot = vhsum(acc[i][q]);
+          for (int64_t pp = p; pp < k; ++pp) sdot += a[i * k + pp] * bj[q][pp];
+          float* c = C + i * ldc + j0 + q;
+          *c = alpha * sdot + (beta != 0.f ? beta * *c : 0.f);
         }
-      for (int i = 0; i < M; ++i) {
-        float* c = C + i * ldc + j;
-        c[0] = alpha * s0[i] + (beta != 0.f ? beta * c[0] : 0.f);
-        if (two) c[1] = alpha * s1[i] + (beta != 0.f ? beta * c[1] : 0.f);
-      }
     }
   } else {
     // B stored (k, n): C[i, cols] = Σ_p a[i, p] · B[p, cols], CB columns per task.
@@ -278,7 +275,7 @@ void smallM(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, cons
       for (int64_t p = 0; p < k; ++p) buf[i * k + p] = tA ? A[p * lda + i] : A[i * lda + p];
     a = buf;
   }
-  threads = std::min(threads, threadsFor(2.0 * m * n * k, 2.0e5));
+  threads = std::min(threads, threadsFor(2.0 * m * n * k, 1.0e5));
   switch (m) {
     case 1: smallMT<1>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
     case 2: smallMT<2>(tB, n, k, alpha, a, B, ldb, beta, C, ldc, threads); break;
@@ -396,9 +393,33 @@ void blasInit() {
   (void)once;
 }
 
+// y (len) = alpha · op(M) · x + beta · y through cblas_sgemv. beta 0 zeroes y first, so NaN in y
+// never propagates whatever the library's scal does with 0.
+void blasGemv(bool trans, int64_t rows, int64_t cols, float alpha, const float* M, int64_t ldm, const float* x,
+              int64_t incx, float beta, float* y, int64_t incy) {
+  const int64_t len = trans ? cols : rows;
+  if (beta == 0.f)
+    for (int64_t i = 0; i < len; ++i) y[i * incy] = 0.f;
+  cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, static_cast<blasint>(rows),
+              static_cast<blasint>(cols), alpha, M, static_cast<blasint>(std::max<int64_t>(ldm, 1)), x,
+              static_cast<blasint>(incx), beta, y, static_cast<blasint>(incy));
+}
+
 void blasGemm(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
               const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads) {
   blasInit();
+  // Vector cases go to sgemv (OpenBLAS's sgemm packs even a single row; sgemv is ~5× faster).
+  if (m == 1) {
+    // C (1, n) = a · op(B), a = op(A) row 0: contiguous, or a column of stride lda when transA.
+    // op(B) = B (k, n): y = Bᵀa;  op(B) = Bᵀ, B (n, k): y = B·a.
+    blasGemv(!tB, tB ? n : k, tB ? k : n, alpha, B, ldb, A, tA ? lda : 1, beta, C, 1);
+    return;
+  }
+  if (n == 1) {
+    // C (m, 1) = op(A) · b, b = op(B) column 0: contiguous, or stride ldb when !transB.
+    blasGemv(tA, tA ? k : m, tA ? m : k, alpha, A, lda, B, tB ? 1 : ldb, beta, C, ldc);
+    return;
+  }
   if (g_blasOwnThreads || threads <= 1) {
     blasCall(tA, tB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     return;

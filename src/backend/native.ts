@@ -7,8 +7,13 @@
  * and index/target ranges (ArgumentError), so native code never reads or writes out of bounds.
  * Outputs must have exactly the length the contract gives them.
  *
- * Environment: MOR_GEMM=openblas|builtin picks the initial GEMM provider (default: openblas when
- * the addon was built with it); MOR_NATIVE_ADDON=path loads another build of the addon.
+ * Environment: MOR_GEMM=openblas|builtin picks the initial GEMM provider; MOR_NATIVE_ADDON=path
+ * loads another build of the addon.
+ *
+ * Default GEMM provider: the built-in kernel where the addon was compiled for AVX-512 (there it
+ * measured 1.7–1.9× Debian's OpenBLAS, whose dynamic-arch kernels stop at AVX2 on recent
+ * CPUs), else OpenBLAS when linked, else built-in. A fixed rule rather than a timing at load,
+ * so a run and its resumption use the same kernel and give the same numbers.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -174,10 +179,12 @@ function addonPath(): string {
 
 /**
  * OpenMP runtime defaults, set before the addon (and so libgomp) loads, unless the user set them.
- * On few cores our OpenMP threads and OpenBLAS's own pthreads take turns on the same cores: a
- * long busy-wait in one pool after its parallel region steals the core the other pool needs
- * next. A short GOMP spin (about 20 µs) keeps back-to-back small kernels fast (a sleeping thread
- * takes ~50 µs to wake) without starving OpenBLAS. Measured numbers: see native/README.md.
+ * Idle OpenMP workers busy-wait for GOMP_SPINCOUNT iterations before sleeping. Measured on 2
+ * cores: sleeping at once (OMP_WAIT_POLICY=passive) makes every small parallel kernel pay a
+ * wake-up (~12–60 µs instead of ~2.6 µs for a 64k-element add); libgomp's default spin (300000)
+ * or `active` gained nothing over 20000 but keeps a core busy longer after each kernel, which V8's
+ * GC, libuv and other JS threads then wait for. (OpenBLAS runs single-threaded inside our
+ * OpenMP threads, see native/src/gemm.cc, so its own pool never competes.) See native/README.md.
  */
 function setRuntimeDefaults(): void {
   if (process.env['OMP_WAIT_POLICY'] === undefined && process.env['GOMP_SPINCOUNT'] === undefined) {
@@ -221,6 +228,7 @@ class NativeBackend implements Backend {
       b.info().haveOpenBLAS ? (['openblas', 'builtin'] as GemmProvider[]) : (['builtin'] as GemmProvider[]),
     );
     const want = process.env['MOR_GEMM'];
+    if ((want === undefined || want === '') && b.info().simd === 'avx512') this.b.setGemmProvider(PROVIDER_IDS['builtin']);
     if (want !== undefined && want !== '') {
       if (want === 'openblas' || want === 'builtin') {
         if (this.providers.includes(want)) this.b.setGemmProvider(PROVIDER_IDS[want]);
