@@ -273,11 +273,11 @@ export function buildProgram(): Command {
     const flags: TrainFlags = {
       ...f,
       preset: f.preset ?? (f.config ? undefined : 'demo-rec2') as string,
-      steps: f.steps ?? 300,
+      steps: f.steps ?? 800,
       batch: f.batch ?? 16,
       lr: f.lr ?? 3e-3,
       evalBatches: f.evalBatches ?? 16,
-      evalEvery: f.evalEvery ?? 100,
+      evalEvery: f.evalEvery ?? 200,
       out: f.out === 'runs/latest' ? 'runs/demo' : f.out,
     };
     const result = await trainCommand(flags);
