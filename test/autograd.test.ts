@@ -8,7 +8,7 @@ import type { AttentionLayout } from '../src/backend/backend.js';
 import { AutogradError, DtypeError, ShapeError, ArgumentError } from '../src/errors.js';
 import {
   Tensor, tensor, indexTensor, parameter, backward, noGrad, zeroGrad,
-  add, mul, scale, matmul, linear, reshape, sum, mean, softmax, logsumexp, rmsnorm, rope, swiglu,
+  add, mul, scale, scaleRows, sub, matmul, linear, reshape, sum, mean, softmax, logsumexp, rmsnorm, rope, swiglu,
   attention, gatherRows, embedding, scatterAddRows, crossEntropy, bceWithLogits, unary, topk,
 } from '../src/tensor/index.js';
 import { Rng } from '../src/util/rng.js';
@@ -86,6 +86,12 @@ for (const backendName of availableBackends()) {
       const w = randParam(rng, [3, 7], 'w');
       const z = randParam(rng, [6, 3], 'z');
       checkGrad(rng, ([a, b, c]) => reshape(scale(mul(add(linear(a as Tensor, b as Tensor), c as Tensor), c as Tensor), 0.5), [3, -1]), [x, w, z]);
+    });
+
+    test('scaleRows (routing gates) and sub', () => {
+      checkGrad(rng, ([x, g]) => scaleRows(x as Tensor, g as Tensor), [randParam(rng, [5, 6], 'x'), randParam(rng, [5], 'g')]);
+      checkGrad(rng, ([x, g]) => scaleRows(x as Tensor, g as Tensor), [randParam(rng, [3, 4], 'x'), randParam(rng, [3, 1], 'g2')]);
+      checkGrad(rng, ([a, b]) => sub(a as Tensor, b as Tensor), [randParam(rng, [7], 'a'), randParam(rng, [7], 'b')]);
     });
 
     test('unary ops, softmax, logsumexp, mean', () => {

@@ -48,6 +48,8 @@ const TOL = {
   sumSquares: 1e-6,
   sumRows: 1e-5,
   sumCols: 1e-5,
+  scaleRows: 1e-6,
+  rowDot: 1e-5,
   elementwise: 1e-6, // add, mul, scale, axpy
   fill: 0,
   adamwStep: 1e-5, // after 5 steps
@@ -399,6 +401,18 @@ for (const [R, C] of [
   addCase('sumCols', `R=${R} C=${C}`, (be, dt) => {
     const out = dt.zeros(R);
     be.sumCols(dt.from(x), C, out);
+    return { out };
+  });
+  const g = randomFloats(rng, R);
+  const y = randomFloats(rng, R * C);
+  addCase('scaleRows', `R=${R} C=${C}`, (be, dt) => {
+    const out = dt.zeros(R * C);
+    be.scaleRows(dt.from(x), dt.from(g), C, out);
+    return { out };
+  });
+  addCase('rowDot', `R=${R} C=${C}`, (be, dt) => {
+    const out = dt.zeros(R);
+    be.rowDot(dt.from(x), dt.from(y), C, out);
     return { out };
   });
 }
@@ -765,6 +779,12 @@ for (const be of backendsUnderTest()) {
       const cols = new Float32Array(2);
       be.sumCols(f32(1, 2, 3, 4, 5, 6), 3, cols);
       close(cols, [6, 15], 'sumCols');
+      const rows2 = new Float32Array(6);
+      be.scaleRows(f32(1, 2, 3, 4, 5, 6), f32(2, -1), 3, rows2);
+      close(rows2, [2, 4, 6, -4, -5, -6], 'scaleRows');
+      const dots = new Float32Array(2);
+      be.rowDot(f32(1, 2, 3, 4, 5, 6), f32(1, 1, 1, 2, 0, 1), 3, dots);
+      close(dots, [6, 14], 'rowDot');
       const g = new Float32Array(6);
       be.gatherRows(f32(1, 2, 3, 4), Int32Array.of(1, 1, 0), 2, g);
       close(g, [3, 4, 3, 4, 1, 2], 'gatherRows');

@@ -617,6 +617,34 @@ napi_value sumCols(const Args& a) {
   return undef(a.env);
 }
 
+// scaleRows(x, s, cols, out): x, out (R, C), s (R)
+napi_value scaleRows(const Args& a) {
+  int64_t lx, ls, lo;
+  const float* x = a.f32(0, "x", &lx);
+  const float* sc = a.f32(1, "s", &ls);
+  const int64_t cols = a.integer(2, "cols", 0);
+  float* o = a.f32(3, "out", &lo);
+  const int64_t rows = a.rowsOf("x", lx, cols);
+  a.len("s", ls, static_cast<double>(rows));
+  a.len("out", lo, static_cast<double>(lx));
+  mor::scaleRows(x, sc, rows, cols, o);
+  return undef(a.env);
+}
+
+// rowDot(a, b, cols, out): a, b (R, C), out (R)
+napi_value rowDot(const Args& a) {
+  int64_t la, lb, lo;
+  const float* x = a.f32(0, "a", &la);
+  const float* y = a.f32(1, "b", &lb);
+  const int64_t cols = a.integer(2, "cols", 0);
+  float* o = a.f32(3, "out", &lo);
+  const int64_t rows = a.rowsOf("a", la, cols);
+  a.len("b", lb, static_cast<double>(la));
+  a.len("out", lo, static_cast<double>(rows));
+  mor::rowDot(x, y, rows, cols, o);
+  return undef(a.env);
+}
+
 template <void (*F)(const float*, const float*, int64_t, float*)>
 napi_value binary(const Args& a) {
   int64_t la, lb, lo;
@@ -717,6 +745,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   MOR_EXPORT("sumSquares", sumSquares);
   MOR_EXPORT("sumRows", sumRows);
   MOR_EXPORT("sumCols", sumCols);
+  MOR_EXPORT("scaleRows", scaleRows);
+  MOR_EXPORT("rowDot", rowDot);
   MOR_EXPORT("add", binary<mor::add>);
   MOR_EXPORT("mul", binary<mor::mul>);
   MOR_EXPORT("scale", scale);

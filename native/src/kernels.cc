@@ -641,6 +641,27 @@ void sumCols(const float* x, int64_t rows, int64_t cols, float* out) {
   });
 }
 
+void scaleRows(const float* x, const float* s, int64_t rows, int64_t cols, float* out) {
+  parRows(rows, cols, [&](int64_t r) {
+    const float g = s[r];
+    const float* xr = x + r * cols;
+    float* orow = out + r * cols;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) orow[c] = g * xr[c];
+  });
+}
+
+void rowDot(const float* a, const float* b, int64_t rows, int64_t cols, float* out) {
+  parRows(rows, cols * 2, [&](int64_t r) {
+    const float* ar = a + r * cols;
+    const float* br = b + r * cols;
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(ar[c]) * static_cast<double>(br[c]);
+    out[r] = static_cast<float>(s);
+  });
+}
+
 // ---- elementwise -----------------------------------------------------------------------------------
 
 void add(const float* a, const float* b, int64_t n, float* out) {

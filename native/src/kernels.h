@@ -69,6 +69,8 @@ double sum(const float* x, int64_t n);
 double sumSquares(const float* x, int64_t n);
 void sumRows(const float* x, int64_t rows, int64_t cols, float* out);
 void sumCols(const float* x, int64_t rows, int64_t cols, float* out);
+void scaleRows(const float* x, const float* s, int64_t rows, int64_t cols, float* out);
+void rowDot(const float* a, const float* b, int64_t rows, int64_t cols, float* out);
 void add(const float* a, const float* b, int64_t n, float* out);
 void mul(const float* a, const float* b, int64_t n, float* out);
 void scale(const float* a, float s, int64_t n, float* out);

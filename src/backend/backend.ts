@@ -306,6 +306,15 @@ export interface Backend {
   /** out[r] = Σ_c x[r, c].  x (R, C) → out (R). */
   sumCols(x: FloatArray, cols: number, out: FloatArray): void;
 
+  /**
+   * out[r, :] = s[r] · x[r, :].  x (R, C), s (R) → out (R, C); out may alias x.
+   * Routing gates: each selected token's block output is scaled by its own gate value.
+   */
+  scaleRows(x: FloatArray, s: FloatArray, cols: number, out: FloatArray): void;
+
+  /** out[r] = ⟨a[r, :], b[r, :]⟩.  a, b (R, C) → out (R). The gate's gradient (backward of scaleRows). */
+  rowDot(a: FloatArray, b: FloatArray, cols: number, out: FloatArray): void;
+
   /** out = a + b elementwise; same length; out may alias a or b. */
   add(a: FloatArray, b: FloatArray, out: FloatArray): void;
 

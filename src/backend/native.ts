@@ -131,6 +131,8 @@ interface NativeBinding {
   sumSquares(x: FloatArray): number;
   sumRows(x: FloatArray, cols: number, out: FloatArray): void;
   sumCols(x: FloatArray, cols: number, out: FloatArray): void;
+  scaleRows(x: FloatArray, s: FloatArray, cols: number, out: FloatArray): void;
+  rowDot(a: FloatArray, b: FloatArray, cols: number, out: FloatArray): void;
   add(a: FloatArray, b: FloatArray, out: FloatArray): void;
   mul(a: FloatArray, b: FloatArray, out: FloatArray): void;
   scale(a: FloatArray, s: number, out: FloatArray): void;
@@ -463,6 +465,14 @@ class NativeBackend implements Backend {
 
   mul(a: FloatArray, b: FloatArray, out: FloatArray): void {
     this.b.mul(a, b, out);
+  }
+
+  scaleRows(x: FloatArray, s: FloatArray, cols: number, out: FloatArray): void {
+    this.b.scaleRows(x, s, cols, out);
+  }
+
+  rowDot(a: FloatArray, b: FloatArray, cols: number, out: FloatArray): void {
+    this.b.rowDot(a, b, cols, out);
   }
 
   scale(a: FloatArray, s: number, out: FloatArray): void {

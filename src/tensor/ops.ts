@@ -156,6 +156,43 @@ export function scale(a: Tensor, s: number): Tensor {
   return out;
 }
 
+/**
+ * Scale each row by its own factor: x (N, C), s (N) or (N, 1) → (N, C). Routing gates.
+ *   dX = s ⊙ dOut (row-wise),  dS[r] = ⟨dOut[r], x[r]⟩
+ */
+export function scaleRows(x: Tensor, s: Tensor): Tensor {
+  expectRank(x, 2, 'scaleRows', 'x', '(N, C)');
+  const [n, cols] = x.shape as [number, number];
+  if (s.size !== n || s.rank > 2 || (s.rank === 2 && s.dim(1) !== 1)) {
+    throw new ShapeError(`scaleRows: s must be (N) or (N, 1) with N = ${n}, got ${fmt(s.shape)}`);
+  }
+  const be = getBackend();
+  const X = x.f32('scaleRows x');
+  const S = s.f32('scaleRows s');
+  const out = newLike(x);
+  be.scaleRows(X, S, cols, out.f32());
+  if (needsGrad(x, s)) {
+    record(out, 'scaleRows', [x, s], (dOut) => {
+      if (x.requiresGrad) {
+        const dX = new Float32Array(x.size);
+        be.scaleRows(dOut, S, cols, dX);
+        accumulateGrad(x, dX);
+      }
+      if (s.requiresGrad) {
+        const dS = new Float32Array(n);
+        be.rowDot(dOut, X, cols, dS);
+        accumulateGrad(s, dS);
+      }
+    });
+  }
+  return out;
+}
+
+/** a − b elementwise (same shape). */
+export function sub(a: Tensor, b: Tensor): Tensor {
+  return add(a, scale(b, -1));
+}
+
 /** Pointwise sigmoid / tanh / silu / gelu(erf). */
 export function unary(op: UnaryOp, x: Tensor): Tensor {
   const be = getBackend();

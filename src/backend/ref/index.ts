@@ -13,7 +13,7 @@ import { attentionBackward, attentionForward } from './attention.js';
 import { gemm } from './gemm.js';
 import { gatherRows, rmsnormBackward, rmsnormForward, rope, scatterAddRows, swigluBackward, swigluForward } from './layers.js';
 import { bceWithLogitsBackward, bceWithLogitsForward, crossEntropyBackward, crossEntropyForward } from './losses.js';
-import { add, axpy, fill, mul, scale, sum, sumCols, sumRows, sumSquares, unary, unaryBackward } from './pointwise.js';
+import { add, axpy, fill, mul, rowDot, scale, scaleRows, sum, sumCols, sumRows, sumSquares, unary, unaryBackward } from './pointwise.js';
 import { logsumexpRows, logsumexpRowsBackward, softmaxRows, softmaxRowsBackward, topkRows } from './rows.js';
 import { adamwStep } from './optim.js';
 
@@ -58,6 +58,8 @@ export function createRefBackend(): Backend {
     sumSquares,
     sumRows,
     sumCols,
+    scaleRows,
+    rowDot,
     add,
     mul,
     scale,

@@ -82,6 +82,23 @@ export function sumCols(x: FloatArray, cols: number, out: FloatArray): void {
   }
 }
 
+/** out[r, :] = s[r] · x[r, :]; out may alias x. */
+export function scaleRows(x: FloatArray, s: FloatArray, cols: number, out: FloatArray): void {
+  for (let r = 0; r < s.length; r++) {
+    const g = s[r]!;
+    for (let c = 0; c < cols; c++) out[r * cols + c] = g * x[r * cols + c]!;
+  }
+}
+
+/** out[r] = ⟨a[r, :], b[r, :]⟩. */
+export function rowDot(a: FloatArray, b: FloatArray, cols: number, out: FloatArray): void {
+  for (let r = 0; r < out.length; r++) {
+    let acc = 0;
+    for (let c = 0; c < cols; c++) acc += a[r * cols + c]! * b[r * cols + c]!;
+    out[r] = acc;
+  }
+}
+
 /** out = a + b; out may alias a or b. */
 export function add(a: FloatArray, b: FloatArray, out: FloatArray): void {
   for (let i = 0; i < a.length; i++) out[i] = a[i]! + b[i]!;
