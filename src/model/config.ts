@@ -6,7 +6,10 @@
  * unique layers; which unrolled position uses which unique layer is the sharing strategy
  * (MOR_SPEC §2, see sharing.ts).
  */
-import { MorError } from '../errors.js';
+import { ConfigError } from './config-error.js';
+import { validateMorConfig, type MorConfig } from './mor-config.js';
+
+export { ConfigError };
 
 export type SharingStrategy = 'cycle' | 'sequence' | 'middle_cycle' | 'middle_sequence';
 export const SHARING_STRATEGIES: readonly SharingStrategy[] = ['cycle', 'sequence', 'middle_cycle', 'middle_sequence'];
@@ -37,13 +40,8 @@ export interface ModelConfig {
   readonly initializer_range: number;
   /** Recursion settings; null for a vanilla (non-recursive) model. */
   readonly recursion: RecursionConfig | null;
-}
-
-/** A config that failed validation: says which field, what was expected and what came. */
-export class ConfigError extends MorError {
-  constructor(message: string) {
-    super('E_CONFIG', message);
-  }
+  /** Mixture-of-Recursions routing; null for a plain recursive model (every token, every recursion). */
+  readonly mor: MorConfig | null;
 }
 
 export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
@@ -59,6 +57,7 @@ export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
   tie_word_embeddings: true,
   initializer_range: 0.02,
   recursion: null,
+  mor: null,
 });
 
 const MODEL_KEYS = new Set(Object.keys(DEFAULT_CONFIG));
@@ -176,6 +175,16 @@ export function validateConfig(input: unknown): ModelConfig {
     }
   }
 
+  let mor: MorConfig | null = null;
+  const morRaw = merged['mor'];
+  if (morRaw !== null && morRaw !== undefined) {
+    if (recursion === null) throw new ConfigError('mor needs a recursion section: routing decides how many recursions each token gets');
+    if (recursion.sharing !== 'cycle' && recursion.sharing !== 'middle_cycle') {
+      throw new ConfigError(`mor needs cycle or middle_cycle sharing (a shared block applied per recursion), got ${recursion.sharing}`);
+    }
+    mor = validateMorConfig(morRaw, recursion.num_recursions);
+  }
+
   return Object.freeze({
     vocab_size: vocab,
     hidden_size: d,
@@ -189,6 +198,7 @@ export function validateConfig(input: unknown): ModelConfig {
     tie_word_embeddings: true,
     initializer_range: initStd,
     recursion,
+    mor,
   });
 }
 

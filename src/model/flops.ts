@@ -7,6 +7,7 @@
  */
 import { headDim, type ModelConfig } from './config.js';
 import { LAYER_MATRICES, loraRankOf, matrixShape } from './params.js';
+import { targetCapacity } from './mor-config.js';
 
 /** Linear-map parameters one layer position applies to a token (including its LoRA). */
 export function linearParamsPerLayer(c: ModelConfig): number {
@@ -25,12 +26,49 @@ export function attentionFlops(c: ModelConfig, len: number): number {
 }
 
 /**
- * Forward FLOPs for one sequence of `seqLen` tokens through every layer (no routing: each token
- * passes every unrolled position).
+ * Tokens each recursion processes in a sequence of T under MoR: expert-choice max(1, ⌊cap_r·T⌋)
+ * at the target capacities; token-choice assuming balanced depths, T·(Nr − r)/Nr.
+ */
+export function tokensPerRecursion(c: ModelConfig, T: number): number[] {
+  const nr = c.recursion?.num_recursions ?? 0;
+  const m = c.mor;
+  return Array.from({ length: nr }, (_, r) => {
+    if (m === null) return T;
+    if (m.routing === 'expert_choice') return Math.max(1, Math.floor(targetCapacity(m, nr, r) * T));
+    return (T * (nr - r)) / nr;
+  });
+}
+
+/**
+ * Forward FLOPs for one sequence of `seqLen` tokens. Without routing every token passes every
+ * unrolled position; with MoR each recursion counts at its own token count k_r (attention over
+ * its k_r² causal pairs, or against the recursion-1 keys under KV sharing) plus the routers.
  */
 export function forwardFlopsPerSequence(c: ModelConfig, seqLen: number): number {
-  const linear = 2 * seqLen * (c.num_hidden_layers * linearParamsPerLayer(c) + c.vocab_size * c.hidden_size);
-  return linear + c.num_hidden_layers * attentionFlops(c, seqLen);
+  const T = seqLen;
+  const head = 2 * T * c.vocab_size * c.hidden_size;
+  const layer = (rows: number, pairs: number, skipKv = false): number => {
+    const kv = skipKv ? 2 * c.hidden_size * c.num_key_value_heads * headDim(c) : 0;
+    return 2 * rows * (linearParamsPerLayer(c) - kv) + 4 * pairs * headDim(c) * c.num_attention_heads;
+  };
+  const m = c.mor;
+  const rec = c.recursion;
+  if (m === null || rec === null) return head + c.num_hidden_layers * layer(T, (T * (T + 1)) / 2);
+  const nr = rec.num_recursions;
+  const middle = rec.sharing === 'middle_cycle';
+  const K = (c.num_hidden_layers - (middle ? 2 : 0)) / nr;
+  const d = c.hidden_size;
+  const routerOut = m.routing === 'expert_choice' ? 1 : nr;
+  const routerPerRow = m.router === 'mlp' ? 2 * (d * 2 * d + 2 * d * routerOut) : 2 * d * routerOut;
+  let total = head + (middle ? 2 * layer(T, (T * (T + 1)) / 2) : 0);
+  const k = tokensPerRecursion(c, T);
+  k.forEach((kr, r) => {
+    const share = m.kv_strategy === 'share' && r > 0;
+    const pairs = share ? (kr * (T + 1)) / 2 : (kr * (kr + 1)) / 2;
+    total += K * layer(kr, pairs, share);
+    total += (m.routing === 'expert_choice' ? (r === 0 ? T : (k[r - 1] as number)) : r === 0 ? T : 0) * routerPerRow;
+  });
+  return total;
 }
 
 /** Forward FLOPs per token, averaged over a sequence of `seqLen`. */

@@ -8,11 +8,13 @@
  */
 import { ShapeError } from '../errors.js';
 import { Tensor, indexTensor } from '../tensor/tensor.js';
-import { crossEntropy, embedding, linear, rmsnorm } from '../tensor/ops.js';
+import { add, crossEntropy, embedding, linear, rmsnorm } from '../tensor/ops.js';
 import { causalSegmentsLayout, decoderLayer, rowPositions, selfAttend } from '../nn/layers.js';
 import type { ModelConfig } from './config.js';
 import { initParams, type ModelParams } from './params.js';
 import { layerPlan, type LayerPlan } from './sharing.js';
+import { routedTrunk, type RoutingMode, type RoutingStats } from './mor.js';
+import { attentionFlops, linearParamsPerLayer } from './flops.js';
 
 export interface Model {
   readonly config: ModelConfig;
@@ -28,18 +30,38 @@ export function modelFromParams(config: ModelConfig, params: ModelParams): Model
   return { config, params, plan: layerPlan(config) };
 }
 
+export interface ForwardOptions {
+  /** MoR selection: 'topk' (training, expert-choice ranks the whole sequence) or 'causal' (per-token decisions, as inference can). Default 'topk'. */
+  readonly routing?: RoutingMode;
+  /** Optimiser step, for capacity and balancing warmups. Default: warmups over. */
+  readonly step?: number;
+}
+
 export interface ForwardResult {
   /** (B·T, V) */
   logits: Tensor;
-  /** Mean next-token cross-entropy over non-ignored targets, [1]; null without targets. */
+  /** Training objective: language-model loss plus the weighted routing losses; null without targets. */
   loss: Tensor | null;
+  /** Mean next-token cross-entropy over non-ignored targets; null without targets. */
+  lmLoss: Tensor | null;
+  /** Unweighted routing loss terms (aux_bce, z_loss, balance, …), for metrics. */
+  routingTerms: Record<string, number>;
+  /** Routing statistics, or null for a model without a MoR section. */
+  stats: RoutingStats | null;
+  /** Forward FLOPs actually executed (MOR_SPEC §6 accounting over the rows each layer ran on). */
+  flops: number;
+}
+
+/** FLOPs of one full-width layer over causal segments of length T: linear maps plus the attention triangle. */
+function fullLayerFlops(c: ModelConfig, batch: number, T: number): number {
+  return 2 * batch * T * linearParamsPerLayer(c) + batch * attentionFlops(c, T);
 }
 
 /**
  * Training forward over B rows of T tokens each (every row an independent causal sequence).
  *   ids (B·T) int32, targets (B·T) int32 or undefined (−100 = ignore)
  */
-export function forward(model: Model, ids: Int32Array, batch: number, targets?: Int32Array): ForwardResult {
+export function forward(model: Model, ids: Int32Array, batch: number, targets?: Int32Array, opts: ForwardOptions = {}): ForwardResult {
   const c = model.config;
   if (batch < 1 || ids.length % batch !== 0) {
     throw new ShapeError(`forward: ${ids.length} token ids do not split into ${batch} rows`);
@@ -55,14 +77,40 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
   const pos = indexTensor(posArr);
   const attend = selfAttend(causalSegmentsLayout(c, new Array<number>(batch).fill(T), posArr));
   const p = model.params;
+  const plan = model.plan;
+  const layerAt = (l: number) => {
+    const layer = p.layers[plan.uniqueOf[l] as number];
+    if (layer === undefined) throw new ShapeError(`layer plan names a missing layer at position ${l}`);
+    return layer;
+  };
 
   let h = embedding(p.embed, indexTensor(ids)); //                          (N, D)
-  for (let l = 0; l < c.num_hidden_layers; l++) {
-    const layer = p.layers[model.plan.uniqueOf[l] as number];
-    if (layer === undefined) throw new ShapeError(`layer plan names a missing layer at position ${l}`);
-    h = decoderLayer(c, h, layer, p.lora?.[l] ?? null, pos, attend);
+  let flops = 2 * ids.length * c.vocab_size * c.hidden_size; //             tied head
+  let routingLoss: Tensor | null = null;
+  let routingTerms: Record<string, number> = {};
+  let stats: RoutingStats | null = null;
+  if (c.mor === null) {
+    for (let l = 0; l < c.num_hidden_layers; l++) h = decoderLayer(c, h, layerAt(l), p.lora?.[l] ?? null, pos, attend);
+    flops += c.num_hidden_layers * fullLayerFlops(c, batch, T);
+  } else {
+    const L = c.num_hidden_layers;
+    if (plan.hasUniqueEnds) {
+      h = decoderLayer(c, h, layerAt(0), p.lora?.[0] ?? null, pos, attend);
+      flops += fullLayerFlops(c, batch, T);
+    }
+    const trunk = routedTrunk(c, p, plan, h, posArr, batch, opts.routing ?? 'topk', opts.step ?? Number.POSITIVE_INFINITY);
+    h = trunk.h;
+    flops += trunk.flops;
+    routingLoss = trunk.routingLoss;
+    routingTerms = trunk.terms;
+    stats = trunk.stats;
+    if (plan.hasUniqueEnds) {
+      h = decoderLayer(c, h, layerAt(L - 1), p.lora?.[L - 1] ?? null, pos, attend);
+      flops += fullLayerFlops(c, batch, T);
+    }
   }
   const logits = linear(rmsnorm(h, p.norm, c.rms_norm_eps), p.embed); //  (N, V), tied head
-  const loss = targets === undefined ? null : crossEntropy(logits, indexTensor(targets));
-  return { logits, loss };
+  const lmLoss = targets === undefined ? null : crossEntropy(logits, indexTensor(targets));
+  const loss = lmLoss === null ? null : routingLoss === null ? lmLoss : add(lmLoss, routingLoss);
+  return { logits, loss, lmLoss, routingTerms, stats, flops };
 }

@@ -17,6 +17,10 @@ export interface ParamSpec {
   readonly init: InitKind;
   /** AdamW weight decay applies (matrices yes, norm scales no). */
   readonly decay: boolean;
+  /** Learning-rate multiplier of this parameter's group (auxiliary routers train at 10×). */
+  readonly lrScale?: number;
+  /** False for buffers: state saved with the model but not trained by gradients (loss-free balancing bias). */
+  readonly trainable?: boolean;
 }
 
 export const LAYER_MATRICES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -59,6 +63,37 @@ export function loraRankOf(c: ModelConfig, m: LayerMatrix): number {
 }
 
 /** Every parameter of a model with this config, in a fixed order. */
+/** Router parameters: linear d→out, or MLP d→2d→GELU→out; no bias (MOR_SPEC §3). */
+function routerSpecs(c: ModelConfig, prefix: string, out: number, lrScale?: number): ParamSpec[] {
+  const d = c.hidden_size;
+  const extra = lrScale !== undefined && lrScale !== 1 ? { lrScale } : {};
+  if (c.mor?.router === 'mlp') {
+    return [
+      { name: `${prefix}.fc1.weight`, shape: [2 * d, d], init: 'normal', decay: true, ...extra },
+      { name: `${prefix}.fc2.weight`, shape: [out, 2 * d], init: 'normal', decay: true, ...extra },
+    ];
+  }
+  return [{ name: `${prefix}.weight`, shape: [out, d], init: 'normal', decay: true, ...extra }];
+}
+
+/** Router parameters of the MoR section (empty without one). */
+function morSpecs(c: ModelConfig): ParamSpec[] {
+  const m = c.mor;
+  const nr = c.recursion?.num_recursions ?? 0;
+  if (m === null || nr === 0) return [];
+  const specs: ParamSpec[] = [];
+  if (m.routing === 'expert_choice') {
+    for (let r = 0; r < nr; r++) specs.push(...routerSpecs(c, `model.mor.routers.${r}`, 1));
+    if (m.causal === 'aux_router') {
+      for (let r = 0; r < nr; r++) specs.push(...routerSpecs(c, `model.mor.aux_routers.${r}`, 1, m.aux_router_lr_scale));
+    }
+  } else {
+    specs.push(...routerSpecs(c, 'model.mor.router', nr));
+    specs.push({ name: 'model.mor.router_bias', shape: [nr], init: 'zeros', decay: false, trainable: false });
+  }
+  return specs;
+}
+
 export function paramTable(c: ModelConfig): ParamSpec[] {
   const d = c.hidden_size;
   const specs: ParamSpec[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocab_size, d], init: 'normal', decay: true }];
@@ -80,6 +115,7 @@ export function paramTable(c: ModelConfig): ParamSpec[] {
       }
     }
   }
+  specs.push(...morSpecs(c));
   return specs;
 }
 
@@ -91,6 +127,20 @@ export interface LayerParams {
 
 export type LoraParams = Readonly<Record<LayerMatrix, { readonly A: Tensor; readonly B: Tensor }>>;
 
+/** One router's weights: linear (out, D), or MLP fc1 (2D, D), fc2 (out, 2D). */
+export type RouterParams = { readonly kind: 'linear'; readonly w: Tensor } | { readonly kind: 'mlp'; readonly fc1: Tensor; readonly fc2: Tensor };
+
+export interface MorParams {
+  /** Expert-choice: one router per recursion. */
+  readonly routers: readonly RouterParams[];
+  /** Expert-choice with causal = aux_router: one auxiliary router per recursion. */
+  readonly auxRouters: readonly RouterParams[] | null;
+  /** Token-choice: the single router d → Nr. */
+  readonly tokenRouter: RouterParams | null;
+  /** Token-choice: the loss-free balancing bias (Nr), a buffer. */
+  readonly routerBias: Tensor | null;
+}
+
 /** The parameters of one model: the table, the tensors by name, and a structured view. */
 export interface ModelParams {
   readonly specs: readonly ParamSpec[];
@@ -101,6 +151,8 @@ export interface ModelParams {
   readonly layers: readonly LayerParams[];
   /** Per-unrolled-position LoRA, or null without relaxation. */
   readonly lora: readonly LoraParams[] | null;
+  /** Router weights, or null without a MoR section. */
+  readonly mor: MorParams | null;
 }
 
 function need(byName: ReadonlyMap<string, Tensor>, name: string): Tensor {
@@ -138,7 +190,24 @@ export function assembleParams(c: ModelConfig, byName: ReadonlyMap<string, Tenso
       lora.push(entry);
     }
   }
-  return { specs, byName, embed: need(byName, 'model.embed_tokens.weight'), norm: need(byName, 'model.norm.weight'), layers, lora };
+  let mor: MorParams | null = null;
+  if (c.mor !== null) {
+    const nr = c.recursion?.num_recursions ?? 0;
+    const router = (prefix: string): RouterParams =>
+      c.mor?.router === 'mlp'
+        ? { kind: 'mlp', fc1: need(byName, `${prefix}.fc1.weight`), fc2: need(byName, `${prefix}.fc2.weight`) }
+        : { kind: 'linear', w: need(byName, `${prefix}.weight`) };
+    const expert = c.mor.routing === 'expert_choice';
+    mor = {
+      routers: expert ? Array.from({ length: nr }, (_, r) => router(`model.mor.routers.${r}`)) : [],
+      auxRouters: expert && c.mor.causal === 'aux_router' ? Array.from({ length: nr }, (_, r) => router(`model.mor.aux_routers.${r}`)) : null,
+      tokenRouter: expert ? null : router('model.mor.router'),
+      routerBias: expert ? null : need(byName, 'model.mor.router_bias'),
+    };
+  }
+  // buffers never take gradients
+  for (const s of specs) if (s.trainable === false) (byName.get(s.name) as Tensor).requiresGrad = false;
+  return { specs, byName, embed: need(byName, 'model.embed_tokens.weight'), norm: need(byName, 'model.norm.weight'), layers, lora, mor };
 }
 
 /** Fresh parameters: normal(0, initializer_range) matrices, ones for norms, zeros for LoRA B. */

@@ -10,6 +10,10 @@
  *   tiny (4 layers), Middle-Cycle:
  *     tiny-rec2   1 + 1×2 + 1 = 4,  tiny-rec3  1 + 1×3 + 1 = 5,  tiny-rec4  1 + 1×4 + 1 = 6
  *   demo-rec2 (the `mor demo` model): d 128, 1 + 3×2 + 1 = 8 layers, 5 unique, vocab 4096
+ *
+ * MoR presets (`*-mor2/3/4`) are the recursive shapes plus expert-choice routing with the
+ * authors' defaults (linear router, sigmoid, α 0.1, aux BCE 0.001, recursion-wise KV caching);
+ * `*-mor3-token` uses token-choice routing, `*-mor3-kvshare` recursive KV sharing.
  */
 import { ConfigError, tileableDepth, validateConfig, type ModelConfig } from './config.js';
 
@@ -78,6 +82,11 @@ const DEMO = {
   max_position_embeddings: 128,
 };
 
+/** A MoR version of a recursive preset (expert-choice with the authors' defaults unless overridden). */
+function withMor(rec: object, mor: object = {}): object {
+  return { ...rec, mor: { routing: 'expert_choice', ...mor } };
+}
+
 const RAW_PRESETS: Record<string, object> = {
   tiny: TINY,
   'tiny-rec2': recursive(TINY, 2),
@@ -87,6 +96,16 @@ const RAW_PRESETS: Record<string, object> = {
   'small-rec2': recursive(SMALL, 2),
   'small-rec3': recursive(SMALL, 3),
   'small-rec4': recursive(SMALL, 4),
+  'tiny-mor2': withMor(recursive(TINY, 2)),
+  'tiny-mor3': withMor(recursive(TINY, 3)),
+  'tiny-mor4': withMor(recursive(TINY, 4)),
+  'tiny-mor3-token': withMor(recursive(TINY, 3), { routing: 'token_choice' }),
+  'tiny-mor3-kvshare': withMor(recursive(TINY, 3), { kv_strategy: 'share' }),
+  'small-mor2': withMor(recursive(SMALL, 2)),
+  'small-mor3': withMor(recursive(SMALL, 3)),
+  'small-mor4': withMor(recursive(SMALL, 4)),
+  'small-mor3-token': withMor(recursive(SMALL, 3), { routing: 'token_choice' }),
+  'small-mor3-kvshare': withMor(recursive(SMALL, 3), { kv_strategy: 'share' }),
   'demo-rec2': recursive(DEMO, 2),
   'smollm-135m': SMOLLM_135M,
   'smollm-360m': SMOLLM_360M,

@@ -74,6 +74,11 @@ export function decoderLayer(
   lora: LoraParams | null,
   pos: Tensor,
   attend: AttendFn,
+  /**
+   * Recursive KV sharing: keys/values computed at recursion 1, already rotated; when given, this
+   * layer computes queries only and attends to them (MOR_SPEC §5).
+   */
+  sharedKV?: { readonly k: Tensor; readonly v: Tensor },
 ): Tensor {
   const n = h.dim(0);
   const hd = headDim(c);
@@ -83,8 +88,8 @@ export function decoderLayer(
 
   const x = rmsnorm(h, p.inputNorm, c.rms_norm_eps); //                        (N, D)
   const q = rope(reshape(lin(x, 'q_proj'), [n, H, hd]), pos, c.rope_theta); //  (N, H, HD)
-  const k = rope(reshape(lin(x, 'k_proj'), [n, KVH, hd]), pos, c.rope_theta); //(N, KVH, HD)
-  const v = reshape(lin(x, 'v_proj'), [n, KVH, hd]); //                        (N, KVH, HD)
+  const k = sharedKV?.k ?? rope(reshape(lin(x, 'k_proj'), [n, KVH, hd]), pos, c.rope_theta); // (Nk, KVH, HD)
+  const v = sharedKV?.v ?? reshape(lin(x, 'v_proj'), [n, KVH, hd]); //         (Nk, KVH, HD)
   const a = reshape(attend(q, k, v), [n, H * hd]); //                          (N, H·HD)
   const h2 = add(h, lin(a, 'o_proj')); //                                      (N, D)
   const x2 = rmsnorm(h2, p.postNorm, c.rms_norm_eps);

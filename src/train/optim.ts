@@ -113,10 +113,15 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): number 
 }
 
 /** Optimiser groups straight from the parameter table (decay flags live there, nowhere else). */
-export function optimParamsFromTable(specs: ReadonlyArray<{ name: string; decay: boolean }>, byName: ReadonlyMap<string, Tensor>): OptimParam[] {
-  return specs.map((s) => {
-    const t = byName.get(s.name);
-    if (t === undefined) throw new ArgumentError(`parameter '${s.name}' missing`);
-    return { tensor: t, decay: s.decay };
-  });
+export function optimParamsFromTable(
+  specs: ReadonlyArray<{ name: string; decay: boolean; lrScale?: number; trainable?: boolean }>,
+  byName: ReadonlyMap<string, Tensor>,
+): OptimParam[] {
+  return specs
+    .filter((s) => s.trainable !== false)
+    .map((s) => {
+      const t = byName.get(s.name);
+      if (t === undefined) throw new ArgumentError(`parameter '${s.name}' missing`);
+      return s.lrScale !== undefined ? { tensor: t, decay: s.decay, lrScale: s.lrScale } : { tensor: t, decay: s.decay };
+    });
 }

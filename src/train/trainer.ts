@@ -10,7 +10,8 @@ import { ArgumentError } from '../errors.js';
 import { backward, noGrad, scale, zeroGrad } from '../tensor/index.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { forward, type Model } from '../model/model.js';
-import { trainFlopsPerToken } from '../model/flops.js';
+import type { RoutingStats } from '../model/mor.js';
+import { updateRouterBias } from '../model/mor.js';
 import { AdamW, DEFAULT_ADAMW, clipGradNorm, optimParamsFromTable, type AdamWConfig } from './optim.js';
 import { learningRate, type ScheduleConfig } from './schedule.js';
 
@@ -67,6 +68,36 @@ export interface TrainResult {
   losses: number[];
 }
 
+/** Averages routing statistics over the micro-batches of one step. */
+class RoutingAccumulator {
+  private sums: Record<string, number[] | number> = {};
+  private n = 0;
+
+  add(s: RoutingStats): void {
+    this.n++;
+    const entries: Array<[string, number[] | number]> = [
+      ['selected_fraction', s.selectedFraction],
+      ['sampling_accuracy', s.samplingAccuracy],
+      ['dead_token_ratio', s.deadTokenRatio],
+      ['load', s.load],
+      ['max_vio', s.maxVio],
+      ['router_entropy', s.entropy],
+    ];
+    for (const [k, v] of entries) {
+      const prev = this.sums[k];
+      if (Array.isArray(v)) this.sums[k] = v.map((x, i) => x + (Array.isArray(prev) ? (prev[i] ?? 0) : 0));
+      else this.sums[k] = v + (typeof prev === 'number' ? prev : 0);
+    }
+  }
+
+  mean(): Record<string, number[] | number> | null {
+    if (this.n === 0) return null;
+    const out: Record<string, number[] | number> = {};
+    for (const [k, v] of Object.entries(this.sums)) out[k] = Array.isArray(v) ? v.map((x) => x / this.n) : v / this.n;
+    return out;
+  }
+}
+
 export function createOptimizer(model: Model, adamw: Partial<AdamWConfig> = {}): AdamW {
   return new AdamW(optimParamsFromTable(model.params.specs, model.params.byName), { ...DEFAULT_ADAMW, ...adamw });
 }
@@ -94,22 +125,31 @@ export function trainLoop(model: Model, data: BatchSource, optimizer: AdamW, sta
     const lr = learningRate(opts.schedule, state.step);
     zeroGrad(params);
     let lossSum = 0;
+    let lmLossSum = 0;
     let tokens = 0;
-    let seqLen = 0;
+    let forwardFlops = 0;
+    const terms: Record<string, number> = {};
+    const routing = new RoutingAccumulator();
     for (let micro = 0; micro < accum; micro++) {
       const batch = data.next();
-      seqLen = batch.seqLen;
-      const { loss } = forward(model, batch.inputs, batch.batchSize, batch.targets);
-      if (loss === null) throw new ArgumentError('training batch has no targets');
-      lossSum += loss.item();
-      backward(accum === 1 ? loss : scale(loss, 1 / accum));
+      const out = forward(model, batch.inputs, batch.batchSize, batch.targets, { step: state.step });
+      if (out.loss === null || out.lmLoss === null) throw new ArgumentError('training batch has no targets');
+      lossSum += out.loss.item();
+      lmLossSum += out.lmLoss.item();
+      for (const [k, v] of Object.entries(out.routingTerms)) terms[k] = (terms[k] ?? 0) + v / accum;
+      if (out.stats) routing.add(out.stats);
+      backward(accum === 1 ? out.loss : scale(out.loss, 1 / accum));
       tokens += batch.inputs.length;
+      forwardFlops += out.flops;
     }
     const gradNorm = clip > 0 ? clipGradNorm(params, clip) : NaN;
     noGrad(() => optimizer.step(lr));
+    const routingStats = routing.mean();
+    if (routingStats) updateRouterBias(model.config, model.params, routingStats['load'] as number[]);
     const seconds = (performance.now() - t0) / 1000;
-    const loss = lossSum / accum;
-    const flops = tokens * trainFlopsPerToken(model.config, seqLen);
+    const loss = lmLossSum / accum;
+    // training = forward + backward ≈ 3 × the forward FLOPs actually executed (MOR_SPEC §6)
+    const flops = 3 * forwardFlops;
     state.step += 1;
     state.tokensSeen += tokens;
     state.flopsSeen += flops;
@@ -121,6 +161,7 @@ export function trainLoop(model: Model, data: BatchSource, optimizer: AdamW, sta
       type: 'train',
       step: state.step,
       loss,
+      total_loss: lossSum / accum,
       lr,
       grad_norm: gradNorm,
       tokens: state.tokensSeen,
@@ -129,6 +170,9 @@ export function trainLoop(model: Model, data: BatchSource, optimizer: AdamW, sta
       elapsed_s: state.elapsedSeconds,
     };
     if (opts.peakGflops) record['mfu'] = flops / seconds / 1e9 / opts.peakGflops;
+    record['flops'] = flops;
+    for (const [k, v] of Object.entries(terms)) record[k] = v;
+    if (routingStats) Object.assign(record, routingStats);
     emit(record);
 
     const last = state.step === total;
