@@ -47,6 +47,8 @@ export interface RoutingStats {
   readonly maxVio: number;
   /** Token: mean router entropy (nats). */
   readonly entropy: number;
+  /** Per recursion, the global rows (b·T + t) it processed, in order. */
+  readonly selectedRows: Int32Array[];
 }
 
 export interface RoutedTrunkResult {
@@ -182,6 +184,7 @@ export function routedTrunk(
   };
   const selectedFraction: number[] = [];
   const samplingAccuracy: number[] = [];
+  const selectedRows: Int32Array[] = [];
   let deadTokenRatio = 0;
   let load: number[] = [];
   let maxVio = 0;
@@ -248,6 +251,7 @@ export function routedTrunk(
       selectedFraction.push(selLocal.length / N);
 
       const selRows = Int32Array.from(selLocal, (i) => cand.rows[i] as number);
+      selectedRows.push(selRows);
       const sel: RowSet = { rows: selRows, counts };
       if (selRows.length > 0) {
         const y = runBlock(r, sel); //                                          (nS, D)
@@ -328,6 +332,7 @@ export function routedTrunk(
       }
       selectedFraction.push(active.length / N);
       samplingAccuracy.push(1);
+      selectedRows.push(Int32Array.from(active));
       if (active.length === 0) break;
       const y = runBlock(r, { rows: Int32Array.from(active), counts }); //     (nA, D)
       const contLocal: number[] = [];
@@ -355,7 +360,7 @@ export function routedTrunk(
     h,
     routingLoss,
     terms,
-    stats: { selectedFraction, samplingAccuracy, deadTokenRatio, load, maxVio, entropy },
+    stats: { selectedFraction, samplingAccuracy, deadTokenRatio, load, maxVio, entropy, selectedRows },
     flops,
   };
 }
