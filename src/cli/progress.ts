@@ -13,6 +13,19 @@ function clock(seconds: number): string {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${r}` : `${m}:${r}`;
 }
 
+const list = (x: unknown): string => (Array.isArray(x) ? x.map((v: number) => v.toFixed(2)).join('/') : '');
+
+/** MoR routing on the progress line: selected fractions and sampling accuracy, or depth loads. */
+function routingSummary(m: Record<string, unknown>): string {
+  if (Array.isArray(m['load']) && (m['load'] as number[]).length > 0) {
+    return ` │ load ${list(m['load'])} MaxVio ${(m['max_vio'] as number).toFixed(2)}`;
+  }
+  if (Array.isArray(m['selected_fraction'])) {
+    return ` │ sel ${list(m['selected_fraction'])} acc ${list(m['sampling_accuracy'])}`;
+  }
+  return '';
+}
+
 export class ProgressPrinter {
   private lastLineLength = 0;
   private readonly tty: boolean;
@@ -41,7 +54,7 @@ export class ProgressPrinter {
     const mfu = m['mfu'] === undefined ? '' : ` │ MFU ${Math.round((m['mfu'] as number) * 100)}%`;
     const text =
       `step ${step}/${total} │ loss ${(m['loss'] as number).toFixed(3)} │ lr ${(m['lr'] as number).toExponential(1)} │ ` +
-      `${Math.round(this.tokensPerSecond).toLocaleString()} tok/s${mfu} │ ETA ${clock(eta)}`;
+      `${Math.round(this.tokensPerSecond).toLocaleString()} tok/s${mfu}${routingSummary(m)} │ ETA ${clock(eta)}`;
     const every = Math.max(1, Math.round(total / 20));
     if (this.tty || step % every === 0 || step === 1 || step === total) this.line(text, !this.tty);
   }

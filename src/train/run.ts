@@ -14,6 +14,7 @@ import { measureGemmPeak } from '../backend/peak.js';
 import { validateConfig, type ModelConfig } from '../model/config.js';
 import { preset } from '../model/presets.js';
 import { createModel, forward, type Model } from '../model/model.js';
+import type { RoutingMode } from '../model/mor.js';
 import { countParams, } from '../model/params.js';
 import { trainFlopsPerToken } from '../model/flops.js';
 import { noGrad } from '../tensor/tensor.js';
@@ -173,15 +174,26 @@ export async function prepareData(opts: {
   return { tokenizer, train, val, valBytesPerToken: val.length ? bytes / val.length : 0 };
 }
 
-/** Mean validation NLL per token over up to maxBatches batches (no gradient). */
-export function evaluateNll(model: Model, val: TokenArray, batchSize: number, seqLen: number, maxBatches: number): { nll: number; tokens: number } {
+/**
+ * Mean validation NLL per token over up to maxBatches batches (no gradient). `routing` picks
+ * MoR's selection: 'causal' (per-token decisions, what generation can do: the honest figure)
+ * or 'topk' (the training-time selection, which peeks at later tokens).
+ */
+export function evaluateNll(
+  model: Model,
+  val: TokenArray,
+  batchSize: number,
+  seqLen: number,
+  maxBatches: number,
+  routing: RoutingMode = 'causal',
+): { nll: number; tokens: number } {
   let sum = 0;
   let count = 0;
   noGrad(() => {
     for (const batch of validationBatches(val, { batchSize, seqLen, maxBatches })) {
-      const { loss } = forward(model, batch.inputs, batch.batchSize, batch.targets);
+      const { lmLoss } = forward(model, batch.inputs, batch.batchSize, batch.targets, { routing });
       const n = batch.targets.length;
-      sum += (loss?.item() ?? 0) * n;
+      sum += (lmLoss?.item() ?? 0) * n;
       count += n;
     }
   });
@@ -291,8 +303,9 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     saveCheckpoint(checkpointDir, model, { optimizer: opt, tokenizer: tokJson, trainerState: run });
   };
   const evaluate = (m: Model) => {
-    const ev = evaluateNll(m, data.val, batchSize, seqLen, options.evalBatches);
-    return { ...ev, bytes: ev.tokens * data.valBytesPerToken };
+    const ev = evaluateNll(m, data.val, batchSize, seqLen, options.evalBatches, 'causal');
+    const topk = m.config.mor ? { nllTopk: evaluateNll(m, data.val, batchSize, seqLen, options.evalBatches, 'topk').nll } : {};
+    return { ...ev, ...topk, bytes: ev.tokens * data.valBytesPerToken };
   };
   let finalEval: { nll: number; tokens: number } | null = null;
   const result = trainLoop(model, { next: () => loader.next(), getState: () => loader.cursor() }, optimizer, state, {

@@ -40,8 +40,11 @@ export interface TrainLoopOptions {
   readonly evalEvery?: number;
   /** Called with each metrics record (one JSON line's worth). */
   readonly onMetrics?: (m: Record<string, unknown>) => void;
-  /** Validation: returns mean NLL per token and the number of tokens (and bytes, for bits/byte). */
-  readonly evaluate?: (model: Model) => { nll: number; tokens: number; bytes?: number };
+  /**
+   * Validation: mean NLL per token (causal routing for MoR), the number of tokens, and optionally
+   * the bytes they stand for (bits/byte) and the NLL under training-time top-k routing.
+   */
+  readonly evaluate?: (model: Model) => { nll: number; tokens: number; bytes?: number; nllTopk?: number };
   /** Save a checkpoint: called every `saveEvery` steps, at the end, and on interruption. */
   readonly save?: (state: TrainerState, optimizer: AdamW) => void;
   readonly saveEvery?: number;
@@ -180,6 +183,7 @@ export function trainLoop(model: Model, data: BatchSource, optimizer: AdamW, sta
       const ev = noGrad(() => (opts.evaluate as NonNullable<TrainLoopOptions['evaluate']>)(model));
       const evRecord: Record<string, unknown> = { type: 'eval', step: state.step, val_nll: ev.nll, val_ppl: Math.exp(ev.nll), val_tokens: ev.tokens };
       if (ev.bytes) evRecord['val_bpb'] = (ev.nll * ev.tokens) / Math.LN2 / ev.bytes;
+      if (ev.nllTopk !== undefined) evRecord['val_nll_topk'] = ev.nllTopk;
       emit(evRecord);
     }
     if (opts.save && ((opts.saveEvery && state.step % opts.saveEvery === 0) || last)) opts.save(state, optimizer);
