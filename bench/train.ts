@@ -31,7 +31,7 @@ function randomBatches(vocab: number, seed: number): BatchSource {
   };
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : ['small', 'small-rec3', 'small-mor3', 'small-mor3-token', 'small-mor3-kvshare'];
   const be = getBackend();
   const peak = measureGemmPeak(be, QUICK ? 0.1 : 0.3);
@@ -44,7 +44,7 @@ function main(): void {
     const state: TrainerState = { step: 0, tokensSeen: 0, flopsSeen: 0, elapsedSeconds: 0, dataState: null, lastLoss: null };
     const timings: number[] = [];
     const flopsPerStep: number[] = [];
-    trainLoop(model, randomBatches(config.vocab_size, 7), opt, state, {
+    await trainLoop(model, randomBatches(config.vocab_size, 7), opt, state, {
       schedule: { kind: 'constant', peakLr: 1e-3, totalSteps: steps + 1, warmupSteps: 0 },
       onMetrics: (m) => {
         if (m['type'] === 'train') {
@@ -70,4 +70,4 @@ function main(): void {
   }
 }
 
-main();
+await main();

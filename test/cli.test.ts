@@ -2,9 +2,9 @@
 // train → eval → generate round trip on a small corpus.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -75,5 +75,37 @@ describe('mor CLI', () => {
     r = mor('generate', '--model', join(out, 'checkpoint'), '--prompt', 'the union', '--max-tokens', '5', '--seed', '3');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^--- "the union"\nthe union/);
+  });
+});
+
+describe('mor train and Ctrl-C', () => {
+  test('SIGINT saves a checkpoint at the current step and exits cleanly', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mor-sigint-'));
+    const corpus = join(dir, 'texts');
+    mkdirSync(corpus);
+    for (let i = 0; i < 8; i++) writeFileSync(join(corpus, `${i}.txt`), `Text ${i}. We the people of the union, in order to form a more perfect union. `.repeat(60));
+    const out = join(dir, 'run');
+    const args = [BIN, 'train', '--preset', 'tiny-rec2', '--data', corpus, '--steps', '100000', '--batch', '2', '--seq-len', '32', '--out', out, '--cache-dir', join(dir, 'cache'), '--json'];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const code = await new Promise<number>((resolveExit, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`did not stop in time; stderr: ${stderr}`));
+      }, 60_000);
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if ((stderr.match(/"type":"train"/g) ?? []).length >= 3 && !child.killed) child.kill('SIGINT');
+      });
+      child.on('exit', (c) => {
+        clearTimeout(timer);
+        resolveExit(c ?? -1);
+      });
+    });
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, /interrupted: saving a checkpoint/);
+    const state = JSON.parse(readFileSync(join(out, 'checkpoint', 'trainer_state.json'), 'utf8')) as { state: { step: number }; options: { totalSteps: number } };
+    assert.ok(state.state.step >= 3 && state.state.step < 100000);
+    assert.equal(state.options.totalSteps, 100000);
   });
 });

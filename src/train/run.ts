@@ -308,7 +308,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     return { ...ev, ...topk, bytes: ev.tokens * data.valBytesPerToken };
   };
   let finalEval: { nll: number; tokens: number } | null = null;
-  const result = trainLoop(model, { next: () => loader.next(), getState: () => loader.cursor() }, optimizer, state, {
+  const result = await trainLoop(model, { next: () => loader.next(), getState: () => loader.cursor() }, optimizer, state, {
     schedule: { kind: options.schedule, peakLr: options.lr, totalSteps: options.totalSteps, warmupSteps: options.warmup },
     gradAccum,
     evalEvery: options.evalEvery,

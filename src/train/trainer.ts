@@ -107,9 +107,10 @@ export function createOptimizer(model: Model, adamw: Partial<AdamWConfig> = {}):
 
 /**
  * Run the loop from `state.step` to `schedule.totalSteps`. `optimizer` carries moments when
- * resuming. Returns the per-step losses of this call.
+ * resuming. Returns the per-step losses of this call. Yields to the event loop between steps,
+ * so signal handlers and `shouldStop` see a Ctrl-C within one step.
  */
-export function trainLoop(model: Model, data: BatchSource, optimizer: AdamW, state: TrainerState, opts: TrainLoopOptions): TrainResult {
+export async function trainLoop(model: Model, data: BatchSource, optimizer: AdamW, state: TrainerState, opts: TrainLoopOptions): Promise<TrainResult> {
   const accum = opts.gradAccum ?? 1;
   if (!Number.isInteger(accum) || accum < 1) throw new ArgumentError(`gradAccum must be an integer ≥ 1, got ${accum}`);
   const clip = opts.clipNorm ?? 1.0;
@@ -120,6 +121,9 @@ export function trainLoop(model: Model, data: BatchSource, optimizer: AdamW, sta
   let interrupted = false;
 
   while (state.step < total) {
+    // Let the event loop run between steps: a step is one synchronous block of kernel calls, and
+    // without this a Ctrl-C handler (or any other callback) would never get to run.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     if (opts.shouldStop?.()) {
       interrupted = true;
       break;
