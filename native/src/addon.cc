@@ -320,6 +320,35 @@ napi_value attnBwd(const Args& a) {
   return undef(a.env);
 }
 
+// attentionPaged(H, KVH, HD, scale, blockSize, qPos, posPool, streams, blockTables, q, kPool, vPool, out)
+// Stream ranges and block ids are checked against blockTables and the pool by the kernel.
+napi_value attnPaged(const Args& a) {
+  mor::PagedShape s{};
+  s.numHeads = a.integer(0, "numHeads", 1, INT32_MAX);
+  s.numKvHeads = a.integer(1, "numKvHeads", 1, INT32_MAX);
+  s.headDim = a.integer(2, "headDim", 1, INT32_MAX);
+  s.scale = static_cast<float>(a.num(3, "scale"));
+  s.blockSize = a.integer(4, "blockSize", 1, INT32_MAX);
+  int64_t l;
+  s.qPos = a.i32(5, "qPos", &s.nq);
+  s.posPool = a.i32(6, "posPool", &s.numSlots);
+  s.streams = a.i32(7, "streams", &l);
+  a.len("streams", l, 2.0 * static_cast<double>(s.nq));
+  s.blockTables = a.i32(8, "blockTables", &s.tableLen);
+  const double qn = static_cast<double>(s.nq) * s.numHeads * s.headDim,
+               kn = static_cast<double>(s.numSlots) * s.numKvHeads * s.headDim;
+  const float* q = a.f32(9, "q", &l);
+  a.len("q", l, qn);
+  const float* k = a.f32(10, "kPool", &l);
+  a.len("kPool", l, kn);
+  const float* v = a.f32(11, "vPool", &l);
+  a.len("vPool", l, kn);
+  float* out = a.f32(12, "out", &l);
+  a.len("out", l, qn);
+  mor::attentionPaged(s, q, k, v, out);
+  return undef(a.env);
+}
+
 // rope(x, pos, nHeads, headDim, theta, inverse, out)
 napi_value rope(const Args& a) {
   int64_t lx, lp, lo;
@@ -723,6 +752,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   MOR_EXPORT("gemm", gemm);
   MOR_EXPORT("attentionForward", attnFwd);
   MOR_EXPORT("attentionBackward", attnBwd);
+  MOR_EXPORT("attentionPaged", attnPaged);
   MOR_EXPORT("rope", rope);
   MOR_EXPORT("rmsnormForward", rmsnormFwd);
   MOR_EXPORT("rmsnormBackward", rmsnormBwd);

@@ -735,4 +735,309 @@ void attentionBackward(const AttnShape& a, const float* q, const float* k, const
   (void)maxKeys;
 }
 
+// ---- attention over a paged KV pool (decoding) -------------------------------------------------
+//
+// Each query row i reads its own stream of pool slots through the block table (PagedShape). Tasks
+// are (query row, kv head), or (query row, kv head, part of the stream) when there are too few of
+// those to occupy the threads. A task runs the H/KVH query heads of its group together, so every
+// K and V row it gathers is loaded once for the whole group, and keeps an online softmax over
+// chunks of PC visible slots, read in place (no packing):
+//   S = (scale·q)·Kᵀ over the chunk;  m' = max(m, max S);  α = e^(m − m')
+//   l = α·l + Σ e^(S − m');  acc = α·acc + e^(S − m')·V;  out = acc / l
+// so the scratch per thread is O(group · (HD + PC)) whatever the stream length. Parts of a split
+// stream leave (m, l, acc) in a shared buffer and are merged at the end. Each task writes only its
+// own output rows (or its own partial), so there are no races.
+namespace {
+
+constexpr int PC = 32;             // visible slots per chunk
+constexpr int PRS = 8;             // rows (heads of a group) per score kernel
+constexpr int PRV = 4;             // rows per P·V kernel
+constexpr int64_t kMinPart = 128;  // fewest slots per part when a stream is split
+
+// s[r·lds + j] = ⟨q_r, k_j⟩ for r < R, j < n. q rows (stride ldq) are padded with zeros; k_j =
+// krow[j] is HD floats read in place: full vectors, then a scalar tail when W does not divide HD.
+template <int R>
+void pagedScores(int64_t hd, const float* MOR_RESTRICT q, int64_t ldq, const float* const* krow, int64_t n,
+                 float* MOR_RESTRICT s, int64_t lds) {
+  const int64_t hdv = hd / W;
+  for (int64_t j = 0; j < n; ++j) {
+    const float* kj = krow[j];
+    vf acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = vf{};
+    for (int64_t c = 0; c < hdv; ++c) {
+      const vf kv = vload(kj + c * W);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] += vload(q + r * ldq + c * W) * kv;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      float t = vhsum(acc[r]);
+      for (int64_t d = hdv * W; d < hd; ++d) t += q[r * ldq + d] * kj[d];
+      s[r * lds + j] = t;
+    }
+  }
+}
+
+// acc[r·lda + coff + (0 : NV·W)] += Σ_{j<n} p[r·ldp + j] · vrow[j][coff + (0 : NV·W)],  r < R.
+template <int R, int NV>
+MOR_INLINE void pagedPV(int64_t n, const float* MOR_RESTRICT p, int64_t ldp, const float* const* vrow, int64_t coff,
+                        float* MOR_RESTRICT acc, int64_t lda) {
+  vf a[R][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) a[r][c] = vload(acc + r * lda + coff + c * W);
+  for (int64_t j = 0; j < n; ++j) {
+    const float* vj = vrow[j] + coff;
+    vf vv[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) vv[c] = vload(vj + c * W);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const vf pr = vset1(p[r * ldp + j]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) a[r][c] += pr * vv[c];
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) vstore(acc + r * lda + coff + c * W, a[r][c]);
+}
+
+// pagedPV over the head dim: NVMAX vectors per pass, then a scalar tail past the last full vector.
+template <int R>
+void pagedValues(int64_t hd, int64_t n, const float* p, int64_t ldp, const float* const* vrow, float* acc,
+                 int64_t lda) {
+  const int64_t hdv = hd / W;
+  int64_t c = 0;
+  for (; c + NVMAX <= hdv; c += NVMAX) pagedPV<R, NVMAX>(n, p, ldp, vrow, c * W, acc, lda);
+  switch (hdv - c) {
+    case 1: pagedPV<R, 1>(n, p, ldp, vrow, c * W, acc, lda); break;
+    case 2: pagedPV<R, 2>(n, p, ldp, vrow, c * W, acc, lda); break;
+    case 3: pagedPV<R, 3>(n, p, ldp, vrow, c * W, acc, lda); break;
+    default: break;
+  }
+  for (int64_t d = hdv * W; d < hd; ++d)
+    for (int r = 0; r < R; ++r) {
+      float t = acc[r * lda + d];
+      for (int64_t j = 0; j < n; ++j) t += p[r * ldp + j] * vrow[j][d];
+      acc[r * lda + d] = t;
+    }
+}
+
+void pagedScoreRows(int64_t rows, int64_t hd, const float* q, int64_t ldq, const float* const* krow, int64_t n,
+                    float* s, int64_t lds) {
+  switch (rows) {
+    case 1: pagedScores<1>(hd, q, ldq, krow, n, s, lds); break;
+    case 2: pagedScores<2>(hd, q, ldq, krow, n, s, lds); break;
+    case 3: pagedScores<3>(hd, q, ldq, krow, n, s, lds); break;
+    case 4: pagedScores<4>(hd, q, ldq, krow, n, s, lds); break;
+    case 5: pagedScores<5>(hd, q, ldq, krow, n, s, lds); break;
+    case 6: pagedScores<6>(hd, q, ldq, krow, n, s, lds); break;
+    case 7: pagedScores<7>(hd, q, ldq, krow, n, s, lds); break;
+    default: pagedScores<8>(hd, q, ldq, krow, n, s, lds); break;
+  }
+}
+
+void pagedValueRows(int64_t rows, int64_t hd, int64_t n, const float* p, int64_t ldp, const float* const* vrow,
+                    float* acc, int64_t lda) {
+  switch (rows) {
+    case 1: pagedValues<1>(hd, n, p, ldp, vrow, acc, lda); break;
+    case 2: pagedValues<2>(hd, n, p, ldp, vrow, acc, lda); break;
+    case 3: pagedValues<3>(hd, n, p, ldp, vrow, acc, lda); break;
+    default: pagedValues<4>(hd, n, p, ldp, vrow, acc, lda); break;
+  }
+}
+
+struct PagedTask {
+  int32_t i, g;    // query row, kv head
+  int32_t j0, j1;  // stream slots [j0, j1) (all of it unless the stream is split)
+  int32_t part;    // index of its partial (m, l, acc) when split, else −1
+};
+
+struct PagedMerge {
+  int32_t i, g, part0, parts;
+};
+
+// One task: the online softmax of the group's heads over stream slots [j0, j1) of query row i.
+// With part < 0 it writes the output rows; else (m, l, acc) into its partial, which holds
+// [m (G)][l (G)][acc (G, hdp)].
+void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const float* kPool, const float* vPool,
+               float* out, float* partials, int64_t hdp) {
+  const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, G = H / KVH, bs = a.blockSize;
+  const int64_t ld = KVH * HD, i = t.i, g = t.g;
+  float* qs = scratch(17, static_cast<size_t>(G * hdp));
+  float* S = scratch(19, static_cast<size_t>(G * PC));
+  float* own = scratch(18, static_cast<size_t>(G * (hdp + 2)));
+  float* m = t.part < 0 ? own : partials + static_cast<int64_t>(t.part) * G * (hdp + 2);
+  float* l = m + G;
+  float* acc = l + G;
+  for (int64_t r = 0; r < G; ++r) {
+    const float* src = q + (i * H + g * G + r) * HD;
+    float* d = qs + r * hdp;
+    for (int64_t c = 0; c < HD; ++c) d[c] = src[c] * a.scale;
+    for (int64_t c = HD; c < hdp; ++c) d[c] = 0.f;
+    m[r] = kNegInf;
+    l[r] = 0.f;
+  }
+  std::memset(acc, 0, sizeof(float) * static_cast<size_t>(G * hdp));
+
+  const int32_t qp = a.qPos[i];
+  const int32_t* bt = a.blockTables + a.streams[2 * i];
+  const int32_t* pos = a.posPool;
+  const float* kr[PC];
+  const float* vr[PC];
+  int64_t j = t.j0;
+  while (j < t.j1) {
+    // Gather up to PC visible slots, a block at a time.
+    int n = 0;
+    while (j < t.j1 && n < PC) {
+      const int64_t b = j / bs, within = j - b * bs;
+      const int64_t base = static_cast<int64_t>(bt[b]) * bs + within;
+      const int64_t left = std::min<int64_t>(t.j1 - j, bs - within);
+      int64_t u = 0;
+      for (; u < left && n < PC; ++u) {
+        const int64_t slot = base + u;
+        if (pos[slot] > qp) continue;  // not visible to this query
+        kr[n] = kPool + slot * ld + g * HD;
+        vr[n] = vPool + slot * ld + g * HD;
+        ++n;
+      }
+      j += u;
+    }
+    if (n == 0) continue;
+    for (int64_t r0 = 0; r0 < G; r0 += PRS)
+      pagedScoreRows(std::min<int64_t>(PRS, G - r0), HD, qs + r0 * hdp, hdp, kr, n, S + r0 * PC, PC);
+    for (int64_t r = 0; r < G; ++r) {
+      float* sr = S + r * PC;
+      const float cm = rowMax(sr, n);
+      const float mNew = cm > m[r] ? cm : m[r];
+      const float alpha = sexp(m[r] - mNew);  // 0 on the first chunk (m = −inf)
+      l[r] = l[r] * alpha + expRow(sr, n, mNew);
+      if (alpha != 1.f) {
+        float* ar = acc + r * hdp;
+        const vf va = vset1(alpha);
+        for (int64_t c = 0; c < hdp; c += W) vstore(ar + c, vload(ar + c) * va);
+      }
+      m[r] = mNew;
+    }
+    for (int64_t r0 = 0; r0 < G; r0 += PRV)
+      pagedValueRows(std::min<int64_t>(PRV, G - r0), HD, n, S + r0 * PC, PC, vr, acc + r0 * hdp, hdp);
+  }
+  if (t.part >= 0) return;
+  for (int64_t r = 0; r < G; ++r) {
+    float* o = out + (i * H + g * G + r) * HD;
+    const float* src = acc + r * hdp;
+    const float inv = l[r] == 0.f ? 0.f : 1.f / l[r];  // l = 0: the query saw no slot
+    for (int64_t c = 0; c < HD; ++c) o[c] = src[c] * inv;
+  }
+}
+
+// out rows of (query row i, kv head g) from the partials of its parts: weights e^(m_p − M).
+void pagedMerge(const PagedShape& a, const PagedMerge& mg, const float* partials, float* out, int64_t hdp) {
+  const int64_t HD = a.headDim, H = a.numHeads, G = H / a.numKvHeads, stride = G * (hdp + 2);
+  for (int64_t r = 0; r < G; ++r) {
+    float* o = out + (static_cast<int64_t>(mg.i) * H + mg.g * G + r) * HD;
+    float M = kNegInf;
+    for (int64_t p = 0; p < mg.parts; ++p) {
+      const float mp = partials[(mg.part0 + p) * stride + r];
+      M = mp > M ? mp : M;
+    }
+    std::memset(o, 0, sizeof(float) * static_cast<size_t>(HD));
+    if (M == kNegInf) continue;  // no part saw a slot
+    float L = 0.f;
+    for (int64_t p = 0; p < mg.parts; ++p) {
+      const float* base = partials + (mg.part0 + p) * stride;
+      const float w = sexp(base[r] - M);
+      L += w * base[G + r];
+      const float* ap = base + 2 * G + r * hdp;
+      for (int64_t c = 0; c < HD; ++c) o[c] += w * ap[c];
+    }
+    const float inv = L == 0.f ? 0.f : 1.f / L;
+    for (int64_t c = 0; c < HD; ++c) o[c] *= inv;
+  }
+}
+
+}  // namespace
+
+void attentionPagedValidate(const PagedShape& a) {
+  auto fail = [](const std::string& m) { throw KernelError(ErrKind::Argument, "attentionPaged: " + m); };
+  if (a.numHeads < 1 || a.numKvHeads < 1 || a.headDim < 1 || a.blockSize < 1)
+    fail("numHeads, numKvHeads, headDim and blockSize must be ≥ 1");
+  if (a.numHeads % a.numKvHeads != 0)
+    fail("numHeads (" + std::to_string(a.numHeads) + ") must be a multiple of numKvHeads (" +
+         std::to_string(a.numKvHeads) + ")");
+  const int64_t bs = a.blockSize;
+  for (int64_t i = 0; i < a.nq; ++i) {
+    const int64_t off = a.streams[2 * i], n = a.streams[2 * i + 1];
+    const std::string at = "stream " + std::to_string(i) + " [offset " + std::to_string(off) + ", " +
+                           std::to_string(n) + " slots]";
+    if (off < 0 || n < 0) fail(at + " has a negative entry");
+    const int64_t nb = (n + bs - 1) / bs;
+    if (off + nb > a.tableLen)
+      fail(at + " needs blockTables[" + std::to_string(off) + ", " + std::to_string(off + nb) + ") (" +
+           std::to_string(nb) + " blocks of " + std::to_string(bs) + "), but blockTables has " +
+           std::to_string(a.tableLen) + " entries");
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t id = a.blockTables[off + b];
+      const int64_t used = std::min<int64_t>(bs, n - b * bs);
+      if (id < 0 || id * bs + used > a.numSlots)
+        fail(at + ": block id " + std::to_string(id) + " at blockTables[" + std::to_string(off + b) +
+             "] is outside the pool (" + std::to_string(a.numSlots) + " slots: block ids 0.." +
+             std::to_string(a.numSlots / bs - 1) + " of " + std::to_string(bs) + " slots)");
+    }
+  }
+}
+
+void attentionPaged(const PagedShape& a, const float* q, const float* kPool, const float* vPool, float* out) {
+  attentionPagedValidate(a);
+  const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, G = H / KVH, nq = a.nq;
+  const int64_t hdp = roundUp(HD, W);
+  if (nq == 0) return;
+
+  double work = 0;  // flops: scores and P·V, 2 each per slot, head and dim
+  for (int64_t i = 0; i < nq; ++i) work += static_cast<double>(a.streams[2 * i + 1]) * H * HD * 4.0;
+  const int threads = threadsFor(work, 2.0e5);
+
+  // Split streams when (query row, kv head) pairs are too few for the threads: about 4 tasks per
+  // thread, parts of at least kMinPart slots.
+  const int64_t pairs = nq * KVH;
+  const int64_t want = threads > 1 && pairs < 2 * threads ? (4 * threads + pairs - 1) / pairs : 1;
+  std::vector<PagedTask> tasks;
+  std::vector<PagedMerge> merges;
+  tasks.reserve(static_cast<size_t>(pairs));
+  int32_t nParts = 0;
+  for (int64_t i = 0; i < nq; ++i) {
+    const int64_t n = a.streams[2 * i + 1];
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(want, n / kMinPart));
+    for (int64_t g = 0; g < KVH; ++g) {
+      if (parts == 1) {
+        tasks.push_back({static_cast<int32_t>(i), static_cast<int32_t>(g), 0, static_cast<int32_t>(n), -1});
+        continue;
+      }
+      merges.push_back({static_cast<int32_t>(i), static_cast<int32_t>(g), nParts, static_cast<int32_t>(parts)});
+      for (int64_t p = 0; p < parts; ++p)
+        tasks.push_back({static_cast<int32_t>(i), static_cast<int32_t>(g), static_cast<int32_t>(n * p / parts),
+                         static_cast<int32_t>(n * (p + 1) / parts), nParts++});
+    }
+  }
+  // Longest first, for the dynamic schedule.
+  std::stable_sort(tasks.begin(), tasks.end(),
+                   [](const PagedTask& x, const PagedTask& y) { return x.j1 - x.j0 > y.j1 - y.j0; });
+  float* partials =
+      nParts > 0 ? scratch(21, static_cast<size_t>(static_cast<int64_t>(nParts) * G * (hdp + 2))) : nullptr;
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+#pragma omp for schedule(dynamic, 1)
+    for (size_t ti = 0; ti < tasks.size(); ++ti) pagedTask(a, tasks[ti], q, kPool, vPool, out, partials, hdp);
+    if (!merges.empty()) {
+#pragma omp for schedule(static)
+      for (size_t mi = 0; mi < merges.size(); ++mi) pagedMerge(a, merges[mi], partials, out, hdp);
+    }
+  }
+}
+
 }  // namespace mor

@@ -33,6 +33,22 @@ void attentionForward(const AttnShape& s, const float* q, const float* k, const 
 void attentionBackward(const AttnShape& s, const float* q, const float* k, const float* v, const float* out,
                        const float* lse, const float* dOut, float* dQ, float* dK, float* dV);
 
+// ---- attention over a paged KV pool (decoding) --------------------------------------------------
+struct PagedShape {
+  int64_t numHeads, numKvHeads, headDim, blockSize;
+  float scale;
+  const int32_t* qPos;  // (Nq)
+  int64_t nq;
+  const int32_t* posPool;  // (numSlots)
+  int64_t numSlots;
+  const int32_t* streams;  // (Nq·2) [offset into blockTables, slot count]
+  const int32_t* blockTables;
+  int64_t tableLen;
+};
+/** Validates heads and every stream's range and block ids against the pool; throws KernelError. */
+void attentionPagedValidate(const PagedShape& s);
+void attentionPaged(const PagedShape& s, const float* q, const float* kPool, const float* vPool, float* out);
+
 // ---- layers ------------------------------------------------------------------------------------
 void rope(const float* x, const int32_t* pos, int64_t n, int64_t nHeads, int64_t headDim, double theta, bool inverse,
           float* out);

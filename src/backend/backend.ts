@@ -98,6 +98,24 @@ export interface AttentionLayout {
   kPos: Int32Array;
 }
 
+/** Shapes and block tables of an attentionPaged call (see Backend.attentionPaged). */
+export interface PagedAttentionLayout {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  scale: number;
+  /** Token slots per block. */
+  blockSize: number;
+  /** (Nq) position of each query row. */
+  qPos: Int32Array;
+  /** (numSlots) position stored in each pool slot. */
+  posPool: Int32Array;
+  /** (Nq·2) [offset into blockTables, number of slots] per query row. */
+  streams: Int32Array;
+  /** Block ids of all streams, concatenated. */
+  blockTables: Int32Array;
+}
+
 export interface AdamWArgs {
   lr: number;
   beta1: number;
@@ -158,6 +176,33 @@ export interface Backend {
     dQ: FloatArray,
     dK: FloatArray,
     dV: FloatArray,
+  ): void;
+
+  // ---- attention over a paged KV cache (inference; no backward) ------------------------------
+
+  /**
+   * Attention of query rows against keys/values stored in a paged pool (decoding).
+   *
+   * The pool holds fixed-size blocks of `blockSize` token slots; slot s lives at row s of
+   * kPool/vPool and has position posPool[s]. Each query row i reads one "stream" of slots:
+   *
+   *   streams[2i] = offset into blockTables,  streams[2i+1] = number of slots n_i
+   *   slot j (0 ≤ j < n_i) of the stream = blockTables[offset + ⌊j / blockSize⌋]·blockSize + j mod blockSize
+   *
+   *   pool:   block 0        block 1        block 2  ...      (blockSize slots each)
+   *   stream: [b2 ......][b0 ....]  ← blockTables[offset..], filled in order, the last block partly
+   *
+   * Query i sees slot j iff posPool[slot] ≤ qPos[i] (stream slots are in position order).
+   * Query head h reads key/value head floor(h / (H / KVH)).
+   *   q (Nq, H, HD), qPos (Nq), kPool, vPool (numSlots, KVH, HD), posPool (numSlots) → out (Nq, H, HD)
+   * A query that sees no slot gets 0.
+   */
+  attentionPaged(
+    layout: PagedAttentionLayout,
+    q: FloatArray,
+    kPool: FloatArray,
+    vPool: FloatArray,
+    out: FloatArray,
   ): void;
 
   // ---- layers ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import type {
   FloatArray,
   GemmArgs,
   GemmProvider,
+  PagedAttentionLayout,
   UnaryOp,
 } from './backend.js';
 
@@ -85,6 +86,21 @@ interface NativeBinding {
     dQ: FloatArray,
     dK: FloatArray,
     dV: FloatArray,
+  ): void;
+  attentionPaged(
+    numHeads: number,
+    numKvHeads: number,
+    headDim: number,
+    scale: number,
+    blockSize: number,
+    qPos: Int32Array,
+    posPool: Int32Array,
+    streams: Int32Array,
+    blockTables: Int32Array,
+    q: FloatArray,
+    kPool: FloatArray,
+    vPool: FloatArray,
+    out: FloatArray,
   ): void;
   rope(
     x: FloatArray,
@@ -328,6 +344,24 @@ class NativeBackend implements Backend {
       dQ,
       dK,
       dV,
+    );
+  }
+
+  attentionPaged(l: PagedAttentionLayout, q: FloatArray, kPool: FloatArray, vPool: FloatArray, out: FloatArray): void {
+    this.b.attentionPaged(
+      l.numHeads,
+      l.numKvHeads,
+      l.headDim,
+      l.scale,
+      l.blockSize,
+      l.qPos,
+      l.posPool,
+      l.streams,
+      l.blockTables,
+      q,
+      kPool,
+      vPool,
+      out,
     );
   }
 

@@ -74,7 +74,8 @@ interface KvStore {
   rows: RowSet;
 }
 
-function routerForward(c: ModelConfig, m: MorConfig, r: RouterParams, x: Tensor): Tensor {
+/** Router logits: linear x·Wᵀ, or MLP fc2·GELU(fc1·x), on x / temperature.  x (N, D) → (N, out) */
+export function routerForward(m: MorConfig, r: RouterParams, x: Tensor): Tensor {
   const input = m.temperature === 1 ? x : scale(x, 1 / m.temperature);
   if (r.kind === 'linear') return linear(input, r.w);
   return linear(gelu(linear(input, r.fc1)), r.fc2);
@@ -199,11 +200,11 @@ export function routedTrunk(
       const candIdx = indexTensor(cand.rows);
       const hc = gatherRows(h, candIdx); //                                     (nC, D)
       const router = morParams.routers[r] as RouterParams;
-      const z = reshape(routerForward(c, m, router, hc), [nC]); //              (nC)
+      const z = reshape(routerForward(m, router, hc), [nC]); //              (nC)
       flops += nC * routerFlopsPerRow(c, m, 1);
       const g =
         m.router_func === 'sigmoid' ? scale(sigmoid(z), m.alpha) : m.router_func === 'tanh' ? scale(tanh(z), m.alpha) : scale(z, m.alpha);
-      const auxZ = morParams.auxRouters ? reshape(routerForward(c, m, morParams.auxRouters[r] as RouterParams, hc.detach()), [nC]) : null;
+      const auxZ = morParams.auxRouters ? reshape(routerForward(m, morParams.auxRouters[r] as RouterParams, hc.detach()), [nC]) : null;
       if (auxZ) flops += nC * routerFlopsPerRow(c, m, 1);
 
       // ---- which candidates recursion r takes (local indices into cand, per sequence in order)
@@ -273,7 +274,7 @@ export function routedTrunk(
     // ---- token-choice: one decision per token, from the state entering recursion 1
     const h1 = h;
     const router = morParams.tokenRouter as RouterParams;
-    const z = routerForward(c, m, router, h1); //                               (N, Nr)
+    const z = routerForward(m, router, h1); //                               (N, Nr)
     flops += N * routerFlopsPerRow(c, m, nr);
     const probs = m.router_func === 'softmax' ? softmax(z) : sigmoid(z);
     const p = m.alpha === 1 ? probs : scale(probs, m.alpha); //                 (N, Nr)

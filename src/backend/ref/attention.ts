@@ -8,7 +8,7 @@
  * the softmax in float64 scratch, and recomputes probabilities in the backward from the saved
  * lse, as FlashAttention does: p_ij = exp(scale·q_i·k_j − lse_i).
  */
-import type { AttentionLayout, FloatArray } from '../backend.js';
+import type { AttentionLayout, FloatArray, PagedAttentionLayout } from '../backend.js';
 
 interface Segment {
   qStart: number;
@@ -145,4 +145,60 @@ export function attentionBackward(
   }
   dK.set(dK64);
   dV.set(dV64);
+}
+
+/**
+ * Attention against a paged KV pool (see Backend.attentionPaged): each query row walks its own
+ * stream of slots through the block table, keeps the slots at positions ≤ its own, and takes a
+ * float64 softmax over them.
+ */
+export function attentionPaged(
+  layout: PagedAttentionLayout,
+  q: FloatArray, // (Nq, H, HD)
+  kPool: FloatArray, // (numSlots, KVH, HD)
+  vPool: FloatArray, // (numSlots, KVH, HD)
+  out: FloatArray, // (Nq, H, HD)
+): void {
+  const { numHeads: H, numKvHeads: KVH, headDim: HD, scale, blockSize, qPos, posPool, streams, blockTables } = layout;
+  const group = H / KVH;
+  const nq = qPos.length;
+  let maxLen = 0;
+  for (let i = 0; i < nq; i++) maxLen = Math.max(maxLen, streams[2 * i + 1]!);
+  const slots = new Int32Array(maxLen); // (n) visible slots of the current query
+  const probs = new Float64Array(maxLen);
+  const acc = new Float64Array(HD);
+  out.fill(0);
+  for (let i = 0; i < nq; i++) {
+    const offset = streams[2 * i]!;
+    const n = streams[2 * i + 1]!;
+    let visible = 0;
+    for (let j = 0; j < n; j++) {
+      const slot = blockTables[offset + Math.floor(j / blockSize)]! * blockSize + (j % blockSize);
+      if (posPool[slot]! <= qPos[i]!) slots[visible++] = slot;
+    }
+    if (visible === 0) continue;
+    for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / group);
+      const qOff = (i * H + h) * HD;
+      let max = -Infinity;
+      for (let j = 0; j < visible; j++) {
+        const s = scale * dotRows(q, qOff, kPool, (slots[j]! * KVH + g) * HD, HD);
+        probs[j] = s;
+        if (s > max) max = s;
+      }
+      let denom = 0;
+      for (let j = 0; j < visible; j++) {
+        const e = Math.exp(probs[j]! - max);
+        probs[j] = e;
+        denom += e;
+      }
+      acc.fill(0);
+      for (let j = 0; j < visible; j++) {
+        const w = probs[j]! / denom;
+        const vOff = (slots[j]! * KVH + g) * HD;
+        for (let d = 0; d < HD; d++) acc[d] = acc[d]! + w * vPool[vOff + d]!;
+      }
+      for (let d = 0; d < HD; d++) out[qOff + d] = acc[d]!;
+    }
+  }
 }

@@ -9,7 +9,7 @@
  */
 import { ArgumentError } from '../../errors.js';
 import type { Backend, BackendInfo, GemmProvider } from '../backend.js';
-import { attentionBackward, attentionForward } from './attention.js';
+import { attentionBackward, attentionForward, attentionPaged } from './attention.js';
 import { gemm } from './gemm.js';
 import { gatherRows, rmsnormBackward, rmsnormForward, rope, scatterAddRows, swigluBackward, swigluForward } from './layers.js';
 import { bceWithLogitsBackward, bceWithLogitsForward, crossEntropyBackward, crossEntropyForward } from './losses.js';
@@ -36,6 +36,7 @@ export function createRefBackend(): Backend {
     gemm,
     attentionForward,
     attentionBackward,
+    attentionPaged,
     rope,
     rmsnormForward,
     rmsnormBackward,

@@ -1,0 +1,374 @@
+/**
+ * The inference engine: requests in, streamed tokens out, with three batching policies.
+ *
+ *   depth     continuous depth-wise batching (MOR_SPEC §7): every step takes the in-flight
+ *             token of each running request, whatever its depth, and runs the shared block ONCE
+ *             over all of them; a token that exits goes through the last layer, head and sampler
+ *             and its request's next token enters in the next step. No row waits for the deepest
+ *             token of a batch.
+ *   sequence  continuous sequence-wise batching (Orca/vLLM style): requests join and leave
+ *             between steps, but a step finishes every recursion of every token in it, so the
+ *             batch waits for its deepest token.
+ *   static    a batch of requests starts together and no request joins until all have finished.
+ *
+ * The scheduler (this file) decides which token-states run; the runner (runner.ts) computes;
+ * the pool (kv-pool.ts) stores. They talk through TokenState objects.
+ */
+import { ArgumentError, MorError } from '../errors.js';
+import { Rng } from '../util/rng.js';
+import type { Model } from '../model/model.js';
+import { headDim } from '../model/config.js';
+import { PagedKVPool } from './kv-pool.js';
+import { ModelRunner, type SequenceKV, type TokenState } from './runner.js';
+import { sampleToken, validateSampling, type SamplingOptions } from './sampler.js';
+
+export type BatchingMode = 'depth' | 'sequence' | 'static';
+
+/** What the engine needs from a model runner (a fake one drives the scheduler tests). */
+export interface StepRunner {
+  readonly numRecursions: number;
+  readonly pool: PagedKVPool;
+  readonly numStreams: number;
+  newSequence(): SequenceKV;
+  releaseSequence(seq: SequenceKV): void;
+  sequenceBytes(seq: SequenceKV): number;
+  newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, maxDepth: number, threshold: number): TokenState[];
+  prefill(seq: SequenceKV, ids: Int32Array, maxDepth: number, threshold: number): { logits: Float32Array; depths: Int32Array };
+  enter(rows: TokenState[], ids: Int32Array): void;
+  block(rows: TokenState[]): void;
+  exit(rows: TokenState[], wantLogits: readonly boolean[]): Float32Array;
+}
+
+export interface RequestOptions extends SamplingOptions {
+  readonly maxTokens: number;
+  readonly seed?: number;
+  /** Stop when this token is sampled (it is not emitted). */
+  readonly eosId?: number;
+  /** Stop when this returns true for the tokens generated so far (stop strings, see generateText). */
+  readonly shouldStop?: (generated: readonly number[]) => boolean;
+  /** Test-time scaling: at most this many recursions per token (default: all). */
+  readonly maxDepth?: number;
+  /** Test-time scaling: router threshold (expert-choice) or early-exit confidence. */
+  readonly threshold?: number;
+  /** Sample only ids below this (a tokenizer smaller than the model's vocab). */
+  readonly vocabLimit?: number;
+}
+
+export type FinishReason = 'eos' | 'max_tokens' | 'stop' | 'context' | 'cancelled';
+
+export interface RequestResult {
+  readonly id: number;
+  readonly tokens: number[];
+  readonly finishReason: FinishReason;
+  /** Recursions each generated token ran (its depth). */
+  readonly depths: number[];
+  /** Milliseconds from submit to the first token, and to the last. */
+  readonly firstTokenMs: number;
+  readonly totalMs: number;
+}
+
+/** A submitted request: an async iterator of token ids, a result promise, cancel(). */
+export class RequestHandle implements AsyncIterable<number> {
+  private readonly buffered: number[] = [];
+  private waiter: (() => void) | null = null;
+  private finished = false;
+  readonly result: Promise<RequestResult>;
+  private resolveResult!: (r: RequestResult) => void;
+  /** Set by the engine; cancel() asks it to stop at the next step boundary. */
+  cancelRequested = false;
+
+  constructor(readonly id: number) {
+    this.result = new Promise((resolve) => {
+      this.resolveResult = resolve;
+    });
+  }
+
+  cancel(): void {
+    this.cancelRequested = true;
+  }
+
+  /** @internal engine → handle */
+  push(token: number): void {
+    this.buffered.push(token);
+    this.wake();
+  }
+
+  /** @internal engine → handle */
+  finish(r: RequestResult): void {
+    this.finished = true;
+    this.resolveResult(r);
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<number> {
+    for (;;) {
+      const t = this.buffered.shift();
+      if (t !== undefined) {
+        yield t;
+        continue;
+      }
+      if (this.finished) return;
+      await new Promise<void>((resolve) => {
+        this.waiter = resolve;
+      });
+    }
+  }
+}
+
+interface Request {
+  readonly handle: RequestHandle;
+  readonly prompt: Int32Array;
+  readonly opts: RequestOptions;
+  readonly rng: Rng;
+  readonly context: number[];
+  readonly generated: number[];
+  readonly depths: number[];
+  readonly submittedAt: number;
+  firstTokenAt: number;
+  seq: SequenceKV | null;
+  /** The token in flight (depth-wise / sequence-wise decoding), with its id. */
+  inFlight: TokenState | null;
+  inFlightId: number;
+  fresh: boolean;
+}
+
+export interface EngineOptions {
+  readonly maxBatch: number;
+  readonly batching?: BatchingMode;
+  /** Tokens per KV block (default 16). */
+  readonly blockSize?: number;
+  /** KV pool size in blocks (default: enough for maxBatch sequences at full context). */
+  readonly numBlocks?: number;
+  /** Early exit for models without routers (see RunnerOptions). */
+  readonly earlyExitThreshold?: number;
+  /** A custom runner (tests); default: a ModelRunner over `model`. */
+  readonly runner?: StepRunner;
+}
+
+export class EngineError extends MorError {
+  constructor(message: string) {
+    super('E_ENGINE', message);
+  }
+}
+
+export class Engine {
+  readonly runner: StepRunner;
+  readonly batching: BatchingMode;
+  readonly maxBatch: number;
+  private readonly contextLength: number;
+  private readonly waiting: Request[] = [];
+  private readonly running: Request[] = [];
+  private nextId = 1;
+  /** Block-applications per step, for statistics: rows processed by the shared block. */
+  stepsRun = 0;
+  blockRows = 0;
+
+  constructor(model: Model | null, opts: EngineOptions) {
+    if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new ArgumentError(`maxBatch must be an integer ≥ 1, got ${opts.maxBatch}`);
+    this.maxBatch = opts.maxBatch;
+    this.batching = opts.batching ?? 'depth';
+    if (opts.runner) {
+      this.runner = opts.runner;
+      this.contextLength = Number.MAX_SAFE_INTEGER;
+    } else {
+      if (model === null) throw new ArgumentError('Engine needs a model or a runner');
+      const c = model.config;
+      const blockSize = opts.blockSize ?? 16;
+      const probe = new ModelRunner(model, new PagedKVPool(1, blockSize, c.num_key_value_heads * headDim(c)));
+      const perSeq = probe.numStreams * Math.ceil(c.max_position_embeddings / blockSize);
+      const pool = new PagedKVPool(opts.numBlocks ?? perSeq * this.maxBatch, blockSize, c.num_key_value_heads * headDim(c));
+      this.runner = new ModelRunner(model, pool, opts.earlyExitThreshold !== undefined ? { earlyExitThreshold: opts.earlyExitThreshold } : {});
+      this.contextLength = c.max_position_embeddings;
+    }
+  }
+
+  /** Queue a request; tokens stream from the returned handle as the engine steps. */
+  submit(prompt: Int32Array, opts: RequestOptions): RequestHandle {
+    validateSampling(opts);
+    if (prompt.length < 1) throw new ArgumentError('a request needs a prompt of at least one token');
+    if (prompt.length >= this.contextLength) throw new ArgumentError(`prompt of ${prompt.length} tokens leaves no room in the context of ${this.contextLength}`);
+    if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 1) throw new ArgumentError(`maxTokens must be an integer ≥ 1, got ${opts.maxTokens}`);
+    const nr = this.runner.numRecursions;
+    if (opts.maxDepth !== undefined && (!Number.isInteger(opts.maxDepth) || opts.maxDepth < 1 || opts.maxDepth > nr)) {
+      throw new ArgumentError(`maxDepth must be an integer in [1, ${nr}], got ${opts.maxDepth}`);
+    }
+    const handle = new RequestHandle(this.nextId++);
+    this.waiting.push({
+      handle,
+      prompt,
+      opts,
+      rng: new Rng(opts.seed ?? 0),
+      context: Array.from(prompt),
+      generated: [],
+      depths: [],
+      submittedAt: performance.now(),
+      firstTokenAt: 0,
+      seq: null,
+      inFlight: null,
+      inFlightId: 0,
+      fresh: false,
+    });
+    return handle;
+  }
+
+  get numWaiting(): number {
+    return this.waiting.length;
+  }
+
+  get numRunning(): number {
+    return this.running.length;
+  }
+
+  /** KV cache bytes in use (all sequences). */
+  get kvBytes(): number {
+    return this.runner.pool.bytesInUse;
+  }
+
+  /** Blocks a request may need at most: every stream holding prompt + maxTokens tokens. */
+  private blocksFor(r: Request): number {
+    const len = Math.min(this.contextLength, r.prompt.length + r.opts.maxTokens);
+    return this.runner.numStreams * Math.ceil(len / this.runner.pool.blockSize);
+  }
+
+  private reservedBlocks(): number {
+    let n = 0;
+    for (const r of this.running) n += this.blocksFor(r);
+    return n;
+  }
+
+  private finish(r: Request, reason: FinishReason): void {
+    if (r.seq) this.runner.releaseSequence(r.seq);
+    r.seq = null;
+    r.inFlight = null;
+    const now = performance.now();
+    r.handle.finish({
+      id: r.handle.id,
+      tokens: r.generated,
+      finishReason: reason,
+      depths: r.depths,
+      firstTokenMs: r.firstTokenAt ? r.firstTokenAt - r.submittedAt : now - r.submittedAt,
+      totalMs: now - r.submittedAt,
+    });
+  }
+
+  /** Sample from logits, emit, and decide whether the request goes on. Returns false when it ended. */
+  private accept(r: Request, logits: Float32Array, depth: number): boolean {
+    const o = r.opts;
+    const row = o.vocabLimit === undefined ? logits : logits.subarray(0, o.vocabLimit);
+    const token = sampleToken(row, o, r.rng, r.context);
+    if (o.eosId !== undefined && token === o.eosId) {
+      this.finish(r, 'eos');
+      return false;
+    }
+    r.generated.push(token);
+    r.context.push(token);
+    r.depths.push(depth);
+    if (r.firstTokenAt === 0) r.firstTokenAt = performance.now();
+    r.handle.push(token);
+    if (o.shouldStop?.(r.generated)) {
+      this.finish(r, 'stop');
+      return false;
+    }
+    if (r.generated.length >= o.maxTokens) {
+      this.finish(r, 'max_tokens');
+      return false;
+    }
+    if (r.context.length >= this.contextLength) {
+      this.finish(r, 'context');
+      return false;
+    }
+    // the sampled token is the next input
+    const seq = r.seq as SequenceKV;
+    const [state] = this.runner.newTokens(seq, [token], r.context.length - 1, o.maxDepth ?? this.runner.numRecursions, o.threshold ?? 0.5);
+    r.inFlight = state as TokenState;
+    r.inFlightId = token;
+    r.fresh = true;
+    return true;
+  }
+
+  /** Admit waiting requests (prefill each) while the policy and the KV pool allow. */
+  private admit(): void {
+    if (this.batching === 'static' && this.running.length > 0) return;
+    while (this.waiting.length > 0 && this.running.length < this.maxBatch) {
+      const r = this.waiting[0] as Request;
+      if (r.handle.cancelRequested) {
+        this.waiting.shift();
+        this.finish(r, 'cancelled');
+        continue;
+      }
+      const need = this.blocksFor(r);
+      if (need > this.runner.pool.numBlocks) throw new EngineError(`request ${r.handle.id} needs ${need} KV blocks; the pool has ${this.runner.pool.numBlocks}`);
+      if (this.reservedBlocks() + need > this.runner.pool.numBlocks) break; // wait for memory
+      this.waiting.shift();
+      r.seq = this.runner.newSequence();
+      const { logits, depths } = this.runner.prefill(r.seq, r.prompt, r.opts.maxDepth ?? this.runner.numRecursions, r.opts.threshold ?? 0.5);
+      this.running.push(r);
+      // the first generated token comes from the last prompt token's pass
+      this.accept(r, logits, depths[depths.length - 1] as number);
+    }
+    // static batching: finished requests leave, nobody joins until the batch is empty
+  }
+
+  private dropFinished(): void {
+    for (let i = this.running.length - 1; i >= 0; i--) {
+      const r = this.running[i] as Request;
+      if (r.handle.cancelRequested && r.seq) this.finish(r, 'cancelled');
+      if (r.seq === null) this.running.splice(i, 1);
+    }
+  }
+
+  /** One engine step. Returns false when there was nothing to do. */
+  step(): boolean {
+    this.dropFinished();
+    this.admit();
+    this.dropFinished();
+    const rows = this.running.filter((r) => r.inFlight !== null);
+    if (rows.length === 0) return this.waiting.length > 0;
+    this.stepsRun++;
+    const fresh = rows.filter((r) => r.fresh);
+    this.runner.enter(fresh.map((r) => r.inFlight as TokenState), Int32Array.from(fresh, (r) => r.inFlightId));
+    for (const r of fresh) r.fresh = false;
+    if (this.batching === 'depth') {
+      const atBlock = rows.filter((r) => (r.inFlight as TokenState).next === 'block');
+      this.blockRows += atBlock.length;
+      this.runner.block(atBlock.map((r) => r.inFlight as TokenState));
+    } else {
+      // sequence-wise: the step runs until its deepest token is done
+      for (;;) {
+        const atBlock = rows.filter((r) => (r.inFlight as TokenState).next === 'block');
+        if (atBlock.length === 0) break;
+        this.blockRows += atBlock.length;
+        this.runner.block(atBlock.map((r) => r.inFlight as TokenState));
+      }
+    }
+    const exiting = rows.filter((r) => (r.inFlight as TokenState).next === 'exit');
+    const logits = this.runner.exit(
+      exiting.map((r) => r.inFlight as TokenState),
+      exiting.map(() => true),
+    );
+    const V = exiting.length ? logits.length / exiting.length : 0;
+    exiting.forEach((r, i) => {
+      const depth = (r.inFlight as TokenState).depth;
+      this.accept(r, logits.subarray(i * V, (i + 1) * V), depth);
+    });
+    this.dropFinished();
+    return true;
+  }
+
+  /** Step until every request has finished, yielding to the event loop between steps. */
+  async runUntilIdle(): Promise<void> {
+    while (this.waiting.length > 0 || this.running.length > 0) {
+      const worked = this.step();
+      if (!worked && this.running.length === 0 && this.waiting.length > 0) {
+        throw new EngineError('requests are waiting but none can be admitted (KV pool too small?)');
+      }
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+}

@@ -1,0 +1,378 @@
+/**
+ * Model runner: the step functions of adaptive-depth decoding, over batches of token-states
+ * that may sit at DIFFERENT depths, built from the same nn/ layers as training.
+ *
+ *   enter  token id → embedding → first unique layer (Middle-Cycle) → routing decision
+ *   block  one recursion of the shared block for every row, each at its own depth r: row i runs
+ *          layer positions offset + r_i·K + j and reads/writes its own sequence's KV streams
+ *          → gate update → routing decision (continue to r+1, or exit)
+ *   exit   last unique layer → final norm → tied head → logits
+ *
+ * The decisions are the causal ones of training (MOR_SPEC §3–§4): expert-choice continues at
+ * recursion r iff its capacity is 1 or sigmoid(router_r(h)) > threshold; token-choice picks its
+ * depth once at entry. Models without routing run every recursion (optionally exiting early when
+ * the head is confident). A prompt goes through the same functions as a batch of rows: KV rows
+ * are appended before attention and keys are filtered by position, so causal prefill falls out.
+ */
+import { ArgumentError } from '../errors.js';
+import { getBackend } from '../backend/index.js';
+import type { PagedAttentionLayout } from '../backend/backend.js';
+import { headDim, type ModelConfig } from '../model/config.js';
+import type { Model } from '../model/model.js';
+import { capacityAt } from '../model/mor-config.js';
+import { routerForward } from '../model/mor.js';
+import type { LoraParams, RouterParams } from '../model/params.js';
+import { decoderLayer, type AttendFn } from '../nn/layers.js';
+import { Tensor, indexTensor, noGrad } from '../tensor/tensor.js';
+import { embedding, linear, rmsnorm, sigmoid, softmax } from '../tensor/ops.js';
+import { KVStream, PagedKVPool } from './kv-pool.js';
+
+/** Per-sequence KV streams (one per cached layer position). */
+export interface SequenceKV {
+  readonly streams: KVStream[];
+}
+
+/** One token on its way through the model. */
+export interface TokenState {
+  readonly seq: SequenceKV;
+  readonly pos: number;
+  /** (D) hidden state. */
+  h: Float32Array;
+  /** Next recursion to run (0-based). */
+  depth: number;
+  /** Recursions this token may run at most (test-time: ≤ Nr). */
+  readonly maxDepth: number;
+  /** Expert-choice threshold on sigmoid(z); early-exit confidence for plain recursive models. */
+  readonly threshold: number;
+  /** What the token does next. */
+  next: 'block' | 'exit';
+  /** Expert-choice: gate of the recursion about to run. */
+  gate: number;
+  /** Token-choice: the state entering recursion 1, the chosen last recursion and its weight. */
+  h1: Float32Array | null;
+  lastDepth: number;
+  lastWeight: number;
+}
+
+export interface RunnerOptions {
+  /** Early exit for models without routers: exit after a recursion when max softmax(head(norm(h))) ≥ this. */
+  readonly earlyExitThreshold?: number;
+}
+
+export class ModelRunner {
+  readonly config: ModelConfig;
+  /** Recursions of the shared part (1 for a vanilla model, whose "block" is all its layers). */
+  readonly numRecursions: number;
+  /** Layers per recursion (K), and the unrolled position offset of recursion 0. */
+  readonly blockSize: number;
+  private readonly offset: number;
+  /** Number of KV streams per sequence, and the stream of each unrolled position. */
+  readonly numStreams: number;
+  private readonly streamOfPosition: Int32Array;
+  /** Which positions write K/V (false where KV sharing reads recursion 1's stream). */
+  private readonly writesKV: Uint8Array;
+  private readonly rowSize: number;
+
+  constructor(readonly model: Model, readonly pool: PagedKVPool, readonly options: RunnerOptions = {}) {
+    const c = model.config;
+    this.config = c;
+    const plan = model.plan;
+    const hasRec = c.recursion !== null;
+    this.numRecursions = hasRec ? (c.recursion?.num_recursions ?? 1) : 1;
+    this.offset = plan.hasUniqueEnds ? 1 : 0;
+    this.blockSize = hasRec ? plan.blockSize : c.num_hidden_layers;
+    if (c.recursion && c.recursion.sharing !== 'cycle' && c.recursion.sharing !== 'middle_cycle') {
+      throw new ArgumentError(`the inference engine runs cycle or middle_cycle models; this one uses ${c.recursion.sharing}`);
+    }
+    this.rowSize = c.num_key_value_heads * headDim(c);
+    if (pool.rowSize !== this.rowSize) throw new ArgumentError(`KV pool rows hold ${pool.rowSize} floats; the model needs ${this.rowSize}`);
+    const L = c.num_hidden_layers;
+    this.streamOfPosition = new Int32Array(L);
+    this.writesKV = new Uint8Array(L).fill(1);
+    const share = c.mor?.kv_strategy === 'share';
+    let n = 0;
+    for (let l = 0; l < L; l++) {
+      const inBlock = l >= this.offset && l < this.offset + this.numRecursions * this.blockSize;
+      const r = inBlock ? Math.floor((l - this.offset) / this.blockSize) : -1;
+      if (share && r > 0) {
+        this.streamOfPosition[l] = this.streamOfPosition[l - r * this.blockSize] as number;
+        this.writesKV[l] = 0;
+      } else {
+        this.streamOfPosition[l] = n++;
+      }
+    }
+    this.numStreams = n;
+  }
+
+  newSequence(): SequenceKV {
+    return { streams: Array.from({ length: this.numStreams }, () => new KVStream()) };
+  }
+
+  releaseSequence(seq: SequenceKV): void {
+    for (const s of seq.streams) this.pool.release(s);
+  }
+
+  /** Bytes of KV cache a sequence holds. */
+  sequenceBytes(seq: SequenceKV): number {
+    return seq.streams.reduce((acc, s) => acc + s.blocks.length, 0) * this.pool.bytesPerBlock;
+  }
+
+  private layerParams(l: number): { layer: NonNullable<Model['params']['layers'][number]>; lora: LoraParams | null } {
+    const p = this.model.params;
+    const layer = p.layers[this.model.plan.uniqueOf[l] as number];
+    if (layer === undefined) throw new ArgumentError(`no unique layer at position ${l}`);
+    return { layer, lora: p.lora?.[l] ?? null };
+  }
+
+  /**
+   * AttendFn for one layer call: append each row's K/V to its stream at this layer position
+   * (when the position stores K/V), then paged attention of every row over its stream.
+   */
+  private attendFor(rows: readonly TokenState[], positionOf: (i: number) => number, qPos: Int32Array): AttendFn {
+    return (q: Tensor, k: Tensor, v: Tensor) => {
+      const n = rows.length;
+      const K = k.size > 0 ? k.f32() : null;
+      const V = v.size > 0 ? v.f32() : null;
+      const streams: KVStream[] = [];
+      for (let i = 0; i < n; i++) {
+        const l = positionOf(i);
+        const stream = (rows[i] as TokenState).seq.streams[this.streamOfPosition[l] as number] as KVStream;
+        streams.push(stream);
+        if (this.writesKV[l] === 1 && K && V) {
+          const slot = this.pool.appendSlot(stream, (rows[i] as TokenState).pos);
+          this.pool.writeSlot(slot, K, i * this.rowSize, V, i * this.rowSize);
+        }
+      }
+      // one block table per distinct stream (prompt rows of one sequence share theirs)
+      const offsets = new Map<KVStream, number>();
+      const tables: number[] = [];
+      const streamDesc = new Int32Array(2 * n);
+      streams.forEach((s, i) => {
+        let off = offsets.get(s);
+        if (off === undefined) {
+          off = tables.length;
+          offsets.set(s, off);
+          for (const b of s.blocks) tables.push(b);
+        }
+        streamDesc[2 * i] = off;
+        streamDesc[2 * i + 1] = s.length;
+      });
+      const c = this.config;
+      const hd = headDim(c);
+      const layout: PagedAttentionLayout = {
+        numHeads: c.num_attention_heads,
+        numKvHeads: c.num_key_value_heads,
+        headDim: hd,
+        scale: 1 / Math.sqrt(hd),
+        blockSize: this.pool.blockSize,
+        qPos,
+        posPool: this.pool.posPool,
+        streams: streamDesc,
+        blockTables: Int32Array.from(tables),
+      };
+      const out = new Float32Array(q.size);
+      getBackend().attentionPaged(layout, q.f32(), this.pool.kPool, this.pool.vPool, out);
+      return new Tensor(out, q.shape);
+    };
+  }
+
+  /** Run unrolled position l(i) for each row i (rows grouped by their LoRA when relaxed). */
+  private runLayer(rows: readonly TokenState[], h: Tensor, positionOf: (i: number) => number): Tensor {
+    const qPos = Int32Array.from(rows, (r) => r.pos);
+    const pos = indexTensor(qPos);
+    const first = positionOf(0);
+    const { layer, lora } = this.layerParams(first);
+    const sameLora = lora === null || rows.every((_, i) => positionOf(i) === first);
+    if (!sameLora) throw new ArgumentError('depth-mixed batches of relaxed (LoRA) models are not supported yet: batch them sequence-wise');
+    // Under KV sharing, rows of deeper recursions still compute k/v (cheap) but do not store them.
+    return decoderLayer(this.config, h, layer, lora, pos, this.attendFor(rows, positionOf, qPos));
+  }
+
+  private gather(rows: readonly TokenState[]): Tensor {
+    const d = this.config.hidden_size;
+    const data = new Float32Array(rows.length * d);
+    rows.forEach((r, i) => data.set(r.h, i * d));
+    return new Tensor(data, [rows.length, d]);
+  }
+
+  private scatter(rows: readonly TokenState[], h: Tensor): void {
+    const d = this.config.hidden_size;
+    const H = h.f32();
+    rows.forEach((r, i) => {
+      r.h = H.slice(i * d, (i + 1) * d);
+    });
+  }
+
+  /** Decide whether each row runs recursion row.depth next (and with which gate). */
+  private decide(rows: TokenState[]): void {
+    const c = this.config;
+    const m = c.mor;
+    const nr = this.numRecursions;
+    for (const r of rows) if (r.depth >= Math.min(nr, r.maxDepth)) r.next = 'exit';
+    if (m === null || m.routing !== 'expert_choice') {
+      if (m === null && this.options.earlyExitThreshold !== undefined) this.earlyExit(rows.filter((r) => r.next === 'block' && r.depth > 0));
+      return;
+    }
+    const live = rows.filter((r) => r.next === 'block');
+    // group by depth: each recursion has its own router
+    const byDepth = new Map<number, TokenState[]>();
+    for (const r of live) byDepth.set(r.depth, [...(byDepth.get(r.depth) ?? []), r]);
+    const params = this.model.params.mor;
+    for (const [depth, group] of byDepth) {
+      const router = params?.routers[depth] as RouterParams;
+      const z = routerForward(m, router, this.gather(group)).f32(); //   (n, 1)
+      const decider = params?.auxRouters ? routerForward(m, params.auxRouters[depth] as RouterParams, this.gather(group)).f32() : z;
+      const takesAll = capacityAt(m, nr, depth, Number.POSITIVE_INFINITY) >= 1;
+      group.forEach((r, i) => {
+        const zi = z[i] as number;
+        const keep = takesAll || 1 / (1 + Math.exp(-(decider[i] as number))) > r.threshold;
+        if (!keep) {
+          r.next = 'exit';
+          return;
+        }
+        r.gate = m.router_func === 'sigmoid' ? m.alpha / (1 + Math.exp(-zi)) : m.router_func === 'tanh' ? m.alpha * Math.tanh(zi) : m.alpha * zi;
+      });
+    }
+  }
+
+  /** Plain recursive models: exit when the head is already confident (an approximation: no last layer). */
+  private earlyExit(rows: TokenState[]): void {
+    if (rows.length === 0) return;
+    const p = this.model.params;
+    const probs = softmax(linear(rmsnorm(this.gather(rows), p.norm, this.config.rms_norm_eps), p.embed)).f32();
+    const V = this.config.vocab_size;
+    rows.forEach((r, i) => {
+      let max = 0;
+      for (let j = 0; j < V; j++) max = Math.max(max, probs[i * V + j] as number);
+      if (max >= (this.options.earlyExitThreshold as number)) r.next = 'exit';
+    });
+  }
+
+  /** Token-choice: pick each row's depth once from the state entering recursion 1. */
+  private chooseDepths(rows: TokenState[]): void {
+    const m = this.config.mor;
+    if (!m || m.routing !== 'token_choice' || rows.length === 0) return;
+    const params = this.model.params.mor;
+    const h = this.gather(rows);
+    const z = routerForward(m, params?.tokenRouter as RouterParams, h);
+    const P = (m.router_func === 'softmax' ? softmax(z) : sigmoid(z)).f32();
+    const bias = params?.routerBias?.f32() ?? new Float32Array(this.numRecursions);
+    const nr = this.numRecursions;
+    rows.forEach((r, i) => {
+      let best = 0;
+      let bv = -Infinity;
+      for (let j = 0; j < nr; j++) {
+        const v = m.alpha * (P[i * nr + j] as number) + (bias[j] as number);
+        if (v > bv) {
+          bv = v;
+          best = j;
+        }
+      }
+      r.lastDepth = Math.min(best, r.maxDepth - 1);
+      r.lastWeight = m.alpha * (P[i * nr + r.lastDepth] as number);
+      r.h1 = r.h;
+    });
+  }
+
+  /** New token-states for token ids at positions of a sequence (not yet run). */
+  newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, maxDepth: number, threshold: number): TokenState[] {
+    return Array.from({ length: ids.length }, (_, i) => ({
+      seq,
+      pos: startPos + i,
+      h: new Float32Array(0),
+      depth: 0,
+      maxDepth,
+      threshold,
+      next: 'block' as const,
+      gate: 1,
+      h1: null,
+      lastDepth: 0,
+      lastWeight: 1,
+    }));
+  }
+
+  /** enter: embedding and the first unique layer, then the first routing decision. */
+  enter(rows: TokenState[], ids: Int32Array): void {
+    if (rows.length === 0) return;
+    noGrad(() => {
+      let h = embedding(this.model.params.embed, indexTensor(ids)); //     (n, D)
+      if (this.offset === 1) h = this.runLayer(rows, h, () => 0);
+      this.scatter(rows, h);
+      this.chooseDepths(rows);
+      this.decide(rows);
+    });
+  }
+
+  /** block: one recursion for each row at its own depth, gate update, next decision. */
+  block(rows: TokenState[]): void {
+    if (rows.length === 0) return;
+    const m = this.config.mor;
+    noGrad(() => {
+      const before = this.gather(rows);
+      let y = before;
+      for (let j = 0; j < this.blockSize; j++) {
+        y = this.runLayer(rows, y, (i) => this.offset + (rows[i] as TokenState).depth * this.blockSize + j);
+      }
+      const Y = y.f32();
+      const Hb = before.f32();
+      const d = this.config.hidden_size;
+      rows.forEach((r, i) => {
+        const yi = Y.subarray(i * d, (i + 1) * d);
+        const hi = Hb.subarray(i * d, (i + 1) * d);
+        const next = new Float32Array(d);
+        if (m?.routing === 'expert_choice') {
+          // output gating: h + g·y;  delta gating: h + g·(y − h)
+          for (let k = 0; k < d; k++) next[k] = m.gating === 'output' ? (hi[k] as number) + r.gate * (yi[k] as number) : (hi[k] as number) + r.gate * ((yi[k] as number) - (hi[k] as number));
+        } else if (m?.routing === 'token_choice' && r.depth === r.lastDepth && r.h1) {
+          const h1 = r.h1;
+          for (let k = 0; k < d; k++) next[k] = (h1[k] as number) + r.lastWeight * (yi[k] as number);
+        } else {
+          next.set(yi);
+        }
+        r.h = next;
+        if (m?.routing === 'token_choice' && r.depth === r.lastDepth) r.next = 'exit';
+        r.depth += 1;
+      });
+      this.decide(rows.filter((r) => r.next === 'block'));
+    });
+  }
+
+  /**
+   * exit: last unique layer (writing its K/V) and, for rows with wantLogits, norm and head.
+   * Returns (k, V) logits for those rows, in order.
+   */
+  exit(rows: TokenState[], wantLogits: readonly boolean[]): Float32Array {
+    if (rows.length === 0) return new Float32Array(0);
+    const L = this.config.num_hidden_layers;
+    return noGrad(() => {
+      let h = this.gather(rows);
+      if (this.offset === 1) h = this.runLayer(rows, h, () => L - 1);
+      const pick = rows.map((_, i) => i).filter((i) => wantLogits[i]);
+      if (pick.length === 0) return new Float32Array(0);
+      const d = this.config.hidden_size;
+      const H = h.f32();
+      const sel = new Float32Array(pick.length * d);
+      pick.forEach((i, k) => sel.set(H.subarray(i * d, (i + 1) * d), k * d));
+      const p = this.model.params;
+      return linear(rmsnorm(new Tensor(sel, [pick.length, d]), p.norm, this.config.rms_norm_eps), p.embed).f32();
+    });
+  }
+
+  /**
+   * Prefill: run a prompt's tokens through enter → recursions → exit as one batch per stage,
+   * filling the sequence's KV streams; returns the logits of the last prompt token (V) and the
+   * depth each prompt token reached.
+   */
+  prefill(seq: SequenceKV, ids: Int32Array, maxDepth: number, threshold: number): { logits: Float32Array; depths: Int32Array } {
+    const rows = this.newTokens(seq, ids, seq.streams[0]?.length ?? 0, maxDepth, threshold);
+    this.enter(rows, ids);
+    for (;;) {
+      const live = rows.filter((r) => r.next === 'block');
+      if (live.length === 0) break;
+      this.block(live);
+    }
+    const want = rows.map((_, i) => i === rows.length - 1);
+    const logits = this.exit(rows, want);
+    return { logits, depths: Int32Array.from(rows, (r) => r.depth) };
+  }
+}
