@@ -8,13 +8,21 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AttentionLayout, Backend, FloatArray, GemmArgs, GemmProvider, UnaryOp } from '../src/backend/index.js';
+import type {
+  AttentionLayout,
+  Backend,
+  FloatArray,
+  GemmArgs,
+  GemmProvider,
+  PagedAttentionLayout,
+  UnaryOp,
+} from '../src/backend/index.js';
 import { backendsUnderTest, refBackend } from './helpers/backends.js';
 import { Rng, randomFloats, randomInts, uniformFloats } from './helpers/rng.js';
 import { F32, F64, assertClose, assertScalarClose } from './helpers/numeric.js';
 import type { Dtype } from './helpers/numeric.js';
 import { HEAD_CONFIGS, causalSequences, causalSubset, separateKeys } from './helpers/attention-layouts.js';
-import type { AttentionCase } from './helpers/attention-layouts.js';
+import type { AttentionCase, Heads } from './helpers/attention-layouts.js';
 
 /**
  * Tolerances (relative error, float32 backend vs float64 reference). 0 means bit-exact.
@@ -26,6 +34,7 @@ const TOL = {
   gemmLongK: 4e-5, // k = 704
   attentionForward: 2e-5,
   attentionBackward: 1e-4,
+  attentionPaged: 2e-5,
   rope: 1e-4,
   rmsnormForward: 1e-5,
   rmsnormBackward: 3e-5,
@@ -169,6 +178,162 @@ for (const ac of attentionCases()) {
     const dV = dt.zeros(v.length);
     be.attentionBackward(ac.layout, dt.from(q), dt.from(k), dt.from(v), out, lse, dt.from(dOut), dQ, dK, dV);
     return { dQ, dK, dV };
+  });
+}
+
+// ---- attention over a paged KV pool -------------------------------------------------------------
+
+/** A paged pool, its block tables and the query rows reading it (see Backend.attentionPaged). */
+interface PagedCase {
+  label: string;
+  layout: PagedAttentionLayout;
+  nq: number;
+  numSlots: number;
+  /** Slot rows of each query row's stream, in stream order (for the contiguous cross-check). */
+  streamSlots: number[][];
+}
+
+/** Query row i reads stream `stream` at position qPos. */
+interface PagedQuery {
+  stream: number;
+  qPos: number;
+}
+
+/** n strictly increasing positions from `start`, with random gaps of 0–2. */
+function gappedPositions(r: Rng, n: number, start: number): number[] {
+  const out: number[] = [];
+  let p = start;
+  for (let j = 0; j < n; j++) {
+    out.push(p);
+    p += 1 + r.int(0, 3);
+  }
+  return out;
+}
+
+/**
+ * Lays out streams (slot positions, in stream order) in a pool of shuffled blocks plus two spare
+ * blocks, so block tables are non-contiguous and out of order. Unused slots (spare blocks, the rest
+ * of a partly filled last block) hold position 0: visible to every query, so a kernel reading past
+ * a stream's end would not match. blockTables lists the streams' tables in reverse order, each
+ * followed by a valid block id the stream never reads.
+ */
+function buildPaged(
+  r: Rng,
+  heads: Heads,
+  blockSize: number,
+  streamPos: number[][],
+  queries: PagedQuery[],
+  label: string,
+): PagedCase {
+  const blocksPer = streamPos.map((p) => Math.ceil(p.length / blockSize));
+  const numBlocks = blocksPer.reduce((a, b) => a + b, 0) + 2;
+  const perm = Array.from({ length: numBlocks }, (_, i) => i);
+  for (let i = numBlocks - 1; i > 0; i--) {
+    const j = r.int(0, i + 1);
+    [perm[i], perm[j]] = [perm[j]!, perm[i]!];
+  }
+  const numSlots = numBlocks * blockSize;
+  const posPool = new Int32Array(numSlots);
+  const tables: number[][] = [];
+  const slotsOf: number[][] = [];
+  let next = 0;
+  streamPos.forEach((pos) => {
+    const table: number[] = [];
+    const slots: number[] = [];
+    for (let j = 0; j < pos.length; j++) {
+      if (j % blockSize === 0) table.push(perm[next++]!);
+      const slot = table[table.length - 1]! * blockSize + (j % blockSize);
+      posPool[slot] = pos[j]!;
+      slots.push(slot);
+    }
+    tables.push(table);
+    slotsOf.push(slots);
+  });
+  const offsets: number[] = [];
+  const blockTables: number[] = [];
+  for (let s = streamPos.length - 1; s >= 0; s--) {
+    offsets[s] = blockTables.length;
+    blockTables.push(...tables[s]!, perm[numBlocks - 1]!);
+  }
+  return {
+    label: `${label} H=${heads.numHeads} KVH=${heads.numKvHeads} HD=${heads.headDim} blockSize=${blockSize}`,
+    nq: queries.length,
+    numSlots,
+    streamSlots: queries.map((q) => slotsOf[q.stream]!),
+    layout: {
+      ...heads,
+      scale: 1 / Math.sqrt(heads.headDim),
+      blockSize,
+      qPos: Int32Array.from(queries.map((q) => q.qPos)),
+      posPool,
+      streams: Int32Array.from(queries.flatMap((q) => [offsets[q.stream]!, streamPos[q.stream]!.length])),
+      blockTables: Int32Array.from(blockTables),
+    },
+  };
+}
+
+/**
+ * Streams of lengths 1, 23 (ends mid-block for blockSize 4 and 16), 37 (its last 5 slots lie past
+ * the query: invisible), 9 (all past the query: sees nothing), 0 and 70 (several chunks); stream
+ * 1 is read by two queries at different positions.
+ */
+function mixedStreams(r: Rng, heads: Heads, blockSize: number): PagedCase {
+  const pos = [1, 23, 37, 9, 0, 70].map((n) => gappedPositions(r, n, 5 + r.int(0, 4)));
+  const last = (s: number): number => pos[s]![pos[s]!.length - 1]!;
+  return buildPaged(
+    r,
+    heads,
+    blockSize,
+    pos,
+    [
+      { stream: 0, qPos: pos[0]![0]! },
+      { stream: 1, qPos: last(1) },
+      { stream: 2, qPos: pos[2]![31]! },
+      { stream: 1, qPos: pos[1]![10]! },
+      { stream: 3, qPos: pos[3]![0]! - 1 },
+      { stream: 4, qPos: 100 },
+      { stream: 5, qPos: last(5) + 3 },
+    ],
+    'mixed streams',
+  );
+}
+
+const pagedRng = new Rng(777); // its own generator: the other cases keep their data
+const DECODE_HEADS: Heads = { numHeads: 4, numKvHeads: 2, headDim: 64 };
+const pagedCases: PagedCase[] = [];
+for (const heads of HEAD_CONFIGS) {
+  for (const blockSize of [1, 4, 16]) pagedCases.push(mixedStreams(pagedRng, heads, blockSize));
+}
+{
+  // Decoding shapes (HD 64): 8 streams of 1..300 slots; one query on a 1000-slot stream (the
+  // native kernel splits a long stream across threads when there are few queries), at its end and
+  // at slot 700 (the last part of the stream then sees nothing).
+  const lens = [300, 1, 17, 64, 129, 250, 33, 200];
+  const pos = lens.map((n) => gappedPositions(pagedRng, n, 0));
+  pagedCases.push(
+    buildPaged(pagedRng, DECODE_HEADS, 16, pos, pos.map((p, s) => ({ stream: s, qPos: p[p.length - 1]! })), 'decode batch'),
+  );
+  const long = [gappedPositions(pagedRng, 1000, 0)];
+  pagedCases.push(buildPaged(pagedRng, DECODE_HEADS, 16, long, [{ stream: 0, qPos: long[0]![999]! }], 'long stream'));
+  pagedCases.push(buildPaged(pagedRng, DECODE_HEADS, 16, long, [{ stream: 0, qPos: long[0]![700]! }], 'long stream, prefix'));
+}
+
+/** Random q, kPool, vPool for a paged case (float32-representable). */
+function pagedData(pc: PagedCase, r: Rng): { q: Float64Array; kPool: Float64Array; vPool: Float64Array } {
+  const { numHeads: H, numKvHeads: KVH, headDim: HD } = pc.layout;
+  return {
+    q: randomFloats(r, pc.nq * H * HD, 1.5),
+    kPool: randomFloats(r, pc.numSlots * KVH * HD, 1.5),
+    vPool: randomFloats(r, pc.numSlots * KVH * HD),
+  };
+}
+
+for (const pc of pagedCases) {
+  const { q, kPool, vPool } = pagedData(pc, pagedRng);
+  addCase('attentionPaged', `${pc.label} Nq=${pc.nq} slots=${pc.numSlots}`, (be, dt) => {
+    const out = dt.from(new Float64Array(q.length).fill(NaN)); // every element must be written
+    be.attentionPaged(pc.layout, dt.from(q), dt.from(kPool), dt.from(vPool), out);
+    return { out };
   });
 }
 
@@ -691,6 +856,66 @@ for (const be of backendsUnderTest()) {
       close(dV, [0, 0, 0.5, 0.5, 0], 'dV');
       close(dQ, [0, 0, 0.25], 'dQ');
       close(dK, [0, 0, 0, 0, 0], 'dK');
+    });
+
+    test('paged attention: one visible slot returns its value row; equal logits average; none gives 0', () => {
+      // H = 2, KVH = 1, HD = 2, blockSize 4, a pool of 2 blocks (slots 0..3, 4..7). Block table
+      // [1, 0]: a stream of 6 slots is slots 4, 5, 6, 7, 0, 1 at positions 0..5.
+      const posPool = Int32Array.of(4, 5, 9, 9, 0, 1, 2, 3);
+      const layout: PagedAttentionLayout = {
+        numHeads: 2,
+        numKvHeads: 1,
+        headDim: 2,
+        scale: 1,
+        blockSize: 4,
+        // query 0: stream [offset 0, 1 slot], pos 0 → sees slot 4 (position 0) only
+        // query 1: stream [offset 0, 6 slots] at pos 1 with q = 0 → slots 4, 5: equal logits
+        // query 2: stream [offset 2, 1 slot] = block 0 slot 0 (position 4) at pos 3 → sees nothing
+        qPos: Int32Array.of(0, 1, 3),
+        posPool,
+        streams: Int32Array.of(0, 1, 0, 6, 2, 1),
+        blockTables: Int32Array.of(1, 0, 0),
+      };
+      const kPool = f32(0, 0, 0, 0, 0, 0, 0, 0, 3, -2, 1, 1, 5, 5, 6, 6);
+      const vPool = f32(-1, -1, -2, -2, -3, -3, -4, -4, 10, 20, 30, 40, 50, 60, 70, 80);
+      const q = f32(1, 2, -3, 0.5, 0, 0, 0, 0, 1, 1, 1, 1);
+      const out = new Float32Array(12).fill(NaN);
+      be.attentionPaged(layout, q, kPool, vPool, out);
+      close(out, [10, 20, 10, 20, 20, 30, 20, 30, 0, 0, 0, 0], 'paged out');
+    });
+
+    test('paged attention equals attentionForward over the same keys laid out contiguously', () => {
+      // Every stream copied into its own contiguous key segment (mode 3: separate keys, one
+      // segment per query row with its stream's positions as kPos).
+      const r = new Rng(4242);
+      const heads: Heads = { numHeads: 4, numKvHeads: 2, headDim: 16 };
+      for (const blockSize of [1, 4, 16]) {
+        const pc = mixedStreams(r, heads, blockSize);
+        const { numHeads: H, numKvHeads: KVH, headDim: HD } = heads;
+        const { q, kPool, vPool } = pagedData(pc, r);
+        const out = new Float32Array(q.length).fill(NaN);
+        be.attentionPaged(pc.layout, Float32Array.from(q), Float32Array.from(kPool), Float32Array.from(vPool), out);
+
+        const nk = pc.streamSlots.reduce((a, s) => a + s.length, 0);
+        const k = new Float32Array(nk * KVH * HD);
+        const v = new Float32Array(nk * KVH * HD);
+        const kPos = new Int32Array(nk);
+        const segments = new Int32Array(4 * pc.nq);
+        let row = 0;
+        pc.streamSlots.forEach((slots, i) => {
+          segments.set([i, 1, row, slots.length], 4 * i);
+          for (const slot of slots) {
+            k.set(kPool.subarray(slot * KVH * HD, (slot + 1) * KVH * HD), row * KVH * HD);
+            v.set(vPool.subarray(slot * KVH * HD, (slot + 1) * KVH * HD), row * KVH * HD);
+            kPos[row++] = pc.layout.posPool[slot]!;
+          }
+        });
+        const layout: AttentionLayout = { ...heads, scale: pc.layout.scale, segments, qPos: pc.layout.qPos, kPos };
+        const want = new Float32Array(q.length);
+        const lse = new Float32Array(pc.nq * H);
+        be.attentionForward(layout, Float32Array.from(q), k, v, want, lse);
+        assertClose(out, want, 1e-5, `${be.name} paged vs contiguous blockSize=${blockSize}`);
+      }
     });
 
     test('rope: position 0 is the identity; 1 rad and 90° rotations', () => {

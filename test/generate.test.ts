@@ -1,62 +1,91 @@
-// KV-cached decoding agrees with the training forward; the sampler honours its options.
+// Generation APIs over the engine: generate(), generateText() with stop strings and streaming,
+// test-time depth limits, early exit for plain recursive models; the sampler's options.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { availableBackends, setBackend } from '../src/backend/index.js';
 import { preset } from '../src/model/presets.js';
-import { createModel, forward } from '../src/model/model.js';
-import { noGrad } from '../src/tensor/tensor.js';
-import { SequenceKVCache, generate, stepWithCache } from '../src/infer/generate.js';
+import { createModel } from '../src/model/model.js';
+import { generate, generateText, type TextCodec } from '../src/infer/generate.js';
+import { Engine } from '../src/infer/engine.js';
 import { sampleToken } from '../src/infer/sampler.js';
 import { Rng } from '../src/util/rng.js';
 import { ArgumentError } from '../src/errors.js';
 
-function argmaxRow(x: Float32Array, row: number, V: number): number {
-  let best = 0;
-  for (let i = 1; i < V; i++) if ((x[row * V + i] as number) > (x[row * V + best] as number)) best = i;
-  return best;
-}
+/** A toy codec: id i ↔ letter 'a' + i mod 26 (ids ≥ 26 decode to letters too). */
+const codec: TextCodec = {
+  encode: (s) => Int32Array.from(s, (ch) => (ch.charCodeAt(0) - 97 + 26) % 26),
+  decode: (ids) => Array.from(ids as ArrayLike<number>, (i) => String.fromCharCode(97 + (i % 26))).join(''),
+  eosId: 511,
+  vocabSize: 26,
+};
 
-for (const backendName of availableBackends()) {
-  describe(`generation on ${backendName}`, () => {
-    for (const name of ['tiny', 'tiny-rec3']) {
-      test(`${name}: cached step logits equal the full forward; greedy = argmax path`, () => {
-        setBackend(backendName);
-        const model = createModel(preset(name), 11);
-        const V = model.config.vocab_size;
-        const prompt = Int32Array.from([5, 17, 300, 42, 7]);
-        // cached: prefill then one token at a time
-        const cache = new SequenceKVCache(model.config, 32);
-        const seq = Array.from(prompt);
-        const cachedLogits: Float32Array[] = [stepWithCache(model, cache, prompt)];
-        for (const id of [9, 99, 199]) {
-          seq.push(id);
-          cachedLogits.push(stepWithCache(model, cache, Int32Array.of(id)));
-        }
-        const full = noGrad(() => forward(model, Int32Array.from(seq), 1).logits.f32());
-        cachedLogits.forEach((row, i) => {
-          const r = prompt.length - 1 + i;
-          const ref = full.subarray(r * V, (r + 1) * V);
-          let err = 0;
-          let scale = 0;
-          for (let j = 0; j < V; j++) {
-            err = Math.max(err, Math.abs((row[j] as number) - (ref[j] as number)));
-            scale = Math.max(scale, Math.abs(ref[j] as number));
-          }
-          assert.ok(err <= 1e-4 * scale, `row ${r}: max err ${err} (scale ${scale})`);
-        });
-        // greedy generation follows the training forward's argmax
-        const g = generate(model, prompt, { maxTokens: 8, temperature: 0 });
-        const all = Int32Array.from([...prompt, ...g.tokens]);
-        const logits = noGrad(() => forward(model, all, 1).logits.f32());
-        g.tokens.forEach((t, i) => assert.equal(t, argmaxRow(logits, prompt.length - 1 + i, V), `token ${i}`));
-      });
-    }
+describe('generation', () => {
+  test('generate: greedy is deterministic and reports depths', async () => {
+    const model = createModel(preset('tiny-mor3'), 2);
+    const a = await generate(model, Int32Array.of(1, 2, 3), { maxTokens: 6, temperature: 0 });
+    const b = await generate(model, Int32Array.of(1, 2, 3), { maxTokens: 6, temperature: 0 });
+    assert.deepEqual(a.tokens, b.tokens);
+    assert.equal(a.tokens.length, 6);
+    assert.equal(a.depths.length, 6);
+    assert.ok(a.depths.every((d) => d >= 1 && d <= 3));
+    const streamed: number[] = [];
+    await generate(model, Int32Array.of(1, 2, 3), { maxTokens: 6, temperature: 0, onToken: (t) => streamed.push(t) });
+    assert.deepEqual(streamed, a.tokens);
   });
-}
+
+  test('generateText: stop strings cut the text; streamed pieces add up to it', async () => {
+    const model = createModel(preset('tiny-rec2'), 5);
+    const engine = new Engine(model, { maxBatch: 2 });
+    const free = await generateText(engine, codec, 'hello', { maxTokens: 12, temperature: 0 });
+    assert.equal(free.text.length, 12);
+    const stopAt = free.text.slice(4, 6);
+    const pieces: string[] = [];
+    const cut = await generateText(engine, codec, 'hello', { maxTokens: 12, temperature: 0, stop: [stopAt], onText: (p) => pieces.push(p) });
+    assert.equal(cut.finishReason, 'stop');
+    assert.equal(cut.text, free.text.slice(0, free.text.indexOf(stopAt)));
+    assert.equal(pieces.join(''), cut.text);
+    await assert.rejects(generateText(engine, codec, 'x', { maxTokens: 2, stop: [''] }), ArgumentError);
+  });
+
+  test('test-time scaling: a lower max depth caps every token; the threshold moves depth', async () => {
+    const model = createModel(preset('tiny-mor4'), 3);
+    const deep = await generate(model, Int32Array.of(4, 5, 6, 7), { maxTokens: 20, temperature: 0 });
+    const shallow = await generate(model, Int32Array.of(4, 5, 6, 7), { maxTokens: 20, temperature: 0, maxDepth: 1 });
+    assert.ok(shallow.depths.every((d) => d === 1));
+    const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
+    const loose = await generate(model, Int32Array.of(4, 5, 6, 7), { maxTokens: 20, temperature: 0, threshold: 0.01 });
+    const strict = await generate(model, Int32Array.of(4, 5, 6, 7), { maxTokens: 20, temperature: 0, threshold: 0.99 });
+    assert.ok(mean(loose.depths) > mean(strict.depths), `${mean(loose.depths)} vs ${mean(strict.depths)}`);
+    assert.equal(mean(loose.depths), 4);
+    assert.equal(mean(strict.depths), 1);
+    assert.ok(mean(deep.depths) >= 1);
+    await assert.rejects(generate(model, Int32Array.of(1), { maxTokens: 2, maxDepth: 5 }), ArgumentError);
+  });
+
+  test('early exit for a plain recursive model: a low confidence bar exits after one recursion', async () => {
+    const model = createModel(preset('tiny-rec3'), 7);
+    const engine = new Engine(model, { maxBatch: 1, earlyExitThreshold: 0 });
+    const h = engine.submit(Int32Array.of(1, 2), { maxTokens: 5, temperature: 0 });
+    await engine.runUntilIdle();
+    assert.ok((await h.result).depths.slice(1).every((d) => d === 1));
+    const never = new Engine(model, { maxBatch: 1, earlyExitThreshold: 1.01 });
+    const h2 = never.submit(Int32Array.of(1, 2), { maxTokens: 5, temperature: 0 });
+    await never.runUntilIdle();
+    assert.ok((await h2.result).depths.slice(1).every((d) => d === 3));
+  });
+
+  test('bad requests are ArgumentErrors', async () => {
+    const model = createModel(preset('tiny'), 1);
+    await assert.rejects(generate(model, Int32Array.of(1), { maxTokens: 2, temperature: -1 }), ArgumentError);
+    await assert.rejects(generate(model, Int32Array.of(1), { maxTokens: 2, topP: 0 }), ArgumentError);
+    await assert.rejects(generate(model, new Int32Array(0), { maxTokens: 2 }), ArgumentError);
+    await assert.rejects(generate(model, Int32Array.of(1), { maxTokens: 0 }), ArgumentError);
+    await assert.rejects(generate(model, new Int32Array(200), { maxTokens: 2 }), /leaves no room in the context/);
+  });
+});
 
 describe('sampler', () => {
   const logits = Float32Array.from([1, 3, 2, 0.5, -1]);
-  test('greedy, top-k, top-p, seeds', () => {
+  test('greedy, top-k, top-p, seeds, repetition penalty', () => {
     assert.equal(sampleToken(logits, { temperature: 0 }, new Rng(1)), 1);
     const counts = new Map<number, number>();
     const rng = new Rng(2);
@@ -67,19 +96,10 @@ describe('sampler', () => {
     assert.deepEqual([...counts.keys()].sort(), [1, 2]);
     // p(1) = e^3/(e^3+e^2) ≈ 0.731
     assert.ok(Math.abs((counts.get(1) ?? 0) / 2000 - 0.731) < 0.04);
-    // top-p 0.5 keeps only the most likely token here
     for (let i = 0; i < 50; i++) assert.equal(sampleToken(logits, { topP: 0.5 }, rng), 1);
-    // the same seed gives the same draws
     const a = Array.from({ length: 20 }, (_, i) => sampleToken(logits, { temperature: 1.5 }, new Rng(i)));
     const b = Array.from({ length: 20 }, (_, i) => sampleToken(logits, { temperature: 1.5 }, new Rng(i)));
     assert.deepEqual(a, b);
-    // repetition penalty can move greedy off a repeated token
     assert.equal(sampleToken(logits, { temperature: 0, repetitionPenalty: 2 }, rng, [1]), 2);
-  });
-  test('bad options are ArgumentErrors', () => {
-    const model = createModel(preset('tiny'), 1);
-    assert.throws(() => generate(model, Int32Array.of(1), { maxTokens: 2, temperature: -1 }), ArgumentError);
-    assert.throws(() => generate(model, Int32Array.of(1), { maxTokens: 2, topP: 0 }), ArgumentError);
-    assert.throws(() => generate(model, new Int32Array(0), { maxTokens: 2 }), ArgumentError);
   });
 });

@@ -896,7 +896,7 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
     while (j < t.j1 && n < PC) {
       const int64_t b = j / bs, within = j - b * bs;
       const int64_t base = static_cast<int64_t>(bt[b]) * bs + within;
-      const int64_t left = std::min<int64_t>(t.j1 - j, bs - within);
+      const int64_t left = bs - within;
       int64_t u = 0;
       for (; u < left && n < PC; ++u) {
         const int64_t slot = base + u;

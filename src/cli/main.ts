@@ -14,7 +14,8 @@ import { forwardFlopsPerToken, trainFlopsPerToken } from '../model/flops.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { evaluateNll, prepareData, runTraining, type TrainRunOptions } from '../train/run.js';
 import { Tokenizer } from '../data/tokenizer.js';
-import { generate } from '../infer/generate.js';
+import { generateText, type TextGenerateOptions } from '../infer/generate.js';
+import { Engine } from '../infer/engine.js';
 import { ProgressPrinter } from './progress.js';
 import { DEFAULT_COMPARE_PRESETS, runComparison } from '../train/compare.js';
 import { readFileSync } from 'node:fs';
@@ -148,17 +149,44 @@ function addTrainFlags(cmd: Command): Command {
     .option('--json', 'print metrics as JSON lines instead of a progress line');
 }
 
-async function sampleAndPrint(modelDir: string, prompts: string[], opts: { maxTokens: number; temperature: number; topK: number; topP: number; seed: number }): Promise<void> {
+interface SampleFlags {
+  maxTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  repetitionPenalty?: number;
+  stop?: string[];
+  maxDepth?: number;
+  threshold?: number;
+}
+
+/** Generate for each prompt through the engine, streaming the text to stdout. */
+async function sampleAndPrint(modelDir: string, prompts: string[], f: SampleFlags): Promise<void> {
   const ck = await loadCheckpoint(modelDir);
   if (!ck.tokenizerJson) throw new MorError('E_CHECKPOINT', `${modelDir} has no tokenizer.json`);
   const tok = Tokenizer.fromJSON(ck.tokenizerJson);
+  const engine = new Engine(ck.model, { maxBatch: 1 });
   for (const prompt of prompts) {
-    const ids = tok.encode(prompt);
-    const input = ids.length ? ids : Int32Array.of(tok.eosId);
-    const r = generate(ck.model, input, { ...opts, eosId: tok.eosId, vocabLimit: tok.vocabSize });
-    console.log(`--- ${JSON.stringify(prompt)}`);
-    console.log(prompt + tok.decode(r.tokens));
-    log(`(${r.tokens.length} tokens, ${(r.tokens.length / Math.max(r.decodeSeconds, 1e-9)).toFixed(0)} tokens/s decode, stopped by ${r.stoppedBy})`);
+    process.stdout.write(`--- ${JSON.stringify(prompt)}\n${prompt}`);
+    const opts: Record<string, unknown> = {
+      maxTokens: f.maxTokens,
+      temperature: f.temperature,
+      topK: f.topK,
+      topP: f.topP,
+      seed: f.seed,
+      onText: (piece: string) => process.stdout.write(piece),
+    };
+    for (const k of ['repetitionPenalty', 'stop', 'maxDepth', 'threshold'] as const) if (f[k] !== undefined) opts[k] = f[k];
+    const r = await generateText(engine, tok, prompt, opts as unknown as TextGenerateOptions);
+    process.stdout.write('\n');
+    const meanDepth = r.depths.length ? r.depths.reduce((a, b) => a + b, 0) / r.depths.length : 0;
+    const decodeTokens = Math.max(0, r.tokens.length - 1);
+    const decodeSeconds = (r.totalMs - r.firstTokenMs) / 1000;
+    log(
+      `(${r.tokens.length} tokens, finished by ${r.finishReason}; first token ${r.firstTokenMs.toFixed(0)} ms, ` +
+        `${decodeTokens ? (decodeTokens / Math.max(decodeSeconds, 1e-9)).toFixed(0) : '-'} tokens/s after; mean depth ${meanDepth.toFixed(2)} recursions)`,
+    );
   }
 }
 
@@ -268,7 +296,11 @@ export function buildProgram(): Command {
     .option('--top-k <n>', '0 = off', int('--top-k', 0), 50)
     .option('--top-p <x>', '1 = off', num('--top-p'), 0.95)
     .option('--seed <n>', 'sampling seed', int('--seed', 0), 0)
-    .action(async (o: { model: string; prompt: string[]; maxTokens: number; temperature: number; topK: number; topP: number; seed: number }) => {
+    .option('--repetition-penalty <x>', '> 1 discourages repeating tokens', num('--repetition-penalty'))
+    .option('--stop <text>', 'stop when the output contains this text; repeatable', collect, [])
+    .option('--max-depth <n>', 'test-time scaling: at most n recursions per token', int('--max-depth', 1))
+    .option('--threshold <x>', 'test-time scaling: router threshold (MoR) or early-exit confidence', num('--threshold'))
+    .action(async (o: { model: string; prompt: string[] } & SampleFlags) => {
       await sampleAndPrint(o.model, o.prompt.length ? o.prompt : [''], o);
     });
 
