@@ -5,11 +5,15 @@
 //                 and our API's rate as a fraction of it
 //   attention     fused attention forward+backward at T = 256, head_dim 64, as GFLOP/s and as a
 //                 fraction of the GEMM rate measured in this run
+//   attention_paged  decoding against a paged KV pool: 32 query rows, each against its own 256-slot
+//                 stream (blocks of 16 in shuffled order), µs per attentionPaged call, and the same
+//                 work through attentionForward with the keys laid out contiguously (one segment per
+//                 query row) for comparison
 //   op_overhead   µs per call of a tiny op through the tensor API, and through the backend directly
 //
 //   npm run bench:kernels            (MOR_BENCH_QUICK=1 for a shorter run)
 import { availableBackends, getBackendByName, setBackend } from '../src/backend/index.js';
-import type { AttentionLayout, Backend, GemmProvider } from '../src/backend/backend.js';
+import type { AttentionLayout, Backend, GemmProvider, PagedAttentionLayout } from '../src/backend/backend.js';
 import { measureGemmGflops } from '../src/backend/peak.js';
 import { rawSgemmGflops } from '../src/backend/native.js';
 import { add, tensor } from '../src/tensor/index.js';
@@ -108,6 +112,97 @@ function benchAttention(be: Backend, gemmRate: number): void {
   emit({ bench: 'attention', backend: be.name, batch: B, T, heads: H, kv_heads: KVH, head_dim: HD, gflops: round(best, 2), ratio_to_gemm: round(best / gemmRate) });
 }
 
+/** Best µs per call of fn over 3 timed runs of at least minSeconds each (after one warm-up call). */
+function usPerCall(fn: () => void, minSeconds: number): number {
+  fn();
+  let best = Infinity;
+  for (let r = 0; r < 3; r++) {
+    let iters = 0;
+    const t0 = performance.now();
+    let dt = 0;
+    do {
+      fn();
+      iters++;
+      dt = (performance.now() - t0) / 1000;
+    } while (dt < minSeconds);
+    best = Math.min(best, (dt * 1e6) / iters);
+  }
+  return best;
+}
+
+function benchPagedAttention(be: Backend): void {
+  const NQ = 32;
+  const KEYS = 256;
+  const BS = 16;
+  const H = 4;
+  const KVH = 2;
+  const HD = 64;
+  const blocksPer = KEYS / BS;
+  const numBlocks = NQ * blocksPer;
+  const numSlots = numBlocks * BS;
+  // Shuffled block ids (deterministic), so every stream's blocks are scattered over the pool.
+  const perm = Array.from({ length: numBlocks }, (_, i) => i);
+  let s = 12345;
+  for (let i = numBlocks - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    [perm[i], perm[j]] = [perm[j]!, perm[i]!];
+  }
+  const blockTables = Int32Array.from(perm);
+  const streams = new Int32Array(2 * NQ);
+  const posPool = new Int32Array(numSlots);
+  const qPos = new Int32Array(NQ).fill(KEYS - 1);
+  for (let i = 0; i < NQ; i++) {
+    streams[2 * i] = i * blocksPer;
+    streams[2 * i + 1] = KEYS;
+    for (let j = 0; j < KEYS; j++) posPool[perm[i * blocksPer + Math.floor(j / BS)]! * BS + (j % BS)] = j;
+  }
+  const paged: PagedAttentionLayout = { numHeads: H, numKvHeads: KVH, headDim: HD, scale: 1 / Math.sqrt(HD), blockSize: BS, qPos, posPool, streams, blockTables };
+  const q = new Float32Array(NQ * H * HD);
+  const kPool = new Float32Array(numSlots * KVH * HD);
+  const vPool = new Float32Array(numSlots * KVH * HD);
+  fillRandom(q, 5);
+  fillRandom(kPool, 6);
+  fillRandom(vPool, 7);
+  const out = new Float32Array(q.length);
+
+  // The same keys, contiguous: query row i is segment [i, 1, i·KEYS, KEYS] (separate-keys mode).
+  const row = KVH * HD;
+  const k = new Float32Array(NQ * KEYS * row);
+  const v = new Float32Array(NQ * KEYS * row);
+  const segments = new Int32Array(4 * NQ);
+  const kPos = new Int32Array(NQ * KEYS);
+  for (let i = 0; i < NQ; i++) {
+    segments.set([i, 1, i * KEYS, KEYS], 4 * i);
+    for (let j = 0; j < KEYS; j++) {
+      const slot = perm[i * blocksPer + Math.floor(j / BS)]! * BS + (j % BS);
+      k.set(kPool.subarray(slot * row, (slot + 1) * row), (i * KEYS + j) * row);
+      v.set(vPool.subarray(slot * row, (slot + 1) * row), (i * KEYS + j) * row);
+      kPos[i * KEYS + j] = j;
+    }
+  }
+  const contiguous: AttentionLayout = { numHeads: H, numKvHeads: KVH, headDim: HD, scale: paged.scale, segments, qPos, kPos };
+  const lse = new Float32Array(NQ * H);
+
+  const minSeconds = be.name === 'ref' ? 0.2 : MIN_SECONDS;
+  const us = usPerCall(() => be.attentionPaged(paged, q, kPool, vPool, out), minSeconds);
+  const usContiguous = usPerCall(() => be.attentionForward(contiguous, q, k, v, out, lse), minSeconds);
+  const kvBytes = 2 * NQ * KEYS * row * 4; // K and V rows read once per query row
+  emit({
+    bench: 'attention_paged',
+    backend: be.name,
+    batch: NQ,
+    keys: KEYS,
+    block_size: BS,
+    heads: H,
+    kv_heads: KVH,
+    head_dim: HD,
+    us_per_call: round(us, 1),
+    kv_gb_per_s: round(kvBytes / (us * 1e-6) / 1e9, 2),
+    contiguous_forward_us_per_call: round(usContiguous, 1),
+  });
+}
+
 function benchOverhead(be: Backend): void {
   setBackend(be);
   const a = tensor(new Float32Array(16).fill(1), [16]);
@@ -154,6 +249,7 @@ function main(): void {
       }
     }
     benchAttention(be, bestRate);
+    benchPagedAttention(be);
     benchOverhead(be);
   }
 }

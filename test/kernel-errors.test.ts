@@ -4,7 +4,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AttentionLayout, Backend, GemmProvider } from '../src/backend/index.js';
+import type { AttentionLayout, Backend, GemmProvider, PagedAttentionLayout } from '../src/backend/index.js';
 import { ArgumentError, DtypeError, ShapeError } from '../src/errors.js';
 import { backendsUnderTest, nativeBackend, refBackend } from './helpers/backends.js';
 
@@ -49,6 +49,69 @@ describe('native backend: dtype and length checks', () => {
       () => be().crossEntropyForward(f32(6), Int32Array.of(0, 1), 3, -100, f32(1), f32(2)),
       ShapeError,
       'cross-entropy losses',
+    );
+  });
+});
+
+describe('native backend: attentionPaged checks', () => {
+  const { backend, reason } = nativeBackend();
+  const skip = backend === null ? reason : false;
+  const be = (): Backend => backend!;
+  // H = 2, KVH = 1, HD = 4, blockSize 4, a pool of 2 blocks (8 slots); query 0 reads 6 slots
+  // through blocks [1, 0], query 1 reads 1 slot through block [0].
+  const layout = (over: Partial<PagedAttentionLayout> = {}): PagedAttentionLayout => ({
+    numHeads: 2,
+    numKvHeads: 1,
+    headDim: 4,
+    scale: 0.5,
+    blockSize: 4,
+    qPos: Int32Array.of(10, 10),
+    posPool: Int32Array.of(0, 1, 2, 3, 4, 5, 6, 7),
+    streams: Int32Array.of(0, 6, 2, 1),
+    blockTables: Int32Array.of(1, 0, 0),
+    ...over,
+  });
+  const run = (l: PagedAttentionLayout, q = f32(16), kPool = f32(32), out = f32(16)): void =>
+    be().attentionPaged(l, q, kPool, f32(kPool.length), out);
+
+  test('a valid call runs', { skip }, () => {
+    run(layout());
+  });
+
+  test('a block id outside the pool throws ArgumentError', { skip }, () => {
+    assert.throws(() => run(layout({ blockTables: Int32Array.of(1, 2, 0) })), ArgumentError, 'block id 2 of 2 blocks');
+    assert.throws(() => run(layout({ blockTables: Int32Array.of(-1, 0, 0) })), ArgumentError, 'block id -1');
+    // The pool shrunk to 7 slots: block 1 is partly outside, and query 0 reads all of it.
+    assert.throws(
+      () => run(layout({ posPool: Int32Array.of(0, 1, 2, 3, 4, 5, 6) }), f32(16), f32(28)),
+      /outside the pool/,
+      'block 1 of a 7-slot pool',
+    );
+  });
+
+  test('a stream running past blockTables throws ArgumentError', { skip }, () => {
+    // Query 1 reads 5 slots from offset 2: two blocks, blockTables[2, 4), but there are 3 entries.
+    assert.throws(() => run(layout({ streams: Int32Array.of(0, 6, 2, 5) })), ArgumentError, 'stream past the end');
+    assert.throws(() => run(layout({ streams: Int32Array.of(-1, 6, 2, 1) })), ArgumentError, 'negative offset');
+    assert.throws(() => run(layout({ streams: Int32Array.of(0, -6, 2, 1) })), ArgumentError, 'negative count');
+  });
+
+  test('wrong dtypes throw DtypeError, wrong lengths ShapeError', { skip }, () => {
+    assert.throws(() => run(layout(), f64(16) as unknown as Float32Array), DtypeError, 'Float64 q');
+    assert.throws(() => run(layout(), f32(16), f64(32) as unknown as Float32Array), DtypeError, 'Float64 kPool');
+    assert.throws(
+      () => run(layout({ blockTables: Float32Array.of(1, 0, 0) as unknown as Int32Array })),
+      DtypeError,
+      'Float32 blockTables',
+    );
+    assert.throws(() => run(layout(), f32(15)), ShapeError, 'q of 15');
+    assert.throws(() => run(layout(), f32(16), f32(31)), ShapeError, 'kPool of 31');
+    assert.throws(() => run(layout(), f32(16), f32(32), f32(17)), ShapeError, 'out of 17');
+    assert.throws(() => run(layout({ streams: Int32Array.of(0, 6) })), ShapeError, 'streams for one query');
+    assert.throws(
+      () => run(layout({ numHeads: 3, numKvHeads: 2 }), f32(24), f32(64), f32(24)),
+      ArgumentError,
+      'H not a multiple of KVH',
     );
   });
 });

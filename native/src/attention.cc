@@ -749,34 +749,179 @@ void attentionBackward(const AttnShape& a, const float* q, const float* k, const
 // own output rows (or its own partial), so there are no races.
 namespace {
 
-constexpr int PC = 32;             // visible slots per chunk
+constexpr int PC = 128;            // visible slots per chunk
 constexpr int PRS = 8;             // rows (heads of a group) per score kernel
 constexpr int PRV = 4;             // rows per P·V kernel
 constexpr int64_t kMinPart = 128;  // fewest slots per part when a stream is split
 
-// s[r·lds + j] = ⟨q_r, k_j⟩ for r < R, j < n. q rows (stride ldq) are padded with zeros; k_j =
-// krow[j] is HD floats read in place: full vectors, then a scalar tail when W does not divide HD.
-template <int R>
-void pagedScores(int64_t hd, const float* MOR_RESTRICT q, int64_t ldq, const float* const* krow, int64_t n,
-                 float* MOR_RESTRICT s, int64_t lds) {
-  const int64_t hdv = hd / W;
-  for (int64_t j = 0; j < n; ++j) {
-    const float* kj = krow[j];
-    vf acc[R];
+// Horizontal sum in registers, in vhsum's order. vhsum goes through memcpy of the halves, which
+// here kept the score accumulators in memory (a store/reload on every FMA).
+MOR_INLINE float hsumReg(vf v) {
+#if (defined(__clang__) || __GNUC__ >= 12) && (MOR_VW == 16 || MOR_VW == 8)
+  typedef float h4 __attribute__((vector_size(16)));
+#if MOR_VW == 16
+  typedef float h8 __attribute__((vector_size(32)));
+  const h8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+  const vf s8 = v;
+#endif
+  const h4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+#else
+  return vhsum(v);
+#endif
+}
+
+#if (defined(__clang__) || __GNUC__ >= 12) && (MOR_VW == 16 || MOR_VW == 8)
+#define MOR_PAGED_SUMW 1
+// Lane k of the result = the sum of the lanes of in[k], k < W: a shuffle tree (log2 W levels of
+// two shuffles and an add per pair), ~3 operations per sum instead of ~9 for a horizontal sum each.
+MOR_INLINE vf sumLanesW(const vf* in) {
+#if MOR_VW == 16
+  vf s1[8], s2[4], s3[2];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) acc[r] = vf{};
-    for (int64_t c = 0; c < hdv; ++c) {
-      const vf kv = vload(kj + c * W);
+  for (int i = 0; i < 8; ++i)  // s1[i]: lanes 0–7 partial sums of in[i], 8–15 of in[i+8]
+    s1[i] = __builtin_shufflevector(in[i], in[i + 8], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+            __builtin_shufflevector(in[i], in[i + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)  // s2[i]: 4-lane groups of in[i], in[i+4], in[i+8], in[i+12]
+    s2[i] = __builtin_shufflevector(s1[i], s1[i + 4], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+            __builtin_shufflevector(s1[i], s1[i + 4], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i)  // s3[i]: 2-lane groups of in[i], in[i+2], ..., in[i+14]
+    s3[i] = __builtin_shufflevector(s2[i], s2[i + 2], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+            __builtin_shufflevector(s2[i], s2[i + 2], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  return __builtin_shufflevector(s3[0], s3[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
+         __builtin_shufflevector(s3[0], s3[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+#else
+  vf s1[4], s2[2];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)  // s1[i]: lanes 0–3 partial sums of in[i], 4–7 of in[i+4]
+    s1[i] = __builtin_shufflevector(in[i], in[i + 4], 0, 1, 2, 3, 8, 9, 10, 11) +
+            __builtin_shufflevector(in[i], in[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i)  // s2[i]: 2-lane groups of in[i], in[i+2], in[i+4], in[i+6]
+    s2[i] = __builtin_shufflevector(s1[i], s1[i + 2], 0, 1, 8, 9, 4, 5, 12, 13) +
+            __builtin_shufflevector(s1[i], s1[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+  return __builtin_shufflevector(s2[0], s2[1], 0, 8, 2, 10, 4, 12, 6, 14) +
+         __builtin_shufflevector(s2[0], s2[1], 1, 9, 3, 11, 5, 13, 7, 15);
+#endif
+}
+#endif
+
+// Broadcast. (vset1's `vf{} + x` costs an add: +0 + x differs from x for x = −0; x − 0 does not.)
+MOR_INLINE vf bcast(float x) { return x - vf{}; }
+
+// Pins a value in a register: GCC otherwise re-loads vectors it could keep (it folds loads into
+// the FMAs), and the score loop is bound by loads.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define MOR_PIN(x) asm("" : "+v"(x))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define MOR_PIN(x) asm("" : "+w"(x))
+#else
+#define MOR_PIN(x) (void)0
+#endif
+
+template <int R, int U>
+struct Lanes {
+  vf a[R][U];
+};
+
+// a[r][u] = Σ_c q_r[c·W : (c+1)·W] ⊙ k_u[c·W : (c+1)·W]: per-lane partial dot products of R query
+// rows with U key rows, U·R independent FMA chains (one chain per slot was latency-bound). NV > 0:
+// the head dim is NV vectors and the query rows are in registers (qv); NV = 0: hdv vectors, the
+// query rows read from q (stride ldq).
+template <int R, int U, int NV>
+MOR_INLINE Lanes<R, U> dotLanes(int64_t hdv, const float* MOR_RESTRICT q, int64_t ldq, const vf (*qv)[NV > 0 ? NV : 1],
+                                const float* const* k) {
+  Lanes<R, U> x;
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r] += vload(q + r * ldq + c * W) * kv;
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) x.a[r][u] = vf{};
+  const int64_t nv = NV > 0 ? NV : hdv;
+#pragma GCC unroll 4
+  for (int64_t c = 0; c < nv; ++c) {
+    vf kv[U];
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      kv[u] = vload(k[u] + c * W);
+      if (R > 1) MOR_PIN(kv[u]);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      float t = vhsum(acc[r]);
-      for (int64_t d = hdv * W; d < hd; ++d) t += q[r * ldq + d] * kj[d];
-      s[r * lds + j] = t;
+      const vf qr = NV > 0 ? qv[r][c] : vload(q + r * ldq + c * W);
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) x.a[r][u] += qr * kv[u];
     }
   }
+  return x;
+}
+
+// s[r·lds + j] = ⟨q_r, k_j⟩ over the full vectors of the head dim (hdv·W floats), r < R, j < n;
+// q rows stride ldq, k_j = krow[j] read in place, U slots at a time (NV as in dotLanes). The rest
+// of the head dim, when W does not divide it, is added by pagedScoreTail. With MOR_PAGED_SUMW, W
+// slots' accumulators are reduced together and s rows must have room for n rounded up to W.
+template <int R, int U, int NV>
+void pagedScores(int64_t hdv, const float* MOR_RESTRICT q, int64_t ldq, const float* const* krow, int64_t n,
+                 float* MOR_RESTRICT s, int64_t lds) {
+  vf qv[R][NV > 0 ? NV : 1];
+  if (NV > 0) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) {
+        qv[r][c] = vload(q + r * ldq + c * W);
+        MOR_PIN(qv[r][c]);
+      }
+  }
+#ifdef MOR_PAGED_SUMW
+  static_assert(W % U == 0, "U must divide W");
+  vf part[R][W];
+  for (int64_t j0 = 0; j0 < n; j0 += W) {
+    const int64_t cnt = std::min<int64_t>(W, n - j0);
+    int64_t jj = 0;
+    for (; jj + U <= cnt; jj += U) {
+      const Lanes<R, U> x = dotLanes<R, U, NV>(hdv, q, ldq, qv, krow + j0 + jj);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) part[r][jj + u] = x.a[r][u];
+    }
+    for (; jj < cnt; ++jj) {
+      const Lanes<R, 1> x = dotLanes<R, 1, NV>(hdv, q, ldq, qv, krow + j0 + jj);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) part[r][jj] = x.a[r][0];
+    }
+    for (; jj < W; ++jj)
+      for (int r = 0; r < R; ++r) part[r][jj] = vf{};
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) vstore(s + r * lds + j0, sumLanesW(part[r]));
+  }
+#else
+  int64_t j = 0;
+  for (; j + U <= n; j += U) {
+    const Lanes<R, U> x = dotLanes<R, U, NV>(hdv, q, ldq, qv, krow + j);
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < U; ++u) s[r * lds + j + u] = hsumReg(x.a[r][u]);
+  }
+  for (; j < n; ++j) {
+    const Lanes<R, 1> x = dotLanes<R, 1, NV>(hdv, q, ldq, qv, krow + j);
+    for (int r = 0; r < R; ++r) s[r * lds + j] = hsumReg(x.a[r][0]);
+  }
+#endif
+}
+
+// s[r·lds + j] += Σ_{d0 ≤ d < hd} q_r[d] · k_j[d]  (the head-dim tail past the last full vector).
+void pagedScoreTail(int64_t rows, int64_t d0, int64_t hd, const float* q, int64_t ldq, const float* const* krow,
+                    int64_t n, float* s, int64_t lds) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      float t = 0.f;
+      for (int64_t d = d0; d < hd; ++d) t += q[r * ldq + d] * krow[j][d];
+      s[r * lds + j] += t;
+    }
 }
 
 // acc[r·lda + coff + (0 : NV·W)] += Σ_{j<n} p[r·ldp + j] · vrow[j][coff + (0 : NV·W)],  r < R.
@@ -795,7 +940,7 @@ MOR_INLINE void pagedPV(int64_t n, const float* MOR_RESTRICT p, int64_t ldp, con
     for (int c = 0; c < NV; ++c) vv[c] = vload(vj + c * W);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const vf pr = vset1(p[r * ldp + j]);
+      const vf pr = bcast(p[r * ldp + j]);
 #pragma GCC unroll 4
       for (int c = 0; c < NV; ++c) a[r][c] += pr * vv[c];
     }
@@ -827,22 +972,40 @@ void pagedValues(int64_t hd, int64_t n, const float* p, int64_t ldp, const float
     }
 }
 
-void pagedScoreRows(int64_t rows, int64_t hd, const float* q, int64_t ldq, const float* const* krow, int64_t n,
-                    float* s, int64_t lds) {
-  switch (rows) {
-    case 1: pagedScores<1>(hd, q, ldq, krow, n, s, lds); break;
-    case 2: pagedScores<2>(hd, q, ldq, krow, n, s, lds); break;
-    case 3: pagedScores<3>(hd, q, ldq, krow, n, s, lds); break;
-    case 4: pagedScores<4>(hd, q, ldq, krow, n, s, lds); break;
-    case 5: pagedScores<5>(hd, q, ldq, krow, n, s, lds); break;
-    case 6: pagedScores<6>(hd, q, ldq, krow, n, s, lds); break;
-    case 7: pagedScores<7>(hd, q, ldq, krow, n, s, lds); break;
-    default: pagedScores<8>(hd, q, ldq, krow, n, s, lds); break;
+// Not inlined: inside the (large) task function GCC kept the accumulators in memory.
+__attribute__((noinline)) void pagedScoreRows(int64_t rows, int64_t hd, const float* q, int64_t ldq,
+                                              const float* const* krow, int64_t n, float* s, int64_t lds) {
+  const int64_t hdv = hd / W;
+  // U·R ≤ 8 accumulators; query rows in registers when R·NV ≤ 8 (HD = 64 and two heads per kv
+  // head on AVX-512).
+  if (hdv == 4 && rows == 2) {
+    pagedScores<2, 4, 4>(hdv, q, ldq, krow, n, s, lds);
+  } else if (hdv == 4 && rows == 1) {
+    pagedScores<1, 4, 4>(hdv, q, ldq, krow, n, s, lds);
+  } else if (hdv == 2 && rows <= 4) {
+    switch (rows) {
+      case 1: pagedScores<1, 4, 2>(hdv, q, ldq, krow, n, s, lds); break;
+      case 2: pagedScores<2, 4, 2>(hdv, q, ldq, krow, n, s, lds); break;
+      case 3: pagedScores<3, 2, 2>(hdv, q, ldq, krow, n, s, lds); break;
+      default: pagedScores<4, 2, 2>(hdv, q, ldq, krow, n, s, lds); break;
+    }
+  } else {
+    switch (rows) {
+      case 1: pagedScores<1, 4, 0>(hdv, q, ldq, krow, n, s, lds); break;
+      case 2: pagedScores<2, 4, 0>(hdv, q, ldq, krow, n, s, lds); break;
+      case 3: pagedScores<3, 2, 0>(hdv, q, ldq, krow, n, s, lds); break;
+      case 4: pagedScores<4, 2, 0>(hdv, q, ldq, krow, n, s, lds); break;
+      case 5: pagedScores<5, 1, 0>(hdv, q, ldq, krow, n, s, lds); break;
+      case 6: pagedScores<6, 1, 0>(hdv, q, ldq, krow, n, s, lds); break;
+      case 7: pagedScores<7, 1, 0>(hdv, q, ldq, krow, n, s, lds); break;
+      default: pagedScores<8, 1, 0>(hdv, q, ldq, krow, n, s, lds); break;
+    }
   }
+  if (hdv * W < hd) pagedScoreTail(rows, hdv * W, hd, q, ldq, krow, n, s, lds);
 }
 
-void pagedValueRows(int64_t rows, int64_t hd, int64_t n, const float* p, int64_t ldp, const float* const* vrow,
-                    float* acc, int64_t lda) {
+__attribute__((noinline)) void pagedValueRows(int64_t rows, int64_t hd, int64_t n, const float* p, int64_t ldp,
+                                              const float* const* vrow, float* acc, int64_t lda) {
   switch (rows) {
     case 1: pagedValues<1>(hd, n, p, ldp, vrow, acc, lda); break;
     case 2: pagedValues<2>(hd, n, p, ldp, vrow, acc, lda); break;
@@ -887,16 +1050,17 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
   const int32_t qp = a.qPos[i];
   const int32_t* bt = a.blockTables + a.streams[2 * i];
   const int32_t* pos = a.posPool;
-  const float* kr[PC];
-  const float* vr[PC];
+  const int64_t lines = (HD * 4 + 63) / 64;  // cache lines per K or V row of a head
+  const float* rows[2][2][PC];                // [buffer][K, V][slot]
   int64_t j = t.j0;
-  while (j < t.j1) {
-    // Gather up to PC visible slots, a block at a time.
+  // Gather up to PC visible slots from stream position j on, a block at a time, and prefetch
+  // their K and V rows (the next chunk loads while the current one computes).
+  auto gather = [&](const float** kr, const float** vr) -> int {
     int n = 0;
     while (j < t.j1 && n < PC) {
       const int64_t b = j / bs, within = j - b * bs;
       const int64_t base = static_cast<int64_t>(bt[b]) * bs + within;
-      const int64_t left = bs - within;
+      const int64_t left = std::min<int64_t>(t.j1 - j, bs - within);
       int64_t u = 0;
       for (; u < left && n < PC; ++u) {
         const int64_t slot = base + u;
@@ -907,7 +1071,19 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
       }
       j += u;
     }
-    if (n == 0) continue;
+    for (int x = 0; x < n; ++x)
+      for (int64_t c = 0; c < lines; ++c) {
+        __builtin_prefetch(kr[x] + c * 16);
+        __builtin_prefetch(vr[x] + c * 16);
+      }
+    return n;
+  };
+  int cur = 0;
+  int n = gather(rows[0][0], rows[0][1]);
+  while (n > 0) {
+    const int nNext = gather(rows[cur ^ 1][0], rows[cur ^ 1][1]);
+    const float* const* kr = rows[cur][0];
+    const float* const* vr = rows[cur][1];
     for (int64_t r0 = 0; r0 < G; r0 += PRS)
       pagedScoreRows(std::min<int64_t>(PRS, G - r0), HD, qs + r0 * hdp, hdp, kr, n, S + r0 * PC, PC);
     for (int64_t r = 0; r < G; ++r) {
@@ -925,6 +1101,8 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
     }
     for (int64_t r0 = 0; r0 < G; r0 += PRV)
       pagedValueRows(std::min<int64_t>(PRV, G - r0), HD, n, S + r0 * PC, PC, vr, acc + r0 * hdp, hdp);
+    cur ^= 1;
+    n = nNext;
   }
   if (t.part >= 0) return;
   for (int64_t r = 0; r < G; ++r) {
@@ -972,21 +1150,25 @@ void attentionPagedValidate(const PagedShape& a) {
   const int64_t bs = a.blockSize;
   for (int64_t i = 0; i < a.nq; ++i) {
     const int64_t off = a.streams[2 * i], n = a.streams[2 * i + 1];
-    const std::string at = "stream " + std::to_string(i) + " [offset " + std::to_string(off) + ", " +
-                           std::to_string(n) + " slots]";
-    if (off < 0 || n < 0) fail(at + " has a negative entry");
+    // Messages are built only on failure (this runs on every decoding step).
+    auto at = [&]() {
+      return "stream " + std::to_string(i) + " [offset " + std::to_string(off) + ", " + std::to_string(n) + " slots]";
+    };
+    if (off < 0 || n < 0) fail(at() + " has a negative entry");
     const int64_t nb = (n + bs - 1) / bs;
     if (off + nb > a.tableLen)
-      fail(at + " needs blockTables[" + std::to_string(off) + ", " + std::to_string(off + nb) + ") (" +
+      fail(at() + " needs blockTables[" + std::to_string(off) + ", " + std::to_string(off + nb) + ") (" +
            std::to_string(nb) + " blocks of " + std::to_string(bs) + "), but blockTables has " +
            std::to_string(a.tableLen) + " entries");
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t id = a.blockTables[off + b];
       const int64_t used = std::min<int64_t>(bs, n - b * bs);
-      if (id < 0 || id * bs + used > a.numSlots)
-        fail(at + ": block id " + std::to_string(id) + " at blockTables[" + std::to_string(off + b) +
-             "] is outside the pool (" + std::to_string(a.numSlots) + " slots: block ids 0.." +
-             std::to_string(a.numSlots / bs - 1) + " of " + std::to_string(bs) + " slots)");
+      if (id >= 0 && id * bs + used <= a.numSlots) continue;
+      const std::string blk = "block id " + std::to_string(id) + " at blockTables[" + std::to_string(off + b) + "]";
+      if (id < 0) fail(at() + ": " + blk + " is negative");
+      fail(at() + ": " + blk + " is outside the pool: the stream reads its slots [" + std::to_string(id * bs) + ", " +
+           std::to_string(id * bs + used) + "), the pool has " + std::to_string(a.numSlots) + " slots (blocks of " +
+           std::to_string(bs) + ")");
     }
   }
 }
@@ -999,7 +1181,7 @@ void attentionPaged(const PagedShape& a, const float* q, const float* kPool, con
 
   double work = 0;  // flops: scores and P·V, 2 each per slot, head and dim
   for (int64_t i = 0; i < nq; ++i) work += static_cast<double>(a.streams[2 * i + 1]) * H * HD * 4.0;
-  const int threads = threadsFor(work, 2.0e5);
+  const int threads = threadsFor(work, 4.0e5);  // the threshold of attentionForward's decode path
 
   // Split streams when (query row, kv head) pairs are too few for the threads: about 4 tasks per
   // thread, parts of at least kMinPart slots.

@@ -1,0 +1,180 @@
+// Inference benchmark: one JSON line per configuration.
+//   {"bench":"infer","model","batching","max_batch","requests","tokens_per_s","latency_ms_p50",
+//    "latency_ms_p99","kv_bytes","mean_depth", ...}
+//   {"bench":"decode","model":"small","batch":1,"tokens_per_s"}
+//   {"bench":"prefill","model":"small","prompt_tokens":256,"tokens_per_s"}
+//
+// Models are random-initialised (speed does not depend on the weights' values). A random
+// router sits near sigmoid(z) = 0.5, so each MoR model gets ONE router threshold, calibrated
+// on random prompts so that its realised mean depth matches the mean of its capacities
+// (MoR-2: 1.5 recursions, MoR-3: 2.0, MoR-4: 2.5); the realised mean depth of the run is reported.
+// Requests: prompts of 16–48 tokens, generation lengths drawn uniformly in [mean/2, 3·mean/2];
+// all greedy; every request is submitted at time 0 (a closed batch of work), so tokens/s is
+// throughput and latency is time to the request's last token.
+//
+//   npm run bench:infer              (MOR_BENCH_QUICK=1: fewer requests)
+import { preset } from '../src/model/presets.js';
+import { createModel, type Model } from '../src/model/model.js';
+import { targetCapacity } from '../src/model/mor-config.js';
+import { Engine, type BatchingMode } from '../src/infer/engine.js';
+import { ModelRunner } from '../src/infer/runner.js';
+import { PagedKVPool } from '../src/infer/kv-pool.js';
+import { headDim } from '../src/model/config.js';
+import { Rng } from '../src/util/rng.js';
+import { getBackend } from '../src/backend/index.js';
+
+const QUICK = process.env['MOR_BENCH_QUICK'] === '1';
+const REQUESTS = QUICK ? 40 : 200;
+const MEAN_GEN = 64;
+const FIXED_BATCH = 32;
+
+function emit(obj: Record<string, unknown>): void {
+  console.log(JSON.stringify(obj));
+}
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] as number;
+}
+
+interface Workload {
+  prompts: Int32Array[];
+  lengths: number[];
+}
+
+function workload(vocab: number, seed: number): Workload {
+  const rng = new Rng(seed);
+  const prompts: Int32Array[] = [];
+  const lengths: number[] = [];
+  for (let i = 0; i < REQUESTS; i++) {
+    prompts.push(Int32Array.from({ length: 16 + rng.nextInt(33) }, () => rng.nextInt(vocab)));
+    lengths.push(Math.round(MEAN_GEN / 2 + rng.next() * MEAN_GEN));
+  }
+  return { prompts, lengths };
+}
+
+/** Mean recursions per token over random prompts at a threshold (prefill decisions). */
+function meanDepthAt(model: Model, threshold: number, prompts: Int32Array[]): number {
+  const c = model.config;
+  const runner = new ModelRunner(model, new PagedKVPool(4096, 16, c.num_key_value_heads * headDim(c)));
+  let sum = 0;
+  let n = 0;
+  for (const p of prompts) {
+    const seq = runner.newSequence();
+    const { depths } = runner.prefill(seq, p, runner.numRecursions, threshold);
+    runner.releaseSequence(seq);
+    for (const d of depths) sum += d;
+    n += depths.length;
+  }
+  return sum / n;
+}
+
+/** One threshold per MoR model so the realised mean depth matches its capacities' mean. */
+function calibrateThreshold(model: Model): { threshold: number; targetDepth: number } {
+  const c = model.config;
+  const nr = c.recursion?.num_recursions ?? 1;
+  if (c.mor === null || c.mor.routing !== 'expert_choice') return { threshold: 0.5, targetDepth: nr };
+  let target = 0;
+  for (let r = 0; r < nr; r++) target += targetCapacity(c.mor, nr, r);
+  const rng = new Rng(77);
+  const prompts = Array.from({ length: 8 }, () => Int32Array.from({ length: 64 }, () => rng.nextInt(c.vocab_size)));
+  let lo = 0;
+  let hi = 1;
+  for (let i = 0; i < 20; i++) {
+    const mid = (lo + hi) / 2;
+    if (meanDepthAt(model, mid, prompts) > target) lo = mid;
+    else hi = mid;
+  }
+  return { threshold: (lo + hi) / 2, targetDepth: target };
+}
+
+async function runConfig(name: string, model: Model, threshold: number, batching: BatchingMode, maxBatch: number, w: Workload) {
+  const engine = new Engine(model, { maxBatch, batching });
+  const t0 = performance.now();
+  const handles = w.prompts.map((p, i) => engine.submit(p, { maxTokens: w.lengths[i] as number, temperature: 0, threshold }));
+  let peakKv = 0;
+  while (engine.numWaiting > 0 || engine.numRunning > 0) {
+    engine.step();
+    peakKv = Math.max(peakKv, engine.kvBytes);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const results = await Promise.all(handles.map((h) => h.result));
+  const tokens = results.reduce((a, r) => a + r.tokens.length, 0);
+  const depths = results.flatMap((r) => r.depths);
+  const meanDepth = depths.reduce((a, b) => a + b, 0) / depths.length;
+  const record = {
+    bench: 'infer',
+    model: name,
+    batching,
+    max_batch: maxBatch,
+    requests: w.prompts.length,
+    generated_tokens: tokens,
+    tokens_per_s: Math.round(tokens / seconds),
+    latency_ms_p50: Math.round(percentile(results.map((r) => r.totalMs), 50)),
+    latency_ms_p99: Math.round(percentile(results.map((r) => r.totalMs), 99)),
+    kv_bytes: peakKv,
+    mean_depth: Math.round(meanDepth * 100) / 100,
+    threshold: Math.round(threshold * 1e4) / 1e4,
+    engine_steps: engine.stepsRun,
+  };
+  emit(record);
+  return record;
+}
+
+async function main(): Promise<void> {
+  emit({ bench: 'info', ...getBackend().info() });
+  // single-request decode and prefill of `small`
+  {
+    const model = createModel(preset('small'), 1);
+    const rng = new Rng(3);
+    const engine = new Engine(model, { maxBatch: 1 });
+    const prompt = Int32Array.from({ length: 256 - 1 }, () => rng.nextInt(8192));
+    // prefill: one 256-token prompt through the runner (the engine would also want room to generate)
+    const runner = new ModelRunner(model, new PagedKVPool(512, 16, model.config.num_key_value_heads * headDim(model.config)));
+    const runs: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const seq = runner.newSequence();
+      const ids = Int32Array.from({ length: 256 }, () => rng.nextInt(8192));
+      const t0 = performance.now();
+      runner.prefill(seq, ids, runner.numRecursions, 0.5);
+      runs.push(performance.now() - t0);
+      runner.releaseSequence(seq);
+    }
+    emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, tokens_per_s: Math.round(256 / (Math.min(...runs) / 1000)) });
+    const h = engine.submit(prompt.subarray(0, 16), { maxTokens: 128, temperature: 0 });
+    await engine.runUntilIdle();
+    const r = await h.result;
+    const decodeTokens = r.tokens.length - 1;
+    emit({ bench: 'decode', model: 'small', batch: 1, tokens: decodeTokens, tokens_per_s: Math.round(decodeTokens / ((r.totalMs - r.firstTokenMs) / 1000)) });
+  }
+
+  const names = process.argv.slice(2).length ? process.argv.slice(2) : ['small', 'small-rec3', 'small-mor2', 'small-mor3', 'small-mor4'];
+  let vanillaPerSeqKv = 0;
+  let vanillaRate = 0;
+  for (const name of names) {
+    const model = createModel(preset(name), 1);
+    const { threshold } = calibrateThreshold(model);
+    const w = workload(model.config.vocab_size, 11);
+    const modes: BatchingMode[] = model.config.recursion === null ? ['sequence'] : ['depth', 'sequence'];
+    for (const batching of modes) {
+      const rec = await runConfig(name, model, threshold, batching, FIXED_BATCH, w);
+      if (name === 'small') {
+        vanillaPerSeqKv = rec.kv_bytes / FIXED_BATCH;
+        vanillaRate = rec.tokens_per_s;
+      } else if (vanillaRate > 0) {
+        emit({ bench: 'infer_ratio', model: name, batching, max_batch: FIXED_BATCH, vs_small: Math.round((rec.tokens_per_s / vanillaRate) * 100) / 100 });
+      }
+      if (batching === modes[0] && name !== 'small' && vanillaPerSeqKv > 0) {
+        // memory-matched: as many sequences as fit in the KV bytes vanilla used at FIXED_BATCH
+        const perSeq = rec.kv_bytes / FIXED_BATCH;
+        const matched = Math.max(1, Math.floor((vanillaPerSeqKv * FIXED_BATCH) / perSeq));
+        if (matched !== FIXED_BATCH) {
+          const m = await runConfig(name, model, threshold, batching, matched, w);
+          emit({ bench: 'infer_ratio', model: name, batching, max_batch: matched, memory_matched: true, vs_small: Math.round((m.tokens_per_s / vanillaRate) * 100) / 100 });
+        }
+      }
+    }
+  }
+}
+
+await main();
