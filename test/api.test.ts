@@ -21,3 +21,22 @@ test('README library example runs and lowers the loss', () => {
   }
   assert.ok((losses.at(-1) as number) < (losses[0] as number), losses.join(', '));
 });
+
+test('README engine example: streaming handles, depths, generateText with a stop string', async () => {
+  const { Engine, generateText, trainBpe, Tokenizer, createModel: create, preset: p } = await import('../src/index.js');
+  const { tokenizer } = await trainBpe(['The President and the Congress shall meet. '.repeat(50)], { vocabSize: 300 });
+  const tok = Tokenizer.fromJSON(tokenizer);
+  const model = create(p('tiny-mor3'), 1);
+  const engine = new Engine(model, { maxBatch: 32, batching: 'depth' });
+  const handles = ['The President', 'Congress shall'].map((s) =>
+    engine.submit(tok.encode(s), { maxTokens: 8, temperature: 0.8, topK: 40, seed: 1, eosId: tok.eosId, vocabLimit: tok.vocabSize }));
+  const run = engine.runUntilIdle();
+  const streamed: number[] = [];
+  for await (const id of handles[0] as (typeof handles)[number]) streamed.push(id);
+  await run;
+  assert.deepEqual(streamed, (await (handles[0] as (typeof handles)[number]).result).tokens);
+  const second = await (handles[1] as (typeof handles)[number]).result;
+  assert.equal(second.depths.length, second.tokens.length);
+  const r = await generateText(engine, tok, 'The President', { maxTokens: 16, stop: ['\n\n'] });
+  assert.ok(typeof r.text === 'string' && !r.text.includes('\n\n'));
+});
