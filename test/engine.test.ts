@@ -58,6 +58,23 @@ for (const backendName of availableBackends()) {
       });
     }
 
+    test('relaxed (LoRA) recursive model: rows at different depths apply their own LoRA', async () => {
+      setBackend(backendName);
+      const base = preset('tiny-mor3');
+      const cfg = validateConfig({ ...base, recursion: { ...base.recursion, lora_rank: 4 } });
+      const model = createModel(cfg, 9);
+      // LoRA B starts at zero; give it values so that a wrong depth's LoRA would show
+      const rng = new Rng(4);
+      for (const [name, t] of model.params.byName) {
+        if (name.endsWith('lora_B')) for (let i = 0; i < t.size; i++) t.f32()[i] = 0.05 * rng.normal();
+      }
+      const prompts = [Int32Array.from([7, 8, 9, 10]), Int32Array.from([300, 2, 51])];
+      const expected = prompts.map((p) => forwardGreedy(model, p, 6));
+      const engine = new Engine(model, { maxBatch: 4, batching: 'depth' });
+      const got = await generateAll(engine, prompts, prompts.map(() => ({ maxTokens: 6, temperature: 0 })));
+      assert.deepEqual(got, expected);
+    });
+
     test('batching does not change a request (alone vs among 16 others, same seed)', async () => {
       setBackend(backendName);
       const model = createModel(preset('tiny-mor3'), 4);

@@ -176,16 +176,40 @@ export class ModelRunner {
     };
   }
 
-  /** Run unrolled position l(i) for each row i (rows grouped by their LoRA when relaxed). */
+  /**
+   * Run unrolled position l(i) for each row i. Without relaxation every row shares the block's
+   * weights, so one call serves all depths. A relaxed (LoRA) model applies each position's own
+   * LoRA: rows are grouped by position and each group runs with its LoRA, then the rows are put
+   * back in order.
+   */
   private runLayer(rows: readonly TokenState[], h: Tensor, positionOf: (i: number) => number): Tensor {
-    const qPos = Int32Array.from(rows, (r) => r.pos);
-    const pos = indexTensor(qPos);
     const first = positionOf(0);
-    const { layer, lora } = this.layerParams(first);
-    const sameLora = lora === null || rows.every((_, i) => positionOf(i) === first);
-    if (!sameLora) throw new ArgumentError('depth-mixed batches of relaxed (LoRA) models are not supported yet: batch them sequence-wise');
+    const groups = new Map<number, number[]>();
+    rows.forEach((_, i) => {
+      const l = positionOf(i);
+      const g = groups.get(l);
+      if (g) g.push(i);
+      else groups.set(l, [i]);
+    });
+    if (this.model.params.lora === null || groups.size === 1) return this.runRows(rows, h, positionOf, first);
+    const d = this.config.hidden_size;
+    const H = h.f32();
+    const out = new Float32Array(h.size);
+    for (const [l, idx] of groups) {
+      const sub = new Float32Array(idx.length * d);
+      idx.forEach((i, k) => sub.set(H.subarray(i * d, (i + 1) * d), k * d));
+      const y = this.runRows(idx.map((i) => rows[i] as TokenState), new Tensor(sub, [idx.length, d]), () => l, l).f32();
+      idx.forEach((i, k) => out.set(y.subarray(k * d, (k + 1) * d), i * d));
+    }
+    return new Tensor(out, h.shape);
+  }
+
+  /** One decoder layer over rows that share the weights of position `l` (their own streams per positionOf). */
+  private runRows(rows: readonly TokenState[], h: Tensor, positionOf: (i: number) => number, l: number): Tensor {
+    const qPos = Int32Array.from(rows, (r) => r.pos);
+    const { layer, lora } = this.layerParams(l);
     // Under KV sharing, rows of deeper recursions still compute k/v (cheap) but do not store them.
-    return decoderLayer(this.config, h, layer, lora, pos, this.attendFor(rows, positionOf, qPos));
+    return decoderLayer(this.config, h, layer, lora, indexTensor(qPos), this.attendFor(rows, positionOf, qPos));
   }
 
   private gather(rows: readonly TokenState[]): Tensor {
