@@ -125,6 +125,9 @@ for (const [transA, transB] of TRANS) {
   gemmCase('gemm', { transA, transB, m: 7, n: 33, k: 129, alpha: 0.75, beta: -0.5 });
   gemmCase('gemm', { transA, transB, m: 33, n: 7, k: 17, alpha: -1.5, beta: 1 });
   gemmCase('gemmLongK', { transA, transB, m: 7, n: 33, k: 704, alpha: 1, beta: 0 });
+  // decoding batches: 9–32 rows run the skinny kernel in chunks of 8 rows
+  gemmCase('gemm', { transA, transB, m: 13, n: 37, k: 65, alpha: 1, beta: 0 });
+  gemmCase('gemm', { transA, transB, m: 32, n: 40, k: 33, alpha: 0.5, beta: 0.25 });
 }
 gemmCase('gemm', { transA: false, transB: false, m: 7, n: 33, k: 17, alpha: 2, beta: 0 }, 'nan');
 // Batches: default strides, broadcast A or B (stride 0), and C with gaps between matrices.

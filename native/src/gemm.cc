@@ -289,11 +289,27 @@ void smallM(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, cons
 }
 
 constexpr int64_t kSkinny = 8;
+// Up to this many rows, run the skinny kernel on chunks of 8 rows instead of packing: decoding
+// batches (8–32 token rows against a weight matrix) re-read B from cache once per chunk, which
+// beats packing B for every call (measured here, GFLOP/s packed → chunked: 12×704×256 60 → 129,
+// 12×8192×256 73 → 190, 32×256×256 110 → 124, 32×8192×256 143 → 164; 32×704×256 207 → 152).
+#ifndef MOR_GEMM_MID
+#define MOR_GEMM_MID 32
+#endif
+constexpr int64_t kMid = MOR_GEMM_MID;
 
 void builtinImpl(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads) {
   if (m <= kSkinny) {
     smallM(tA, tB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+    return;
+  }
+  if (m <= kMid && n > kSkinny) {
+    for (int64_t i0 = 0; i0 < m; i0 += kSkinny) {
+      const int64_t mb = std::min<int64_t>(kSkinny, m - i0);
+      const float* Ai = tA ? A + i0 : A + i0 * lda;
+      smallM(tA, tB, mb, n, k, alpha, Ai, lda, B, ldb, beta, C + i0 * ldc, ldc, threads);
+    }
     return;
   }
   if (n <= kSkinny) {
