@@ -399,31 +399,39 @@ napi_value rmsnormBwd(const Args& a) {
   return undef(a.env);
 }
 
-napi_value swigluFwd(const Args& a) {
-  int64_t lg, lu, lo;
-  const float* g = a.f32(0, "gate", &lg);
-  const float* u = a.f32(1, "up", &lu);
+// Elementwise kernels over equal-length buffers: (x, y) → out, and (x, y, dOut) → (dX, dY).
+using Elementwise2to1 = void (*)(const float*, const float*, int64_t, float*);
+using Elementwise3to2 = void (*)(const float*, const float*, const float*, int64_t, float*, float*);
+
+napi_value elementwise2to1(const Args& a, const char* xName, const char* yName, Elementwise2to1 f) {
+  int64_t lx, ly, lo;
+  const float* x = a.f32(0, xName, &lx);
+  const float* y = a.f32(1, yName, &ly);
   float* o = a.f32(2, "out", &lo);
-  a.len("up", lu, static_cast<double>(lg));
-  a.len("out", lo, static_cast<double>(lg));
-  mor::swigluForward(g, u, lg, o);
+  a.len(yName, ly, static_cast<double>(lx));
+  a.len("out", lo, static_cast<double>(lx));
+  f(x, y, lx, o);
   return undef(a.env);
 }
 
-napi_value swigluBwd(const Args& a) {
-  int64_t lg, lu, lo, l1, l2;
-  const float* g = a.f32(0, "gate", &lg);
-  const float* u = a.f32(1, "up", &lu);
-  const float* d = a.f32(2, "dOut", &lo);
-  float* dg = a.f32(3, "dGate", &l1);
-  float* du = a.f32(4, "dUp", &l2);
-  a.len("up", lu, static_cast<double>(lg));
-  a.len("dOut", lo, static_cast<double>(lg));
-  a.len("dGate", l1, static_cast<double>(lg));
-  a.len("dUp", l2, static_cast<double>(lg));
-  mor::swigluBackward(g, u, d, lg, dg, du);
+napi_value elementwise3to2(const Args& a, const char* xName, const char* yName, const char* dxName, const char* dyName,
+                           Elementwise3to2 f) {
+  int64_t lx, ly, lg, l1, l2;
+  const float* x = a.f32(0, xName, &lx);
+  const float* y = a.f32(1, yName, &ly);
+  const float* g = a.f32(2, "dOut", &lg);
+  float* dx = a.f32(3, dxName, &l1);
+  float* dy = a.f32(4, dyName, &l2);
+  a.len(yName, ly, static_cast<double>(lx));
+  a.len("dOut", lg, static_cast<double>(lx));
+  a.len(dxName, l1, static_cast<double>(lx));
+  a.len(dyName, l2, static_cast<double>(lx));
+  f(x, y, g, lx, dx, dy);
   return undef(a.env);
 }
+
+napi_value swigluFwd(const Args& a) { return elementwise2to1(a, "gate", "up", mor::swigluForward); }
+napi_value swigluBwd(const Args& a) { return elementwise3to2(a, "gate", "up", "dGate", "dUp", mor::swigluBackward); }
 
 // gatherRows(src, idx, cols, out)
 napi_value gatherRows(const Args& a) {
@@ -486,31 +494,8 @@ napi_value ceBwd(const Args& a) {
   return undef(a.env);
 }
 
-napi_value bceFwd(const Args& a) {
-  int64_t lz, lt, lo;
-  const float* z = a.f32(0, "z", &lz);
-  const float* t = a.f32(1, "t", &lt);
-  float* o = a.f32(2, "out", &lo);
-  a.len("t", lt, static_cast<double>(lz));
-  a.len("out", lo, static_cast<double>(lz));
-  mor::bceWithLogitsForward(z, t, lz, o);
-  return undef(a.env);
-}
-
-napi_value bceBwd(const Args& a) {
-  int64_t lz, lt, lg, l1, l2;
-  const float* z = a.f32(0, "z", &lz);
-  const float* t = a.f32(1, "t", &lt);
-  const float* g = a.f32(2, "dOut", &lg);
-  float* dz = a.f32(3, "dZ", &l1);
-  float* dt = a.f32(4, "dT", &l2);
-  a.len("t", lt, static_cast<double>(lz));
-  a.len("dOut", lg, static_cast<double>(lz));
-  a.len("dZ", l1, static_cast<double>(lz));
-  a.len("dT", l2, static_cast<double>(lz));
-  mor::bceWithLogitsBackward(z, t, g, lz, dz, dt);
-  return undef(a.env);
-}
+napi_value bceFwd(const Args& a) { return elementwise2to1(a, "z", "t", mor::bceWithLogitsForward); }
+napi_value bceBwd(const Args& a) { return elementwise3to2(a, "z", "t", "dZ", "dT", mor::bceWithLogitsBackward); }
 
 // unary(op, x, out)
 napi_value unary(const Args& a) {
