@@ -95,20 +95,8 @@ function benchAttention(be: Backend, gemmRate: number): void {
     be.attentionForward(layout, q, k, v, out, lse);
     be.attentionBackward(layout, q, k, v, out, lse, dOut, dQ, dK, dV);
   };
-  run();
-  const minSeconds = be.name === 'ref' ? 0.2 : MIN_SECONDS;
-  let best = 0;
-  for (let r = 0; r < 3; r++) {
-    let iters = 0;
-    const t0 = performance.now();
-    let dt = 0;
-    do {
-      run();
-      iters++;
-      dt = (performance.now() - t0) / 1000;
-    } while (dt < minSeconds);
-    best = Math.max(best, (iters * (flopFwd + flopBwd)) / dt / 1e9);
-  }
+  const us = usPerCall(run, be.name === 'ref' ? 0.2 : MIN_SECONDS);
+  const best = (flopFwd + flopBwd) / (us * 1e-6) / 1e9;
   emit({ bench: 'attention', backend: be.name, batch: B, T, heads: H, kv_heads: KVH, head_dim: HD, gflops: round(best, 2), ratio_to_gemm: round(best / gemmRate) });
 }
 
