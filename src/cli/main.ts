@@ -194,7 +194,7 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('mor')
-    .description('Mixture-of-Recursions language models: train, convert and serve recursive transformers with adaptive depth')
+    .description('Mixture-of-Recursions language models: train, evaluate and serve recursive transformers with adaptive depth')
     .version(VERSION)
     .option('--backend <name>', "kernel backend: 'native' (C++ addon, default when built) or 'ref' (TypeScript)")
     .showHelpAfterError()
