@@ -9,6 +9,7 @@ import type { BackendName } from '../backend/backend.js';
 import { VERSION } from '../version.js';
 import { preset, PRESET_NAMES } from '../model/presets.js';
 import { validateConfig, type ModelConfig } from '../model/config.js';
+import { targetCapacity } from '../model/mor-config.js';
 import { countParams } from '../model/params.js';
 import { forwardFlopsPerToken, trainFlopsPerToken } from '../model/flops.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
@@ -240,6 +241,12 @@ export function buildProgram(): Command {
         const rec = c.recursion ? `${c.recursion.sharing}, ${c.recursion.num_recursions} recursions, LoRA rank ${c.recursion.lora_rank}` : 'none';
         console.log(`model          ${String(out['model'])}: d ${c.hidden_size}, ${c.num_hidden_layers} layers, heads ${c.num_attention_heads}/${c.num_key_value_heads}, vocab ${c.vocab_size}, context ${c.max_position_embeddings}`);
         console.log(`recursion      ${rec}`);
+        if (c.mor) {
+          const m = c.mor;
+          const nr = c.recursion?.num_recursions ?? 0;
+          const caps = m.routing === 'expert_choice' ? `, capacities ${Array.from({ length: nr }, (_, r) => targetCapacity(m, nr, r).toFixed(2)).join('/')}` : '';
+          console.log(`routing        ${m.routing}, ${m.router} router, ${m.router_func} α ${m.alpha}${caps}, KV ${m.kv_strategy === 'share' ? 'sharing' : 'recursion-wise'}`);
+        }
         console.log(`parameters     unique ${(out['params_unique'] as number).toLocaleString()}, effective ${(out['params_effective'] as number).toLocaleString()}, embedding ${(out['params_embedding'] as number).toLocaleString()}`);
         console.log(`FLOPs/token    forward ${(out['forward_flops_per_token'] as number / 1e6).toFixed(2)}M, training ${(out['train_flops_per_token'] as number / 1e6).toFixed(2)}M (T = ${String(out['seq_len'])})`);
       }
