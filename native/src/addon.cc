@@ -523,17 +523,23 @@ napi_value unaryBwd(const Args& a) {
   return undef(a.env);
 }
 
-// softmaxRows(x, cols, out)
-napi_value softmaxRows(const Args& a) {
+// Row kernels (x, cols, out) over x (R, C); the output is (R, C), (R) or (C).
+enum class RowOut { Same, PerRow, PerCol };
+using RowKernel = void (*)(const float*, int64_t, int64_t, float*);
+
+napi_value rowKernel(const Args& a, RowOut shape, RowKernel f) {
   int64_t lx, lo;
   const float* x = a.f32(0, "x", &lx);
   const int64_t cols = a.integer(1, "cols", 0);
   float* o = a.f32(2, "out", &lo);
   const int64_t rows = a.rowsOf("x", lx, cols);
-  a.len("out", lo, static_cast<double>(lx));
-  mor::softmaxRows(x, rows, cols, o);
+  const int64_t want = shape == RowOut::Same ? lx : shape == RowOut::PerRow ? rows : cols;
+  a.len("out", lo, static_cast<double>(want));
+  f(x, rows, cols, o);
   return undef(a.env);
 }
+
+napi_value softmaxRows(const Args& a) { return rowKernel(a, RowOut::Same, mor::softmaxRows); }
 
 // softmaxRowsBwd(y, dOut, cols, dX)
 napi_value softmaxRowsBwd(const Args& a) {
@@ -549,17 +555,7 @@ napi_value softmaxRowsBwd(const Args& a) {
   return undef(a.env);
 }
 
-// lseRows(x, cols, out)
-napi_value lseRows(const Args& a) {
-  int64_t lx, lo;
-  const float* x = a.f32(0, "x", &lx);
-  const int64_t cols = a.integer(1, "cols", 0);
-  float* o = a.f32(2, "out", &lo);
-  const int64_t rows = a.rowsOf("x", lx, cols);
-  a.len("out", lo, static_cast<double>(rows));
-  mor::logsumexpRows(x, rows, cols, o);
-  return undef(a.env);
-}
+napi_value lseRows(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::logsumexpRows); }
 
 // lseRowsBwd(x, lse, dOut, cols, dX)
 napi_value lseRowsBwd(const Args& a) {
@@ -607,29 +603,9 @@ napi_value sumSquares(const Args& a) {
   return number(a.env, mor::sumSquares(x, l));
 }
 
-// sumRows(x, cols, out): out (C)
-napi_value sumRows(const Args& a) {
-  int64_t lx, lo;
-  const float* x = a.f32(0, "x", &lx);
-  const int64_t cols = a.integer(1, "cols", 0);
-  float* o = a.f32(2, "out", &lo);
-  const int64_t rows = a.rowsOf("x", lx, cols);
-  a.len("out", lo, static_cast<double>(cols));
-  mor::sumRows(x, rows, cols, o);
-  return undef(a.env);
-}
+napi_value sumRows(const Args& a) { return rowKernel(a, RowOut::PerCol, mor::sumRows); }  // out (C)
 
-// sumCols(x, cols, out): out (R)
-napi_value sumCols(const Args& a) {
-  int64_t lx, lo;
-  const float* x = a.f32(0, "x", &lx);
-  const int64_t cols = a.integer(1, "cols", 0);
-  float* o = a.f32(2, "out", &lo);
-  const int64_t rows = a.rowsOf("x", lx, cols);
-  a.len("out", lo, static_cast<double>(rows));
-  mor::sumCols(x, rows, cols, o);
-  return undef(a.env);
-}
+napi_value sumCols(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::sumCols); }  // out (R)
 
 // scaleRows(x, s, cols, out): x, out (R, C), s (R)
 napi_value scaleRows(const Args& a) {

@@ -21,6 +21,12 @@ export interface GenerateResult {
   seconds: number;
 }
 
+/** The text before the first occurrence of any stop string (all of it when none occurs). */
+function cutAtStop(text: string, stops: readonly string[]): string {
+  const cut = Math.min(...stops.map((s) => (text.includes(s) ? text.indexOf(s) : Infinity)));
+  return Number.isFinite(cut) ? text.slice(0, cut) : text;
+}
+
 /** Length of the longest suffix of `text` that is a proper prefix of some stop string. */
 function stopPrefixTail(text: string, stops: readonly string[]): number {
   let best = 0;
@@ -95,9 +101,7 @@ export async function generateText(
     const sofar: number[] = [];
     for await (const t of handle) {
       sofar.push(t);
-      let text = codec.decode(sofar);
-      const cut = Math.min(...stops.map((s) => (text.includes(s) ? text.indexOf(s) : Infinity)));
-      if (Number.isFinite(cut)) text = text.slice(0, cut);
+      const text = cutAtStop(codec.decode(sofar), stops);
       // hold back a trailing replacement character (maybe half of a multi-byte character) and
       // any tail that could still grow into a stop string, so nothing streamed is taken back
       let stable = text.endsWith('\uFFFD') ? text.slice(0, -1) : text;
@@ -111,9 +115,7 @@ export async function generateText(
   if (drive) await engine.runUntilIdle();
   const r = await handle.result;
   await consumer;
-  let text = codec.decode(r.tokens);
-  const cut = Math.min(...stops.map((s) => (text.includes(s) ? text.indexOf(s) : Infinity)));
-  if (Number.isFinite(cut)) text = text.slice(0, cut);
+  const text = cutAtStop(codec.decode(r.tokens), stops);
   if (text.length > emitted.length && text.startsWith(emitted)) onText?.(text.slice(emitted.length));
   return { ...r, text };
 }
