@@ -32,6 +32,7 @@ import type { AttentionCase, Heads } from './helpers/attention-layouts.js';
 const TOL = {
   gemm: 1e-5,
   gemmLongK: 4e-5, // k = 704
+  gemmPacked: 4e-5,
   attentionForward: 2e-5,
   attentionBackward: 1e-4,
   attentionPaged: 2e-5,
@@ -130,6 +131,38 @@ for (const [transA, transB] of TRANS) {
   gemmCase('gemm', { transA, transB, m: 32, n: 40, k: 33, alpha: 0.5, beta: 0.25 });
 }
 gemmCase('gemm', { transA: false, transB: false, m: 7, n: 33, k: 17, alpha: 2, beta: 0 }, 'nan');
+// Packed weights (inference): c = a·Wᵀ (+ c). The float64 reference is gemm with transB, the
+// definition gemmPacked promises. Row counts cross the kernel's row tiles (1..12 rows, then
+// near-equal tiles), columns its 32-wide panels (tails), k the long-k case.
+function gemmPackedCase(m: number, n: number, k: number, accumulate: boolean): void {
+  const a = randomFloats(rng, m * k);
+  const w = randomFloats(rng, n * k);
+  const c0 = randomFloats(rng, m * n);
+  addCase('gemmPacked', `m=${m} n=${n} k=${k}${accumulate ? ' accumulate' : ''}`, (be, dt) => {
+    const c = dt.from(c0);
+    if (dt.name === 'f64') {
+      be.gemm({ transA: false, transB: true, m, n, k, alpha: 1, beta: accumulate ? 1 : 0 }, dt.from(a), dt.from(w), c);
+    } else {
+      be.gemmPacked(m, Float32Array.from(a), be.packWeight(Float32Array.from(w), n, k), c as Float32Array, accumulate);
+    }
+    return { c };
+  });
+}
+for (const [m, n, k] of [
+  [1, 1, 1],
+  [1, 33, 17],
+  [5, 64, 40],
+  [12, 31, 65],
+  [13, 70, 129],
+  [32, 96, 33],
+  [45, 7, 704],
+  [130, 100, 19],
+] as const) {
+  gemmPackedCase(m, n, k, false);
+}
+gemmPackedCase(9, 40, 30, true);
+gemmPackedCase(33, 65, 12, true);
+
 // Batches: default strides, broadcast A or B (stride 0), and C with gaps between matrices.
 gemmCase('gemm', { transA: false, transB: true, m: 7, n: 5, k: 33, alpha: 1, beta: 0, batch: 3 });
 gemmCase('gemm', { transA: false, transB: false, m: 7, n: 5, k: 33, alpha: 1, beta: 0.5, batch: 4, strideA: 0 });

@@ -37,6 +37,15 @@ describe('native backend: dtype and length checks', () => {
     assert.throws(() => be().attentionForward(layout, f64(2), f32(2), f32(2), f32(2), f32(1)), DtypeError);
   });
 
+  test('packed weights: wrong sizes throw ShapeError, a weight packed by another backend ArgumentError', { skip }, () => {
+    assert.throws(() => be().packWeight(f32(11), 3, 4), ShapeError, 'packWeight w of 11 for (3, 4)');
+    const w = be().packWeight(f32(12), 3, 4);
+    assert.throws(() => be().gemmPacked(2, f32(7), w, f32(6), false), ShapeError, 'gemmPacked a (2x4) of 7');
+    assert.throws(() => be().gemmPacked(2, f32(8), w, f32(5), false), ShapeError, 'gemmPacked c (2x3) of 5');
+    assert.throws(() => be().gemmPacked(2, f32(8), refBackend().packWeight(f32(12), 3, 4), f32(6), false), ArgumentError);
+    assert.throws(() => refBackend().gemmPacked(2, f32(8), w, f32(6), false), ArgumentError);
+  });
+
   test('too-short buffers throw ShapeError', { skip }, () => {
     const args = { transA: false, transB: false, m: 3, n: 4, k: 5, alpha: 1, beta: 0 };
     assert.throws(() => be().gemm(args, f32(15), f32(20), f32(11)), ShapeError, 'gemm C (3x4) of 11');

@@ -252,6 +252,40 @@ napi_value gemm(const Args& a) {
   return undef(a.env);
 }
 
+// packedWeightSize(n, k) → floats of the packed form
+napi_value packedWeightSize(const Args& a) {
+  const int64_t n = a.integer(0, "n", 1, INT32_MAX), k = a.integer(1, "k", 1, INT32_MAX);
+  return number(a.env, static_cast<double>(mor::packedWeightSize(n, k)));
+}
+
+// packWeight(n, k, w, dst): w (n, k) → dst (packedWeightSize(n, k))
+napi_value packWeight(const Args& a) {
+  const int64_t n = a.integer(0, "n", 1, INT32_MAX), k = a.integer(1, "k", 1, INT32_MAX);
+  int64_t lw, ld;
+  const float* w = a.f32(2, "w", &lw);
+  float* d = a.f32(3, "dst", &ld);
+  a.atLeast("w", lw, static_cast<double>(n) * k);
+  a.atLeast("dst", ld, static_cast<double>(mor::packedWeightSize(n, k)));
+  mor::packWeight(n, k, w, d);
+  return undef(a.env);
+}
+
+// gemmPacked(m, n, k, a, packed, c, accumulate): c (m, n) = a (m, k) · Wᵀ (+ c)
+napi_value gemmPacked(const Args& a) {
+  const int64_t m = a.integer(0, "m", 0, INT32_MAX), n = a.integer(1, "n", 1, INT32_MAX),
+                k = a.integer(2, "k", 1, INT32_MAX);
+  int64_t la, lp, lc;
+  const float* A = a.f32(3, "a", &la);
+  const float* P = a.f32(4, "packed", &lp);
+  float* C = a.f32(5, "c", &lc);
+  const bool acc = a.boolean(6, "accumulate");
+  a.atLeast("a", la, static_cast<double>(m) * k);
+  a.atLeast("packed", lp, static_cast<double>(mor::packedWeightSize(n, k)));
+  a.atLeast("c", lc, static_cast<double>(m) * n);
+  mor::sgemmPacked(m, n, k, A, k, P, C, n, acc);
+  return undef(a.env);
+}
+
 mor::AttnShape attnShape(const Args& a, int64_t* nq, int64_t* nk) {
   mor::AttnShape s{};
   s.numHeads = a.integer(0, "numHeads", 1, INT32_MAX);
@@ -711,6 +745,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   MOR_EXPORT("setNumThreads", setNumThreads);
   MOR_EXPORT("rawSgemmGflops", rawSgemmGflops);
   MOR_EXPORT("gemm", gemm);
+  MOR_EXPORT("packedWeightSize", packedWeightSize);
+  MOR_EXPORT("packWeight", packWeight);
+  MOR_EXPORT("gemmPacked", gemmPacked);
   MOR_EXPORT("attentionForward", attnFwd);
   MOR_EXPORT("attentionBackward", attnBwd);
   MOR_EXPORT("attentionPaged", attnPaged);

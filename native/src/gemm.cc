@@ -13,6 +13,8 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <array>
+#include <utility>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -374,6 +376,67 @@ void builtinImpl(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha,
   }
 }
 
+// ---- pre-packed weights ---------------------------------------------------------------------
+// Inference multiplies activations by CONSTANT weights: y (m, n) = x (m, k) · Wᵀ, W (n, k). The
+// weight is repacked once into NR-wide k-major panels (the micro-kernel's B layout), so a call
+// packs only the few activation rows and streams each weight panel exactly once, whatever m is.
+// The rows of x go through in tiles of up to MR, each with a micro-kernel of exactly that many
+// rows (no padded rows computed), while the panel stays in L1/L2.
+
+// c (R, nr) = a_panel (R, k) · b_panel (k, NR) [+ c when accumulate]; a_panel k-major, R-tall.
+template <int R>
+MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, const float* MOR_RESTRICT b,
+                             float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const float* prefetch) {
+  vf acc[R][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
+  for (int64_t p = 0; p < k; ++p) {
+    vf bv[NV];
+    if (prefetch != nullptr) {
+      // The next panel, a step ahead: the weight streams from memory while this one computes.
+      __builtin_prefetch(prefetch + p * NR, 0, 2);
+      __builtin_prefetch(prefetch + p * NR + 16, 0, 2);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b + p * NR + v * W);
+#pragma GCC unroll 32
+    for (int i = 0; i < R; ++i) {
+      const vf ai = vset1(a[p * R + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
+    }
+  }
+  if (nr == NR) {
+#pragma GCC unroll 32
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        float* cp = c + i * ldc + v * W;
+        vstore(cp, accumulate ? vload(cp) + acc[i][v] : acc[i][v]);
+      }
+  } else {
+    alignas(64) float tmp[NR];
+    for (int i = 0; i < R; ++i) {
+      for (int v = 0; v < NV; ++v) vstore(tmp + v * W, acc[i][v]);
+      for (int j = 0; j < nr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tmp[j] : tmp[j];
+    }
+  }
+}
+
+typedef void (*PackedKernelFn)(int64_t, const float*, const float*, float*, int64_t, int, bool, const float*);
+template <int R>
+void packedKernelFn(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int nr, bool acc,
+                    const float* prefetch) {
+  packedKernel<R>(k, a, b, c, ldc, nr, acc, prefetch);
+}
+template <int... Rs>
+constexpr std::array<PackedKernelFn, sizeof...(Rs)> packedKernelTable(std::integer_sequence<int, Rs...>) {
+  return {&packedKernelFn<Rs + 1>...};
+}
+constexpr auto kPackedKernels = packedKernelTable(std::make_integer_sequence<int, MR>{});
+
 // C = beta·C (k == 0 or alpha == 0 with nothing to multiply); beta 0 writes zeros.
 void scaleC(int64_t m, int64_t n, float beta, float* C, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i)
@@ -557,6 +620,52 @@ void sgemmBatched(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha
   }
   for (int64_t b = 0; b < batch; ++b)
     sgemm(tA, tB, m, n, k, alpha, A + b * strideA, lda, B + b * strideB, ldb, beta, C + b * strideC, ldc);
+}
+
+int64_t packedWeightSize(int64_t n, int64_t k) { return (n + NR - 1) / NR * NR * k; }
+
+void packWeight(int64_t n, int64_t k, const float* w, float* dst) {
+  const int64_t panels = (n + NR - 1) / NR;
+  const int threads = std::min(maxThreads(), threadsFor(static_cast<double>(n) * k, 1.0e6));
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t jp = 0; jp < panels; ++jp)
+    packBPanel(true, w, k, 0, k, jp * NR, static_cast<int>(std::min<int64_t>(NR, n - jp * NR)), dst + jp * NR * k);
+}
+
+void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* P, float* C, int64_t ldc,
+                 bool accumulate) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate) scaleC(m, n, 0.f, C, ldc);
+    return;
+  }
+  // Row tiles of near-equal height ≤ MR (m = 32 → 11, 11, 10: no tile is mostly padding).
+  const int64_t tiles = (m + MR - 1) / MR;
+  const int64_t base = m / tiles, extra = m % tiles;
+  float* ap = scratch(6, static_cast<size_t>(m * k));
+  // ap: tile t (rows r0..r0+R) stored k-major at ap + r0·k.
+  for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+    const int64_t R = base + (t < extra ? 1 : 0);
+    float* d = ap + r0 * k;
+    for (int64_t i = 0; i < R; ++i) {
+      const float* src = A + (r0 + i) * lda;
+      for (int64_t p = 0; p < k; ++p) d[p * R + i] = src[p];
+    }
+    r0 += R;
+  }
+  const int64_t panels = (n + NR - 1) / NR;
+  const int threads = std::min<int64_t>(std::min(maxThreads(), threadsFor(2.0 * m * n * k, 2.0e5)), panels);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t jp = 0; jp < panels; ++jp) {
+    const int nr = static_cast<int>(std::min<int64_t>(NR, n - jp * NR));
+    const float* b = P + jp * NR * k;
+    for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+      const int64_t R = base + (t < extra ? 1 : 0);
+      const float* pf = t == 0 && jp + 1 < panels ? b + NR * k : nullptr;
+      kPackedKernels[R - 1](k, ap + r0 * k, b, C + r0 * ldc + jp * NR, ldc, nr, accumulate, pf);
+      r0 += R;
+    }
+  }
 }
 
 double rawBlasGflops(int64_t m, int64_t n, int64_t k, int iterations) {

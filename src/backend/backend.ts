@@ -98,6 +98,19 @@ export interface AttentionLayout {
   kPos: Int32Array;
 }
 
+/**
+ * A constant weight W (n, k) repacked once into the layout a backend's gemmPacked reads (the
+ * inference path: weights that do not change between calls). Opaque to callers; `backend` names
+ * the backend that packed it, and only that backend accepts it.
+ */
+export interface PackedWeight {
+  readonly backend: BackendName;
+  /** Rows of W (output features) and columns (input features). */
+  readonly n: number;
+  readonly k: number;
+  readonly data: Float32Array;
+}
+
 /** Shapes and block tables of an attentionPaged call (see Backend.attentionPaged). */
 export interface PagedAttentionLayout {
   numHeads: number;
@@ -142,6 +155,16 @@ export interface Backend {
 
   /** See GemmArgs. a, b, c sized for the batch and strides given. */
   gemm(args: GemmArgs, a: FloatArray, b: FloatArray, c: FloatArray): void;
+
+  /** Repack a constant weight w (n, k), row-major, for gemmPacked. w is copied, not kept. */
+  packWeight(w: Float32Array, n: number, k: number): PackedWeight;
+
+  /**
+   * c (m, n) = a (m, k) · Wᵀ, or c += a · Wᵀ when accumulate; W packed by this backend's
+   * packWeight (ArgumentError otherwise). The same product as gemm with transB, faster for
+   * the few-row calls of decoding because W's layout is done once.
+   */
+  gemmPacked(m: number, a: Float32Array, w: PackedWeight, c: Float32Array, accumulate: boolean): void;
 
   // ---- attention ------------------------------------------------------------------------------
 

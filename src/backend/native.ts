@@ -28,6 +28,7 @@ import type {
   FloatArray,
   GemmArgs,
   GemmProvider,
+  PackedWeight,
   PagedAttentionLayout,
   UnaryOp,
 } from './backend.js';
@@ -55,6 +56,9 @@ interface NativeBinding {
     b: FloatArray,
     c: FloatArray,
   ): void;
+  packedWeightSize(n: number, k: number): number;
+  packWeight(n: number, k: number, w: Float32Array, dst: Float32Array): void;
+  gemmPacked(m: number, n: number, k: number, a: Float32Array, packed: Float32Array, c: Float32Array, accumulate: boolean): void;
   attentionForward(
     numHeads: number,
     numKvHeads: number,
@@ -302,6 +306,19 @@ class NativeBackend implements Backend {
       b,
       c,
     );
+  }
+
+  packWeight(w: Float32Array, n: number, k: number): PackedWeight {
+    if (!Number.isInteger(n) || !Number.isInteger(k) || n < 1 || k < 1) throw new ArgumentError(`packWeight: (n, k) = (${n}, ${k}) must be positive integers`);
+    if (w.length !== n * k) throw new ShapeError(`packWeight: w has ${w.length} elements, (n, k) = (${n}, ${k}) needs ${n * k}`);
+    const data = new Float32Array(this.b.packedWeightSize(n, k));
+    this.b.packWeight(n, k, w, data);
+    return { backend: 'native', n, k, data };
+  }
+
+  gemmPacked(m: number, a: Float32Array, w: PackedWeight, c: Float32Array, accumulate: boolean): void {
+    if (w.backend !== 'native') throw new ArgumentError(`gemmPacked: weight packed by the '${w.backend}' backend; repack it with 'native'`);
+    this.b.gemmPacked(m, w.n, w.k, a, w.data, c, accumulate);
   }
 
   attentionForward(

@@ -16,15 +16,15 @@
  */
 import { ArgumentError } from '../errors.js';
 import { getBackend } from '../backend/index.js';
-import type { PagedAttentionLayout } from '../backend/backend.js';
+import type { Backend, PackedWeight, PagedAttentionLayout } from '../backend/backend.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import type { Model } from '../model/model.js';
 import { capacityAt } from '../model/mor-config.js';
 import { routerForward } from '../model/mor.js';
-import type { LoraParams, RouterParams } from '../model/params.js';
+import { LAYER_MATRICES, type LayerMatrix, type LayerParams, type LoraParams, type RouterParams } from '../model/params.js';
 import { decoderLayer, type AttendFn } from '../nn/layers.js';
 import { Tensor, indexTensor, noGrad } from '../tensor/tensor.js';
-import { embedding, linear, rmsnorm, sigmoid, softmax } from '../tensor/ops.js';
+import { embedding, linearPacked, rmsnorm, sigmoid, softmax } from '../tensor/ops.js';
 import { KVStream, PagedKVPool } from './kv-pool.js';
 
 /** Per-sequence KV streams (one per cached layer position). */
@@ -72,6 +72,7 @@ export class ModelRunner {
   /** Which positions write K/V (false where KV sharing reads recursion 1's stream). */
   private readonly writesKV: Uint8Array;
   private readonly rowSize: number;
+  private packed: { backend: Backend; layers: LayerParams[]; head: PackedWeight } | null = null;
 
   constructor(readonly model: Model, readonly pool: PagedKVPool, readonly options: RunnerOptions = {}) {
     const c = model.config;
@@ -117,11 +118,33 @@ export class ModelRunner {
     return seq.streams.reduce((acc, s) => acc + s.blocks.length, 0) * this.pool.bytesPerBlock;
   }
 
-  private layerParams(l: number): { layer: NonNullable<Model['params']['layers'][number]>; lora: LoraParams | null } {
-    const p = this.model.params;
-    const layer = p.layers[this.model.plan.uniqueOf[l] as number];
+  /**
+   * The weights as the decoding kernels read them: every layer matrix and the tied head packed by
+   * the backend once, on first use. A snapshot: a runner (and so an engine) keeps serving the
+   * weights it packed; build a new one after the model's weights change.
+   */
+  private packedWeights(): { layers: LayerParams[]; head: PackedWeight } {
+    if (this.packed === null || this.packed.backend !== getBackend()) {
+      const be = getBackend();
+      const pack = (t: Tensor): PackedWeight => be.packWeight(t.f32(), t.dim(0), t.dim(1));
+      const layers = this.model.params.layers.map((layer) => ({
+        ...layer,
+        packed: Object.fromEntries(LAYER_MATRICES.map((m) => [m, pack(layer.w[m])])) as Record<LayerMatrix, PackedWeight>,
+      }));
+      this.packed = { backend: be, layers, head: pack(this.model.params.embed) };
+    }
+    return this.packed;
+  }
+
+  private layerParams(l: number): { layer: LayerParams; lora: LoraParams | null } {
+    const layer = this.packedWeights().layers[this.model.plan.uniqueOf[l] as number];
     if (layer === undefined) throw new ArgumentError(`no unique layer at position ${l}`);
-    return { layer, lora: p.lora?.[l] ?? null };
+    return { layer, lora: this.model.params.lora?.[l] ?? null };
+  }
+
+  /** Final norm and tied head: h (n, D) → logits (n, V). */
+  private head(h: Tensor): Tensor {
+    return linearPacked(rmsnorm(h, this.model.params.norm, this.config.rms_norm_eps), this.packedWeights().head);
   }
 
   /**
@@ -262,8 +285,7 @@ export class ModelRunner {
   /** Plain recursive models: exit when the head is already confident (an approximation: no last layer). */
   private earlyExit(rows: TokenState[]): void {
     if (rows.length === 0) return;
-    const p = this.model.params;
-    const probs = softmax(linear(rmsnorm(this.gather(rows), p.norm, this.config.rms_norm_eps), p.embed)).f32();
+    const probs = softmax(this.head(this.gather(rows))).f32();
     const V = this.config.vocab_size;
     rows.forEach((r, i) => {
       let max = 0;
@@ -377,8 +399,7 @@ export class ModelRunner {
       const H = h.f32();
       const sel = new Float32Array(pick.length * d);
       pick.forEach((i, k) => sel.set(H.subarray(i * d, (i + 1) * d), k * d));
-      const p = this.model.params;
-      return linear(rmsnorm(new Tensor(sel, [pick.length, d]), p.norm, this.config.rms_norm_eps), p.embed).f32();
+      return this.head(new Tensor(sel, [pick.length, d])).f32();
     });
   }
 

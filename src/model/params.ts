@@ -4,6 +4,7 @@
  * Names follow Hugging Face Llama so checkpoints look familiar.
  */
 import { ShapeError } from '../errors.js';
+import type { PackedWeight } from '../backend/backend.js';
 import { Tensor, parameter } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
 import { headDim, type ModelConfig } from './config.js';
@@ -123,6 +124,8 @@ export interface LayerParams {
   readonly inputNorm: Tensor;
   readonly postNorm: Tensor;
   readonly w: Readonly<Record<LayerMatrix, Tensor>>;
+  /** Inference only: w packed by the backend (a snapshot taken by the engine); used instead of w. */
+  readonly packed?: Readonly<Record<LayerMatrix, PackedWeight>>;
 }
 
 export type LoraParams = Readonly<Record<LayerMatrix, { readonly A: Tensor; readonly B: Tensor }>>;

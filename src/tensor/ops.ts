@@ -6,7 +6,7 @@
  */
 import { ArgumentError, ShapeError } from '../errors.js';
 import { getBackend } from '../backend/index.js';
-import type { AttentionLayout, UnaryOp } from '../backend/backend.js';
+import type { AttentionLayout, PackedWeight, UnaryOp } from '../backend/backend.js';
 import { Tensor, accumulateGrad, needsGrad, record } from './tensor.js';
 
 const fmt = (s: readonly number[]): string => `[${s.join(', ')}]`;
@@ -101,6 +101,19 @@ export function linear(x: Tensor, w: Tensor): Tensor {
     throw new ShapeError(`linear: x is (N, in) = ${fmt(x.shape)} but w is (out, in) = ${fmt(w.shape)}; in must match`);
   }
   return matmul(x, w, false, true);
+}
+
+/**
+ * linear with a constant weight packed by the backend (Backend.packWeight): the inference path.
+ * Records no gradient, so x must not need one.  x (N, in), w packed from (out, in) → (N, out).
+ */
+export function linearPacked(x: Tensor, w: PackedWeight): Tensor {
+  expectRank(x, 2, 'linearPacked', 'x', '(N, in)');
+  if (x.dim(1) !== w.k) throw new ShapeError(`linearPacked: x is (N, in) = ${fmt(x.shape)} but the weight is (out, in) = (${w.n}, ${w.k}); in must match`);
+  if (needsGrad(x)) throw new ArgumentError('linearPacked: packed weights are for inference; x needs a gradient here (use linear, or run under noGrad)');
+  const out = new Tensor(new Float32Array(x.dim(0) * w.n), [x.dim(0), w.n]);
+  getBackend().gemmPacked(x.dim(0), x.f32('linearPacked x'), w, out.f32(), false);
+  return out;
 }
 
 // ---- elementwise -----------------------------------------------------------------------------

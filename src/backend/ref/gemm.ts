@@ -2,7 +2,8 @@
  * GEMM, written as the definition: every C element is one dot product accumulated in a float64
  * local. Clear rather than fast; the native backend is the fast path.
  */
-import type { FloatArray, GemmArgs } from '../backend.js';
+import { ArgumentError } from '../../errors.js';
+import type { FloatArray, GemmArgs, PackedWeight } from '../backend.js';
 
 /**
  * C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b]  (see GemmArgs).
@@ -39,4 +40,15 @@ export function gemm(args: GemmArgs, a: FloatArray, b: FloatArray, c: FloatArray
       }
     }
   }
+}
+
+/** The reference "packing" is a copy: gemmPacked is gemm with transB over it. */
+export function packWeight(w: Float32Array, n: number, k: number): PackedWeight {
+  if (w.length !== n * k) throw new ArgumentError(`packWeight: w has ${w.length} elements, (n, k) = (${n}, ${k}) needs ${n * k}`);
+  return { backend: 'ref', n, k, data: Float32Array.from(w) };
+}
+
+export function gemmPacked(m: number, a: Float32Array, w: PackedWeight, c: Float32Array, accumulate: boolean): void {
+  if (w.backend !== 'ref') throw new ArgumentError(`gemmPacked: weight packed by the '${w.backend}' backend; repack it with 'ref'`);
+  gemm({ transA: false, transB: true, m, n: w.n, k: w.k, alpha: 1, beta: accumulate ? 1 : 0 }, a, w.data, c);
 }

@@ -10,7 +10,7 @@
 import { ArgumentError } from '../../errors.js';
 import type { Backend, BackendInfo, GemmProvider } from '../backend.js';
 import { attentionBackward, attentionForward, attentionPaged } from './attention.js';
-import { gemm } from './gemm.js';
+import { gemm, gemmPacked, packWeight } from './gemm.js';
 import { gatherRows, rmsnormBackward, rmsnormForward, rope, scatterAddRows, swigluBackward, swigluForward } from './layers.js';
 import { bceWithLogitsBackward, bceWithLogitsForward, crossEntropyBackward, crossEntropyForward } from './losses.js';
 import { add, axpy, fill, mul, rowDot, scale, scaleRows, sum, sumCols, sumRows, sumSquares, unary, unaryBackward } from './pointwise.js';
@@ -34,6 +34,8 @@ export function createRefBackend(): Backend {
       if (n !== 1) throw new ArgumentError(`ref backend: threads = ${n}, expected 1 (ref is single-threaded)`);
     },
     gemm,
+    packWeight,
+    gemmPacked,
     attentionForward,
     attentionBackward,
     attentionPaged,
