@@ -8,6 +8,7 @@
         "native/src/addon.cc",
         "native/src/gemm.cc",
         "native/src/attention.cc",
+        "native/src/decode.cc",
         "native/src/kernels.cc",
         "native/src/util.cc"
       ],

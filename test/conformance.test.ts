@@ -36,6 +36,7 @@ const TOL = {
   attentionForward: 2e-5,
   attentionBackward: 1e-4,
   attentionPaged: 2e-5,
+  decodeLayer: 1e-4, // RoPE's float32 angles (see rope)
   rope: 1e-4,
   rmsnormForward: 1e-5,
   rmsnormBackward: 3e-5,
@@ -370,6 +371,112 @@ for (const pc of pagedCases) {
     const out = dt.from(new Float64Array(q.length).fill(NaN)); // every element must be written
     be.attentionPaged(pc.layout, dt.from(q), dt.from(kPool), dt.from(vPool), out);
     return { out };
+  });
+}
+
+// ---- one fused decoder layer of decoding ---------------------------------------------------------
+// The float64 reference is the layer composed from the primitive reference kernels (the
+// definition in Backend.decodeLayer); float32 runs go through each backend's fused kernel with
+// packed weights. Rows: two prompt rows of sequence A appending at positions 6, 7; one row of B
+// appending at 2; and two rows that store nothing (kvSlots −1, as under KV sharing) reading A and B.
+{
+  const D = 24, I = 40, H = 4, KVH = 2, HD = 6, BS = 4, numBlocks = 8;
+  const qw = H * HD, kvw = KVH * HD;
+  const N = 5;
+  const drng = new Rng(515);
+  const h = randomFloats(drng, N * D);
+  const inputNorm = uniformFloats(drng, D, 0.5, 1.5);
+  const postNorm = uniformFloats(drng, D, 0.5, 1.5);
+  const wq = randomFloats(drng, qw * D, 0.3);
+  const wk = randomFloats(drng, kvw * D, 0.3);
+  const wv = randomFloats(drng, kvw * D, 0.3);
+  const wo = randomFloats(drng, D * qw, 0.3);
+  const wg = randomFloats(drng, I * D, 0.3);
+  const wu = randomFloats(drng, I * D, 0.3);
+  const wd = randomFloats(drng, D * I, 0.3);
+  const kPool0 = randomFloats(drng, numBlocks * BS * kvw);
+  const vPool0 = randomFloats(drng, numBlocks * BS * kvw);
+  // stream A: blocks [3, 0], slots at positions 0..7 (6 and 7 are this call's); B: block [5], 0..2
+  const posPool = new Int32Array(numBlocks * BS).fill(99);
+  [12, 13, 14, 15, 0, 1, 2, 3].forEach((slot, p) => (posPool[slot] = p));
+  [20, 21, 22].forEach((slot, p) => (posPool[slot] = p));
+  const layout: PagedAttentionLayout = {
+    numHeads: H,
+    numKvHeads: KVH,
+    headDim: HD,
+    scale: 1 / Math.sqrt(HD),
+    blockSize: BS,
+    qPos: Int32Array.of(6, 7, 2, 7, 2),
+    posPool,
+    streams: Int32Array.of(0, 8, 0, 8, 2, 3, 0, 8, 2, 3),
+    blockTables: Int32Array.of(3, 0, 5),
+  };
+  const kvSlots = Int32Array.of(2, 3, 22, -1, -1);
+  const eps = 1e-5;
+  const theta = 10000;
+  const cat = (...xs: Float64Array[]): Float64Array => {
+    const out = new Float64Array(xs.reduce((a, x) => a + x.length, 0));
+    let at = 0;
+    for (const x of xs) {
+      out.set(x, at);
+      at += x.length;
+    }
+    return out;
+  };
+  addCase('decodeLayer', `N=${N} D=${D} I=${I} H=${H} KVH=${KVH} HD=${HD}, writes and no-write rows`, (be, dt) => {
+    const kPool = dt.from(kPool0);
+    const vPool = dt.from(vPool0);
+    if (dt.name === 'f32') {
+      const pack = (w: Float64Array, n: number, k: number) => be.packWeight(Float32Array.from(w), n, k);
+      const out = new Float32Array(N * D).fill(NaN);
+      be.decodeLayer(
+        { eps, ropeTheta: theta, attention: layout, kvSlots },
+        Float32Array.from(h),
+        {
+          inputNorm: Float32Array.from(inputNorm),
+          postNorm: Float32Array.from(postNorm),
+          qkv: pack(cat(wq, wk, wv), qw + 2 * kvw, D),
+          o: pack(wo, D, qw),
+          gateUp: pack(cat(wg, wu), 2 * I, D),
+          down: pack(wd, D, I),
+        },
+        kPool as Float32Array,
+        vPool as Float32Array,
+        out,
+      );
+      return { out, kPool, vPool };
+    }
+    // float64: the composition of primitive kernels
+    const lin = (x: FloatArray, w: Float64Array, n: number, k: number, out: FloatArray, beta: number) =>
+      be.gemm({ transA: false, transB: true, m: N, n, k, alpha: 1, beta }, x, dt.from(w), out);
+    const x = dt.zeros(N * D);
+    be.rmsnormForward(dt.from(h), dt.from(inputNorm), eps, x, dt.zeros(N));
+    const q = dt.zeros(N * qw);
+    const k = dt.zeros(N * kvw);
+    const v = dt.zeros(N * kvw);
+    lin(x, wq, qw, D, q, 0);
+    lin(x, wk, kvw, D, k, 0);
+    lin(x, wv, kvw, D, v, 0);
+    be.rope(q, layout.qPos, H, HD, theta, false, q);
+    be.rope(k, layout.qPos, KVH, HD, theta, false, k);
+    kvSlots.forEach((slot, i) => {
+      if (slot < 0) return;
+      kPool.set(k.subarray(i * kvw, (i + 1) * kvw), slot * kvw);
+      vPool.set(v.subarray(i * kvw, (i + 1) * kvw), slot * kvw);
+    });
+    const a = dt.zeros(N * qw);
+    be.attentionPaged(layout, q, kPool, vPool, a);
+    const out = dt.from(h);
+    lin(a, wo, D, qw, out, 1);
+    be.rmsnormForward(dt.from(out), dt.from(postNorm), eps, x, dt.zeros(N));
+    const g = dt.zeros(N * I);
+    const u = dt.zeros(N * I);
+    lin(x, wg, I, D, g, 0);
+    lin(x, wu, I, D, u, 0);
+    const m = dt.zeros(N * I);
+    be.swigluForward(g, u, m);
+    lin(m, wd, D, I, out, 1);
+    return { out, kPool, vPool };
   });
 }
 

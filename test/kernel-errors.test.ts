@@ -46,6 +46,29 @@ describe('native backend: dtype and length checks', () => {
     assert.throws(() => refBackend().gemmPacked(2, f32(8), w, f32(6), false), ArgumentError);
   });
 
+  test('decodeLayer: a kvSlot outside the pool throws ArgumentError, misfit weights ShapeError', { skip }, () => {
+    const D = 4, I = 6, HD = 2;
+    const pack = (n: number, k: number) => be().packWeight(f32(n * k), n, k);
+    const w = { inputNorm: f32(D), postNorm: f32(D), qkv: pack(3 * HD, D), o: pack(D, HD), gateUp: pack(2 * I, D), down: pack(D, I) };
+    const layout: PagedAttentionLayout = {
+      numHeads: 1,
+      numKvHeads: 1,
+      headDim: HD,
+      scale: 1,
+      blockSize: 2,
+      qPos: Int32Array.of(0),
+      posPool: new Int32Array(4),
+      streams: Int32Array.of(0, 1),
+      blockTables: Int32Array.of(0),
+    };
+    const run = (kvSlots: Int32Array, weights = w) =>
+      be().decodeLayer({ eps: 1e-5, ropeTheta: 1e4, attention: layout, kvSlots }, f32(D), weights, f32(4 * HD), f32(4 * HD), f32(D));
+    run(Int32Array.of(0));
+    assert.throws(() => run(Int32Array.of(4)), ArgumentError, 'slot 4 of a 4-slot pool');
+    assert.throws(() => run(Int32Array.of(-2)), ArgumentError, 'slot −2');
+    assert.throws(() => run(Int32Array.of(0), { ...w, o: pack(D, 2 * HD) }), ShapeError, 'o of the wrong width');
+  });
+
   test('too-short buffers throw ShapeError', { skip }, () => {
     const args = { transA: false, transB: false, m: 3, n: 4, k: 5, alpha: 1, beta: 0 };
     assert.throws(() => be().gemm(args, f32(15), f32(20), f32(11)), ShapeError, 'gemm C (3x4) of 11');

@@ -158,8 +158,8 @@ napi_value number(napi_env env, double d) {
 
 template <napi_value (*F)(const Args&)>
 napi_value entry(napi_env env, napi_callback_info cbi, const char* name) {
-  napi_value argv[20];
-  size_t argc = 20;
+  napi_value argv[32];
+  size_t argc = 32;
   napi_get_cb_info(env, cbi, &argc, argv, nullptr, nullptr);
   Args a{env, argv, argc, name};
   try {
@@ -380,6 +380,62 @@ napi_value attnPaged(const Args& a) {
   float* out = a.f32(12, "out", &l);
   a.len("out", l, qn);
   mor::attentionPaged(s, q, k, v, out);
+  return undef(a.env);
+}
+
+// decodeLayer(n, d, inter, numHeads, numKvHeads, headDim, scale, blockSize, eps, ropeTheta,
+//             qPos, posPool, streams, blockTables, kvSlots,
+//             h, inputNorm, postNorm, qkv, o, gateUp, down, kPool, vPool, out)
+napi_value decodeLayer(const Args& a) {
+  mor::DecodeLayerShape s{};
+  mor::PagedShape& p = s.attn;
+  s.n = a.integer(0, "n", 0, INT32_MAX);
+  s.d = a.integer(1, "d", 1, INT32_MAX);
+  s.inter = a.integer(2, "inter", 1, INT32_MAX);
+  p.numHeads = a.integer(3, "numHeads", 1, INT32_MAX);
+  p.numKvHeads = a.integer(4, "numKvHeads", 1, INT32_MAX);
+  p.headDim = a.integer(5, "headDim", 2, INT32_MAX);
+  if (p.headDim % 2 != 0) fail(ErrKind::Argument, "decodeLayer: headDim must be even, got " + std::to_string(p.headDim));
+  p.scale = static_cast<float>(a.num(6, "scale"));
+  p.blockSize = a.integer(7, "blockSize", 1, INT32_MAX);
+  s.eps = static_cast<float>(a.num(8, "eps"));
+  s.ropeTheta = a.num(9, "ropeTheta");
+  if (!(s.ropeTheta > 0)) fail(ErrKind::Argument, "decodeLayer: ropeTheta must be > 0");
+  int64_t l;
+  p.qPos = a.i32(10, "qPos", &p.nq);
+  a.len("qPos", p.nq, static_cast<double>(s.n));
+  p.posPool = a.i32(11, "posPool", &p.numSlots);
+  p.streams = a.i32(12, "streams", &l);
+  a.len("streams", l, 2.0 * static_cast<double>(s.n));
+  p.blockTables = a.i32(13, "blockTables", &p.tableLen);
+  s.kvSlots = a.i32(14, "kvSlots", &l);
+  a.len("kvSlots", l, static_cast<double>(s.n));
+  const int64_t qw = p.numHeads * p.headDim, kvw = p.numKvHeads * p.headDim;
+  const double nd = static_cast<double>(s.n) * s.d;
+  const float* h = a.f32(15, "h", &l);
+  a.len("h", l, nd);
+  mor::DecodeLayerWeights w{};
+  w.inputNorm = a.f32(16, "inputNorm", &l);
+  a.len("inputNorm", l, static_cast<double>(s.d));
+  w.postNorm = a.f32(17, "postNorm", &l);
+  a.len("postNorm", l, static_cast<double>(s.d));
+  auto packed = [&](size_t i, const char* name, int64_t rows, int64_t cols) {
+    const float* ptr = a.f32(i, name, &l);
+    a.len(name, l, static_cast<double>(mor::packedWeightSize(rows, cols)));
+    return ptr;
+  };
+  w.qkv = packed(18, "qkv", qw + 2 * kvw, s.d);
+  w.o = packed(19, "o", s.d, qw);
+  w.gateUp = packed(20, "gateUp", 2 * s.inter, s.d);
+  w.down = packed(21, "down", s.d, s.inter);
+  const double kn = static_cast<double>(p.numSlots) * kvw;
+  float* kPool = a.f32(22, "kPool", &l);
+  a.len("kPool", l, kn);
+  float* vPool = a.f32(23, "vPool", &l);
+  a.len("vPool", l, kn);
+  float* out = a.f32(24, "out", &l);
+  a.len("out", l, nd);
+  mor::decodeLayer(s, h, w, kPool, vPool, out);
   return undef(a.env);
 }
 
@@ -751,6 +807,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   MOR_EXPORT("attentionForward", attnFwd);
   MOR_EXPORT("attentionBackward", attnBwd);
   MOR_EXPORT("attentionPaged", attnPaged);
+  MOR_EXPORT("decodeLayer", decodeLayer);
   MOR_EXPORT("rope", rope);
   MOR_EXPORT("rmsnormForward", rmsnormFwd);
   MOR_EXPORT("rmsnormBackward", rmsnormBwd);

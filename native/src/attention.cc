@@ -1073,8 +1073,8 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
     }
     for (int x = 0; x < n; ++x)
       for (int64_t c = 0; c < lines; ++c) {
-        __builtin_prefetch(kr[x] + c * 16);
-        __builtin_prefetch(vr[x] + c * 16);
+        __builtin_prefetch(kr[x] + c * 16, 0, 0);
+        __builtin_prefetch(vr[x] + c * 16, 0, 0);
       }
     return n;
   };

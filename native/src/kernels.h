@@ -49,6 +49,27 @@ struct PagedShape {
 void attentionPagedValidate(const PagedShape& s);
 void attentionPaged(const PagedShape& s, const float* q, const float* kPool, const float* vPool, float* out);
 
+// ---- one decoder layer for decoding (decode.cc) ---------------------------------------------------
+struct DecodeLayerShape {
+  int64_t n, d, inter;  // rows N, hidden D, MLP width I
+  float eps;
+  double ropeTheta;
+  PagedShape attn;         // heads, pool and streams; attn.qPos holds the rows' positions (nq = n)
+  const int32_t* kvSlots;  // (N) pool slot for each row's k, v, or −1: the row stores none
+};
+/** Packed weights (sgemmPacked layout) and norm scales of one layer. */
+struct DecodeLayerWeights {
+  const float* inputNorm;  // (D)
+  const float* postNorm;   // (D)
+  const float* qkv;        // packed (H·HD + 2·KVH·HD, D)
+  const float* o;          // packed (D, H·HD)
+  const float* gateUp;     // packed (2I, D)
+  const float* down;       // packed (D, I)
+};
+/** out (N, D) = the layer applied to h (N, D); writes k, v rows into the pools. Throws KernelError. */
+void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWeights& w, float* kPool, float* vPool,
+                 float* out);
+
 // ---- layers ------------------------------------------------------------------------------------
 void rope(const float* x, const int32_t* pos, int64_t n, int64_t nHeads, int64_t headDim, double theta, bool inverse,
           float* out);

@@ -24,7 +24,7 @@ float* Scratch::get(size_t n) {
 }
 
 namespace {
-constexpr int kSlots = 24;
+constexpr int kSlots = 32;
 thread_local Scratch t_scratch[kSlots];
 }  // namespace
 

@@ -111,6 +111,31 @@ export interface PackedWeight {
   readonly data: Float32Array;
 }
 
+/** The weights of one decoder layer as decodeLayer reads them. */
+export interface PackedLayer {
+  /** (D) RMSNorm scales before attention and before the MLP. */
+  readonly inputNorm: Float32Array;
+  readonly postNorm: Float32Array;
+  /** (H·HD + 2·KVH·HD, D): Wq, Wk, Wv stacked by rows, packed. */
+  readonly qkv: PackedWeight;
+  /** (D, H·HD) */
+  readonly o: PackedWeight;
+  /** (2I, D): Wgate, Wup stacked by rows, packed. */
+  readonly gateUp: PackedWeight;
+  /** (D, I) */
+  readonly down: PackedWeight;
+}
+
+/** The non-weight inputs of a decodeLayer call. */
+export interface DecodeLayerArgs {
+  eps: number;
+  ropeTheta: number;
+  /** Heads, pool and streams; attention.qPos holds the rows' positions (also RoPE's). */
+  attention: PagedAttentionLayout;
+  /** (N) pool slot that receives each row's rotated k and its v before attention; −1: none. */
+  kvSlots: Int32Array;
+}
+
 /** Shapes and block tables of an attentionPaged call (see Backend.attentionPaged). */
 export interface PagedAttentionLayout {
   numHeads: number;
@@ -165,6 +190,17 @@ export interface Backend {
    * the few-row calls of decoding because W's layout is done once.
    */
   gemmPacked(m: number, a: Float32Array, w: PackedWeight, c: Float32Array, accumulate: boolean): void;
+
+  /**
+   * One pre-norm Llama decoder layer over N token rows of decoding, fused (MOR_SPEC §7 step
+   * functions). The same arithmetic as nn/decoderLayer with paged attention:
+   *   x = rmsnorm(h)·inputNorm;  q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ;  q, k = rope(q), rope(k) at qPos
+   *   k, v of row i → kPool, vPool at kvSlots[i] (skipped when −1)
+   *   out = h + attentionPaged(q)·Woᵀ;  x = rmsnorm(out)·postNorm
+   *   out = out + (silu(x·Wgateᵀ) ⊙ x·Wupᵀ)·Wdownᵀ
+   *   h (N, D), out (N, D), kPool/vPool (numSlots, KVH·HD). Weights packed by this backend.
+   */
+  decodeLayer(args: DecodeLayerArgs, h: Float32Array, w: PackedLayer, kPool: Float32Array, vPool: Float32Array, out: Float32Array): void;
 
   // ---- attention ------------------------------------------------------------------------------
 

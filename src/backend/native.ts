@@ -27,7 +27,9 @@ import type {
   BackendInfo,
   FloatArray,
   GemmArgs,
+  DecodeLayerArgs,
   GemmProvider,
+  PackedLayer,
   PackedWeight,
   PagedAttentionLayout,
   UnaryOp,
@@ -57,6 +59,33 @@ interface NativeBinding {
     c: FloatArray,
   ): void;
   packedWeightSize(n: number, k: number): number;
+  decodeLayer(
+    n: number,
+    d: number,
+    inter: number,
+    numHeads: number,
+    numKvHeads: number,
+    headDim: number,
+    scale: number,
+    blockSize: number,
+    eps: number,
+    ropeTheta: number,
+    qPos: Int32Array,
+    posPool: Int32Array,
+    streams: Int32Array,
+    blockTables: Int32Array,
+    kvSlots: Int32Array,
+    h: Float32Array,
+    inputNorm: Float32Array,
+    postNorm: Float32Array,
+    qkv: Float32Array,
+    o: Float32Array,
+    gateUp: Float32Array,
+    down: Float32Array,
+    kPool: Float32Array,
+    vPool: Float32Array,
+    out: Float32Array,
+  ): void;
   packWeight(n: number, k: number, w: Float32Array, dst: Float32Array): void;
   gemmPacked(m: number, n: number, k: number, a: Float32Array, packed: Float32Array, c: Float32Array, accumulate: boolean): void;
   attentionForward(
@@ -319,6 +348,45 @@ class NativeBackend implements Backend {
   gemmPacked(m: number, a: Float32Array, w: PackedWeight, c: Float32Array, accumulate: boolean): void {
     if (w.backend !== 'native') throw new ArgumentError(`gemmPacked: weight packed by the '${w.backend}' backend; repack it with 'native'`);
     this.b.gemmPacked(m, w.n, w.k, a, w.data, c, accumulate);
+  }
+
+  decodeLayer(args: DecodeLayerArgs, h: Float32Array, w: PackedLayer, kPool: Float32Array, vPool: Float32Array, out: Float32Array): void {
+    const l = args.attention;
+    for (const p of [w.qkv, w.o, w.gateUp, w.down]) {
+      if (p.backend !== 'native') throw new ArgumentError(`decodeLayer: weight packed by the '${p.backend}' backend; repack it with 'native'`);
+    }
+    const d = w.inputNorm.length;
+    if (w.qkv.k !== d || w.o.n !== d || w.gateUp.k !== d || w.down.n !== d || w.gateUp.n !== 2 * w.down.k || w.qkv.n !== (l.numHeads + 2 * l.numKvHeads) * l.headDim || w.o.k !== l.numHeads * l.headDim) {
+      throw new ShapeError(`decodeLayer: packed weights qkv (${w.qkv.n}, ${w.qkv.k}), o (${w.o.n}, ${w.o.k}), gateUp (${w.gateUp.n}, ${w.gateUp.k}), down (${w.down.n}, ${w.down.k}) do not fit D = ${d} and the attention heads`);
+    }
+    if (h.length % d !== 0) throw new ShapeError(`decodeLayer: h has ${h.length} elements, not a multiple of D = ${d}`);
+    this.b.decodeLayer(
+      h.length / d,
+      d,
+      w.down.k,
+      l.numHeads,
+      l.numKvHeads,
+      l.headDim,
+      l.scale,
+      l.blockSize,
+      args.eps,
+      args.ropeTheta,
+      l.qPos,
+      l.posPool,
+      l.streams,
+      l.blockTables,
+      args.kvSlots,
+      h,
+      w.inputNorm,
+      w.postNorm,
+      w.qkv.data,
+      w.o.data,
+      w.gateUp.data,
+      w.down.data,
+      kPool,
+      vPool,
+      out,
+    );
   }
 
   attentionForward(

@@ -16,12 +16,12 @@
  */
 import { ArgumentError } from '../errors.js';
 import { getBackend } from '../backend/index.js';
-import type { Backend, PackedWeight, PagedAttentionLayout } from '../backend/backend.js';
+import type { Backend, PackedLayer, PackedWeight, PagedAttentionLayout } from '../backend/backend.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import type { Model } from '../model/model.js';
 import { capacityAt } from '../model/mor-config.js';
 import { routerForward } from '../model/mor.js';
-import { LAYER_MATRICES, type LayerMatrix, type LayerParams, type LoraParams, type RouterParams } from '../model/params.js';
+import type { RouterParams } from '../model/params.js';
 import { decoderLayer, type AttendFn } from '../nn/layers.js';
 import { Tensor, indexTensor, noGrad } from '../tensor/tensor.js';
 import { embedding, linearPacked, rmsnorm, sigmoid, softmax } from '../tensor/ops.js';
@@ -72,7 +72,7 @@ export class ModelRunner {
   /** Which positions write K/V (false where KV sharing reads recursion 1's stream). */
   private readonly writesKV: Uint8Array;
   private readonly rowSize: number;
-  private packed: { backend: Backend; layers: LayerParams[]; head: PackedWeight } | null = null;
+  private packed: { backend: Backend; layers: PackedLayer[]; head: PackedWeight } | null = null;
 
   constructor(readonly model: Model, readonly pool: PagedKVPool, readonly options: RunnerOptions = {}) {
     const c = model.config;
@@ -119,27 +119,36 @@ export class ModelRunner {
   }
 
   /**
-   * The weights as the decoding kernels read them: every layer matrix and the tied head packed by
-   * the backend once, on first use. A snapshot: a runner (and so an engine) keeps serving the
-   * weights it packed; build a new one after the model's weights change.
+   * The weights as the decoding kernels read them: every unique layer's matrices (q/k/v and
+   * gate/up stacked) and the tied head, packed by the backend once, on first use. A snapshot: a
+   * runner (and so an engine) keeps serving the weights it packed; build a new one after the
+   * model's weights change.
    */
-  private packedWeights(): { layers: LayerParams[]; head: PackedWeight } {
-    if (this.packed === null || this.packed.backend !== getBackend()) {
-      const be = getBackend();
-      const pack = (t: Tensor): PackedWeight => be.packWeight(t.f32(), t.dim(0), t.dim(1));
-      const layers = this.model.params.layers.map((layer) => ({
-        ...layer,
-        packed: Object.fromEntries(LAYER_MATRICES.map((m) => [m, pack(layer.w[m])])) as Record<LayerMatrix, PackedWeight>,
+  private packedWeights(): { layers: PackedLayer[]; head: PackedWeight } {
+    const be = getBackend();
+    if (this.packed === null || this.packed.backend !== be) {
+      const pack = (...ts: Tensor[]): PackedWeight => {
+        const k = (ts[0] as Tensor).dim(1);
+        const n = ts.reduce((acc, t) => acc + t.dim(0), 0);
+        const w = new Float32Array(n * k); //  (Σ out, in): the matrices stacked by rows
+        let at = 0;
+        for (const t of ts) {
+          w.set(t.f32(), at);
+          at += t.size;
+        }
+        return be.packWeight(w, n, k);
+      };
+      const layers = this.model.params.layers.map((p) => ({
+        inputNorm: p.inputNorm.f32(),
+        postNorm: p.postNorm.f32(),
+        qkv: pack(p.w.q_proj, p.w.k_proj, p.w.v_proj),
+        o: pack(p.w.o_proj),
+        gateUp: pack(p.w.gate_proj, p.w.up_proj),
+        down: pack(p.w.down_proj),
       }));
       this.packed = { backend: be, layers, head: pack(this.model.params.embed) };
     }
     return this.packed;
-  }
-
-  private layerParams(l: number): { layer: LayerParams; lora: LoraParams | null } {
-    const layer = this.packedWeights().layers[this.model.plan.uniqueOf[l] as number];
-    if (layer === undefined) throw new ArgumentError(`no unique layer at position ${l}`);
-    return { layer, lora: this.model.params.lora?.[l] ?? null };
   }
 
   /** Final norm and tied head: h (n, D) → logits (n, V). */
@@ -148,55 +157,48 @@ export class ModelRunner {
   }
 
   /**
-   * AttendFn for one layer call: append each row's K/V to its stream at this layer position
-   * (when the position stores K/V), then paged attention of every row over its stream.
+   * KV slots and attention layout of one layer call: each row appends a slot to its stream at its
+   * layer position when that position stores K/V (kvSlots[i] = the slot, else −1), then every
+   * row attends over its whole stream. Prompt rows of one sequence share one block table.
    */
-  private attendFor(rows: readonly TokenState[], positionOf: (i: number) => number, qPos: Int32Array): AttendFn {
-    return (q: Tensor, k: Tensor, v: Tensor) => {
-      const n = rows.length;
-      const K = k.size > 0 ? k.f32() : null;
-      const V = v.size > 0 ? v.f32() : null;
-      const streams: KVStream[] = [];
-      for (let i = 0; i < n; i++) {
-        const l = positionOf(i);
-        const stream = (rows[i] as TokenState).seq.streams[this.streamOfPosition[l] as number] as KVStream;
-        streams.push(stream);
-        if (this.writesKV[l] === 1 && K && V) {
-          const slot = this.pool.appendSlot(stream, (rows[i] as TokenState).pos);
-          this.pool.writeSlot(slot, K, i * this.rowSize, V, i * this.rowSize);
-        }
+  private pagedLayout(rows: readonly TokenState[], positionOf: (i: number) => number, qPos: Int32Array): { layout: PagedAttentionLayout; kvSlots: Int32Array } {
+    const n = rows.length;
+    const kvSlots = new Int32Array(n).fill(-1);
+    const streams: KVStream[] = [];
+    for (let i = 0; i < n; i++) {
+      const l = positionOf(i);
+      const row = rows[i] as TokenState;
+      const stream = row.seq.streams[this.streamOfPosition[l] as number] as KVStream;
+      streams.push(stream);
+      if (this.writesKV[l] === 1) kvSlots[i] = this.pool.appendSlot(stream, row.pos);
+    }
+    const offsets = new Map<KVStream, number>();
+    const tables: number[] = [];
+    const streamDesc = new Int32Array(2 * n);
+    streams.forEach((s, i) => {
+      let off = offsets.get(s);
+      if (off === undefined) {
+        off = tables.length;
+        offsets.set(s, off);
+        for (const b of s.blocks) tables.push(b);
       }
-      // one block table per distinct stream (prompt rows of one sequence share theirs)
-      const offsets = new Map<KVStream, number>();
-      const tables: number[] = [];
-      const streamDesc = new Int32Array(2 * n);
-      streams.forEach((s, i) => {
-        let off = offsets.get(s);
-        if (off === undefined) {
-          off = tables.length;
-          offsets.set(s, off);
-          for (const b of s.blocks) tables.push(b);
-        }
-        streamDesc[2 * i] = off;
-        streamDesc[2 * i + 1] = s.length;
-      });
-      const c = this.config;
-      const hd = headDim(c);
-      const layout: PagedAttentionLayout = {
-        numHeads: c.num_attention_heads,
-        numKvHeads: c.num_key_value_heads,
-        headDim: hd,
-        scale: 1 / Math.sqrt(hd),
-        blockSize: this.pool.blockSize,
-        qPos,
-        posPool: this.pool.posPool,
-        streams: streamDesc,
-        blockTables: Int32Array.from(tables),
-      };
-      const out = new Float32Array(q.size);
-      getBackend().attentionPaged(layout, q.f32(), this.pool.kPool, this.pool.vPool, out);
-      return new Tensor(out, q.shape);
+      streamDesc[2 * i] = off;
+      streamDesc[2 * i + 1] = s.length;
+    });
+    const c = this.config;
+    const hd = headDim(c);
+    const layout: PagedAttentionLayout = {
+      numHeads: c.num_attention_heads,
+      numKvHeads: c.num_key_value_heads,
+      headDim: hd,
+      scale: 1 / Math.sqrt(hd),
+      blockSize: this.pool.blockSize,
+      qPos,
+      posPool: this.pool.posPool,
+      streams: streamDesc,
+      blockTables: Int32Array.from(tables),
     };
+    return { layout, kvSlots };
   }
 
   /**
@@ -227,12 +229,37 @@ export class ModelRunner {
     return new Tensor(out, h.shape);
   }
 
-  /** One decoder layer over rows that share the weights of position `l` (their own streams per positionOf). */
+  /**
+   * One decoder layer over rows that share the weights of position `l` (their own streams per
+   * positionOf): the fused decodeLayer kernel, or, for a relaxed (LoRA) position, the nn/ layer
+   * with an AttendFn over the paged cache.
+   */
   private runRows(rows: readonly TokenState[], h: Tensor, positionOf: (i: number) => number, l: number): Tensor {
+    const c = this.config;
     const qPos = Int32Array.from(rows, (r) => r.pos);
-    const { layer, lora } = this.layerParams(l);
+    const { layout, kvSlots } = this.pagedLayout(rows, positionOf, qPos);
+    const lora = this.model.params.lora?.[l] ?? null;
+    const be = getBackend();
+    if (lora === null) {
+      const out = new Float32Array(h.size);
+      const packed = this.packedWeights().layers[this.model.plan.uniqueOf[l] as number] as PackedLayer;
+      be.decodeLayer({ eps: c.rms_norm_eps, ropeTheta: c.rope_theta, attention: layout, kvSlots }, h.f32(), packed, this.pool.kPool, this.pool.vPool, out);
+      return new Tensor(out, h.shape);
+    }
+    const layer = this.model.params.layers[this.model.plan.uniqueOf[l] as number];
+    if (layer === undefined) throw new ArgumentError(`no unique layer at position ${l}`);
+    const attend: AttendFn = (q, k, v) => {
+      const K = k.f32();
+      const V = v.f32();
+      kvSlots.forEach((slot, i) => {
+        if (slot >= 0) this.pool.writeSlot(slot, K, i * this.rowSize, V, i * this.rowSize);
+      });
+      const out = new Float32Array(q.size);
+      be.attentionPaged(layout, q.f32(), this.pool.kPool, this.pool.vPool, out);
+      return new Tensor(out, q.shape);
+    };
     // Under KV sharing, rows of deeper recursions still compute k/v (cheap) but do not store them.
-    return decoderLayer(this.config, h, layer, lora, indexTensor(qPos), this.attendFor(rows, positionOf, qPos));
+    return decoderLayer(c, h, layer, lora, indexTensor(qPos), attend);
   }
 
   private gather(rows: readonly TokenState[]): Tensor {

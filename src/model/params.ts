@@ -4,7 +4,6 @@
  * Names follow Hugging Face Llama so checkpoints look familiar.
  */
 import { ShapeError } from '../errors.js';
-import type { PackedWeight } from '../backend/backend.js';
 import { Tensor, parameter } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
 import { headDim, type ModelConfig } from './config.js';
@@ -124,8 +123,6 @@ export interface LayerParams {
   readonly inputNorm: Tensor;
   readonly postNorm: Tensor;
   readonly w: Readonly<Record<LayerMatrix, Tensor>>;
-  /** Inference only: w packed by the backend (a snapshot taken by the engine); used instead of w. */
-  readonly packed?: Readonly<Record<LayerMatrix, PackedWeight>>;
 }
 
 export type LoraParams = Readonly<Record<LayerMatrix, { readonly A: Tensor; readonly B: Tensor }>>;

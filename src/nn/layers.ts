@@ -2,11 +2,11 @@
  * Stateless layer functions over tensors, shared by the training forward and the inference
  * engine. Row layout: a batch of sequences is flattened to N token rows (N, D).
  */
-import type { AttentionLayout, PackedWeight } from '../backend/backend.js';
+import type { AttentionLayout } from '../backend/backend.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import type { LayerMatrix, LayerParams, LoraParams } from '../model/params.js';
 import { Tensor } from '../tensor/tensor.js';
-import { add, attention, linear, linearPacked, reshape, rmsnorm, rope, swiglu } from '../tensor/ops.js';
+import { add, attention, linear, reshape, rmsnorm, rope, swiglu } from '../tensor/ops.js';
 
 /**
  * Attention layout for S independent causal sequences laid end to end: segment s covers rows
@@ -42,12 +42,9 @@ export function rowPositions(batch: number, seqLen: number): Int32Array {
   return pos;
 }
 
-/**
- * x · Wᵀ, plus the relaxation B·A·x when a LoRA pair is given:  x (N, in) → (N, out).
- * W is a parameter, or its packed inference copy (no gradient).
- */
-export function loraLinear(x: Tensor, w: Tensor | PackedWeight, lora: { A: Tensor; B: Tensor } | undefined): Tensor {
-  const y = w instanceof Tensor ? linear(x, w) : linearPacked(x, w);
+/** x · Wᵀ, plus the relaxation B·A·x when a LoRA pair is given:  x (N, in) → (N, out). */
+export function loraLinear(x: Tensor, w: Tensor, lora: { A: Tensor; B: Tensor } | undefined): Tensor {
+  const y = linear(x, w);
   if (lora === undefined || lora.A.dim(0) === 0) return y;
   return add(y, linear(linear(x, lora.A), lora.B));
 }
@@ -87,7 +84,7 @@ export function decoderLayer(
   const hd = headDim(c);
   const H = c.num_attention_heads;
   const KVH = c.num_key_value_heads;
-  const lin = (x: Tensor, m: LayerMatrix): Tensor => loraLinear(x, p.packed?.[m] ?? p.w[m], lora?.[m]);
+  const lin = (x: Tensor, m: LayerMatrix): Tensor => loraLinear(x, p.w[m], lora?.[m]);
 
   const x = rmsnorm(h, p.inputNorm, c.rms_norm_eps); //                        (N, D)
   const q = rope(reshape(lin(x, 'q_proj'), [n, H, hd]), pos, c.rope_theta); //  (N, H, HD)

@@ -10,6 +10,7 @@
 import { ArgumentError } from '../../errors.js';
 import type { Backend, BackendInfo, GemmProvider } from '../backend.js';
 import { attentionBackward, attentionForward, attentionPaged } from './attention.js';
+import { decodeLayer } from './decode.js';
 import { gemm, gemmPacked, packWeight } from './gemm.js';
 import { gatherRows, rmsnormBackward, rmsnormForward, rope, scatterAddRows, swigluBackward, swigluForward } from './layers.js';
 import { bceWithLogitsBackward, bceWithLogitsForward, crossEntropyBackward, crossEntropyForward } from './losses.js';
@@ -36,6 +37,7 @@ export function createRefBackend(): Backend {
     gemm,
     packWeight,
     gemmPacked,
+    decodeLayer,
     attentionForward,
     attentionBackward,
     attentionPaged,
