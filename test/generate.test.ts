@@ -6,7 +6,7 @@ import { preset } from '../src/model/presets.js';
 import { createModel } from '../src/model/model.js';
 import { generate, generateText, type TextCodec } from '../src/infer/generate.js';
 import { Engine } from '../src/infer/engine.js';
-import { sampleToken } from '../src/infer/sampler.js';
+import { bestIds, sampleToken } from '../src/infer/sampler.js';
 import { Rng } from '../src/util/rng.js';
 import { ArgumentError } from '../src/errors.js';
 
@@ -101,5 +101,50 @@ describe('sampler', () => {
     const b = Array.from({ length: 20 }, (_, i) => sampleToken(logits, { temperature: 1.5 }, new Rng(i)));
     assert.deepEqual(a, b);
     assert.equal(sampleToken(logits, { temperature: 0, repetitionPenalty: 2 }, rng, [1]), 2);
+  });
+
+  // The candidate cuts sort only the best few ids; they must pick exactly what sorting the whole
+  // vocabulary picks. Reference: the definition (full sort by logit, ties by id; top-k; nucleus).
+  function reference(x: Float32Array, o: { temperature: number; topK?: number; topP?: number }, rng: Rng): number {
+    let order = Array.from({ length: x.length }, (_, i) => i).sort((a, b) => (x[b] as number) - (x[a] as number) || a - b);
+    if (o.topK) order = order.slice(0, o.topK);
+    const probs = order.map((id) => Math.exp(((x[id] as number) - (x[order[0] as number] as number)) / o.temperature));
+    let total = probs.reduce((a, b) => a + b, 0);
+    if ((o.topP ?? 1) < 1) {
+      let acc = 0;
+      let keep = 0;
+      while (keep < probs.length) {
+        acc += (probs[keep] as number) / total;
+        keep++;
+        if (acc >= (o.topP as number)) break;
+      }
+      order = order.slice(0, keep);
+      probs.length = keep;
+      total = probs.reduce((a, b) => a + b, 0);
+    }
+    let r = rng.next() * total;
+    for (let i = 0; i < probs.length; i++) {
+      r -= probs[i] as number;
+      if (r < 0) return order[i] as number;
+    }
+    return order[order.length - 1] as number;
+  }
+
+  test('top-k and top-p over a large vocabulary pick what a full sort picks (ties included)', () => {
+    const rng = new Rng(9);
+    for (let trial = 0; trial < 60; trial++) {
+      const V = 300 + trial * 37;
+      // rounded logits make ties; a few large ones make small nuclei, flat ones large
+      const spread = trial % 3 === 0 ? 0.2 : 4;
+      const x = Float32Array.from({ length: V }, () => Math.round(rng.next() * spread * 8) / 8);
+      const k = 1 + (trial % 50);
+      const full = Array.from({ length: V }, (_, i) => i).sort((a, b) => (x[b] as number) - (x[a] as number) || a - b);
+      assert.deepEqual(Array.from(bestIds(x, k)), full.slice(0, k));
+      for (const o of [{ temperature: 0.7, topK: k }, { temperature: 1, topP: 0.9 }, { temperature: 1.3, topK: 3 * k, topP: 0.6 }, { temperature: 1, topP: 0.999 }]) {
+        for (let seed = 0; seed < 3; seed++) {
+          assert.equal(sampleToken(x, o, new Rng(seed + 100 * trial)), reference(x, o, new Rng(seed + 100 * trial)), `trial ${trial} ${JSON.stringify(o)}`);
+        }
+      }
+    }
   });
 });

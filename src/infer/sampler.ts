@@ -37,6 +37,61 @@ function argmax(x: ArrayLike<number>): number {
   return best;
 }
 
+function maxOf(x: Float32Array): number {
+  let m = -Infinity;
+  for (let i = 0; i < x.length; i++) if ((x[i] as number) > m) m = x[i] as number;
+  return m;
+}
+
+/** a ranks before b: higher logit, then lower id. */
+function before(x: Float32Array, a: number, b: number): boolean {
+  const va = x[a] as number;
+  const vb = x[b] as number;
+  return va > vb || (va === vb && a < b);
+}
+
+/**
+ * The k best ids of x in rank order (higher logit first, ties by lower id), through a size-k
+ * heap whose root is the worst kept id: O(V log k), and most ids fail the first comparison.
+ */
+export function bestIds(x: Float32Array, k: number): Int32Array {
+  const heap = new Int32Array(k);
+  let size = 0;
+  const siftDown = (i: number): void => {
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let w = i;
+      if (l < size && before(x, heap[w] as number, heap[l] as number)) w = l;
+      if (r < size && before(x, heap[w] as number, heap[r] as number)) w = r;
+      if (w === i) return;
+      const t = heap[i] as number;
+      heap[i] = heap[w] as number;
+      heap[w] = t;
+      i = w;
+    }
+  };
+  for (let id = 0; id < x.length; id++) {
+    if (size < k) {
+      // sift up: the worst id rises to the root
+      let i = size++;
+      heap[i] = id;
+      while (i > 0) {
+        const parent = (i - 1) >> 1;
+        if (!before(x, heap[parent] as number, heap[i] as number)) break;
+        const t = heap[i] as number;
+        heap[i] = heap[parent] as number;
+        heap[parent] = t;
+        i = parent;
+      }
+    } else if (before(x, id, heap[0] as number)) {
+      heap[0] = id;
+      siftDown(0);
+    }
+  }
+  return heap.sort((a, b) => (before(x, a, b) ? -1 : before(x, b, a) ? 1 : 0));
+}
+
 /**
  * Choose the next token. `logits` (V) is not modified; `context` are the ids so far (for the
  * repetition penalty).
@@ -54,14 +109,49 @@ export function sampleToken(logits: Float32Array, o: SamplingOptions, rng: Rng, 
     }
   }
   if (temperature === 0) return argmax(x);
-  // Candidates sorted by logit, cut to top-k.
   const V = x.length;
-  let order = Array.from({ length: V }, (_, i) => i).sort((a, b) => (x[b] as number) - (x[a] as number) || a - b);
-  if (topK > 0 && topK < V) order = order.slice(0, topK);
+  if ((topK === 0 || topK >= V) && topP >= 1) {
+    // no cut: draw straight from softmax(x / temperature), ids in natural order
+    const m = maxOf(x);
+    const w = new Float64Array(V);
+    let total = 0;
+    for (let i = 0; i < V; i++) total += w[i] = Math.exp(((x[i] as number) - m) / temperature);
+    let r = rng.next() * total;
+    for (let i = 0; i < V; i++) {
+      r -= w[i] as number;
+      if (r < 0) return i;
+    }
+    return V - 1;
+  }
+  // Candidates in order of logit (ties: lower id first), cut to top-k, then to the nucleus.
+  // Only the candidates that can matter are ever sorted: the k best for top-k; for top-p a
+  // growing best-k set until it holds the nucleus; with neither cut, no order at all.
+  let order = bestIds(x, topK > 0 && topK < V ? topK : Math.min(V, 64));
   const maxLogit = x[order[0] as number] as number;
-  const probs = order.map((id) => Math.exp(((x[id] as number) - maxLogit) / temperature));
+  const weight = (id: number): number => Math.exp(((x[id] as number) - maxLogit) / temperature);
+  let probs = Array.from(order, weight);
   let total = probs.reduce((a, b) => a + b, 0);
   if (topP < 1) {
+    if (topK === 0 || topK >= V) {
+      // grow the candidate set until it holds the nucleus (probabilities over the whole vocabulary)
+      let all = 0;
+      for (let i = 0; i < V; i++) all += weight(i);
+      for (;;) {
+        let acc = 0;
+        let inside = false;
+        for (const p of probs) {
+          acc += p / all;
+          if (acc >= topP) {
+            inside = true;
+            break;
+          }
+        }
+        if (inside || order.length === V) break;
+        order = bestIds(x, Math.min(V, order.length * 4));
+        probs = Array.from(order, weight);
+      }
+      total = all;
+    }
     let acc = 0;
     let keep = 0;
     while (keep < probs.length) {
@@ -69,7 +159,7 @@ export function sampleToken(logits: Float32Array, o: SamplingOptions, rng: Rng, 
       keep++;
       if (acc >= topP) break;
     }
-    order = order.slice(0, keep);
+    order = order.subarray(0, keep);
     probs.length = keep;
     total = probs.reduce((a, b) => a + b, 0);
   }
