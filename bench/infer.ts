@@ -20,12 +20,13 @@ import { Engine, type BatchingMode } from '../src/infer/engine.js';
 import { ModelRunner } from '../src/infer/runner.js';
 import { PagedKVPool } from '../src/infer/kv-pool.js';
 import { headDim } from '../src/model/config.js';
+import { linearParamsPerLayer } from '../src/model/flops.js';
 import { Rng } from '../src/util/rng.js';
 import { getBackend } from '../src/backend/index.js';
 
 const QUICK = process.env['MOR_BENCH_QUICK'] === '1';
 const REQUESTS = QUICK ? 40 : 200;
-const MEAN_GEN = 64;
+const MEAN_GEN = 128;
 const FIXED_BATCH = 32;
 
 function emit(obj: Record<string, unknown>): void {
@@ -88,6 +89,21 @@ function calibrateThreshold(model: Model): { threshold: number; targetDepth: num
   return { threshold: (lo + hi) / 2, targetDepth: target };
 }
 
+/**
+ * Linear-map FLOPs a generated token costs at a mean depth: the layers outside the shared block,
+ * the block once per recursion, and the head (attention and routers are small beside them).
+ */
+function linearFlopsPerToken(model: Model, meanDepth: number): number {
+  const c = model.config;
+  const perLayer = 2 * linearParamsPerLayer(c);
+  const head = 2 * c.vocab_size * c.hidden_size;
+  if (c.recursion === null) return c.num_hidden_layers * perLayer + head;
+  const nr = c.recursion.num_recursions;
+  const block = model.plan.blockSize;
+  const outside = c.num_hidden_layers - nr * block;
+  return (outside + block * meanDepth) * perLayer + head;
+}
+
 async function runConfig(name: string, model: Model, threshold: number, batching: BatchingMode, maxBatch: number, w: Workload) {
   const engine = new Engine(model, { maxBatch, batching });
   const t0 = performance.now();
@@ -114,6 +130,7 @@ async function runConfig(name: string, model: Model, threshold: number, batching
     latency_ms_p99: Math.round(percentile(results.map((r) => r.totalMs), 99)),
     kv_bytes: peakKv,
     mean_depth: Math.round(meanDepth * 100) / 100,
+    linear_mflops_per_token: Math.round(linearFlopsPerToken(model, meanDepth) / 1e4) / 100,
     threshold: Math.round(threshold * 1e4) / 1e4,
     engine_steps: engine.stepsRun,
   };
@@ -151,18 +168,27 @@ async function main(): Promise<void> {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : ['small', 'small-rec3', 'small-mor2', 'small-mor3', 'small-mor4'];
   let vanillaPerSeqKv = 0;
   let vanillaRate = 0;
+  let vanillaFlops = 0;
+  // vs_small: measured tokens/s ratio; flop_bound: the ratio if tokens/s were set by linear FLOPs alone
+  const ratio = (rec: { tokens_per_s: number; linear_mflops_per_token: number }) => ({
+    vs_small: Math.round((rec.tokens_per_s / vanillaRate) * 100) / 100,
+    flop_bound: Math.round((vanillaFlops / rec.linear_mflops_per_token) * 100) / 100,
+  });
   for (const name of names) {
     const model = createModel(preset(name), 1);
     const { threshold } = calibrateThreshold(model);
     const w = workload(model.config.vocab_size, 11);
     const modes: BatchingMode[] = model.config.recursion === null ? ['sequence'] : ['depth', 'sequence'];
+    const fixedRate = new Map<BatchingMode, number>();
     for (const batching of modes) {
       const rec = await runConfig(name, model, threshold, batching, FIXED_BATCH, w);
+      fixedRate.set(batching, rec.tokens_per_s);
       if (name === 'small') {
         vanillaPerSeqKv = rec.kv_bytes / FIXED_BATCH;
         vanillaRate = rec.tokens_per_s;
+        vanillaFlops = rec.linear_mflops_per_token;
       } else if (vanillaRate > 0) {
-        emit({ bench: 'infer_ratio', model: name, batching, max_batch: FIXED_BATCH, vs_small: Math.round((rec.tokens_per_s / vanillaRate) * 100) / 100 });
+        emit({ bench: 'infer_ratio', model: name, batching, max_batch: FIXED_BATCH, ...ratio(rec) });
       }
       if (batching === modes[0] && name !== 'small' && vanillaPerSeqKv > 0) {
         // memory-matched: as many sequences as fit in the KV bytes vanilla used at FIXED_BATCH
@@ -170,9 +196,13 @@ async function main(): Promise<void> {
         const matched = Math.max(1, Math.floor((vanillaPerSeqKv * FIXED_BATCH) / perSeq));
         if (matched !== FIXED_BATCH) {
           const m = await runConfig(name, model, threshold, batching, matched, w);
-          emit({ bench: 'infer_ratio', model: name, batching, max_batch: matched, memory_matched: true, vs_small: Math.round((m.tokens_per_s / vanillaRate) * 100) / 100 });
+          emit({ bench: 'infer_ratio', model: name, batching, max_batch: matched, memory_matched: true, ...ratio(m) });
         }
       }
+    }
+    if (fixedRate.has('depth')) {
+      const dw = (fixedRate.get('depth') as number) / (fixedRate.get('sequence') as number);
+      emit({ bench: 'infer_ratio', model: name, max_batch: FIXED_BATCH, depth_vs_sequence: Math.round(dw * 100) / 100 });
     }
   }
 }

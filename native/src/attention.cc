@@ -1050,7 +1050,10 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
   const int32_t qp = a.qPos[i];
   const int32_t* bt = a.blockTables + a.streams[2 * i];
   const int32_t* pos = a.posPool;
-  const int64_t lines = (HD * 4 + 63) / 64;  // cache lines per K or V row of a head
+  // Cache lines of a whole pool row (every kv head): the row is fetched once, in full, by the
+  // task of kv head 0, and the tasks of the other heads of the row (next on the same thread)
+  // find it in cache: whole rows stream from memory far better than every other 256 bytes.
+  const int64_t lines = (ld * 4 + 63) / 64;
   const float* rows[2][2][PC];                // [buffer][K, V][slot]
   int64_t j = t.j0;
   // Gather up to PC visible slots from stream position j on, a block at a time, and prefetch
@@ -1071,11 +1074,14 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
       }
       j += u;
     }
-    for (int x = 0; x < n; ++x)
+    for (int x = 0; x < n; ++x) {
+      const float* krow = kr[x] - g * HD;
+      const float* vrow = vr[x] - g * HD;
       for (int64_t c = 0; c < lines; ++c) {
-        __builtin_prefetch(kr[x] + c * 16, 0, 0);
-        __builtin_prefetch(vr[x] + c * 16, 0, 0);
+        __builtin_prefetch(krow + c * 16, 0, 0);
+        __builtin_prefetch(vrow + c * 16, 0, 0);
       }
+    }
     return n;
   };
   int cur = 0;
@@ -1211,9 +1217,12 @@ void attentionPaged(const PagedShape& a, const float* q, const float* kPool, con
   float* partials =
       nParts > 0 ? scratch(21, static_cast<size_t>(static_cast<int64_t>(nParts) * G * (hdp + 2))) : nullptr;
 
+  // Unsplit, the tasks of one query row's kv heads are adjacent (equal lengths keep their order
+  // in the stable sort), so chunks of KVH tasks give a row's heads to one thread.
+  const int chunk = merges.empty() ? static_cast<int>(KVH) : 1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, chunk)
     for (size_t ti = 0; ti < tasks.size(); ++ti) pagedTask(a, tasks[ti], q, kPool, vPool, out, partials, hdp);
     if (!merges.empty()) {
 #pragma omp for schedule(static)
