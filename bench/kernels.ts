@@ -191,6 +191,35 @@ function benchPagedAttention(be: Backend): void {
   });
 }
 
+/**
+ * Decoding products y = x·Wᵀ (small m, W (n, k) fixed): gemm with transB against gemmPacked with
+ * W packed once. `cold`: a set of distinct weights larger than the L3 cache is cycled through, as
+ * a model's layers are in a decoding step; `warm`: one weight, called again and again.
+ */
+function benchPackedGemm(be: Backend): void {
+  if (be.name !== 'native') return;
+  const [n, k] = [1408, 256]; // the stacked gate/up product of `small`
+  const copies = 40; // 40 × 1.44 MB
+  const ws = Array.from({ length: copies }, (_, i) => {
+    const w = new Float32Array(n * k);
+    fillRandom(w, 10 + i);
+    return w;
+  });
+  const packed = ws.map((w) => be.packWeight(w, n, k));
+  for (const m of [1, 8, 14, 32]) {
+    const a = new Float32Array(m * k);
+    fillRandom(a, 3);
+    const c = new Float32Array(m * n);
+    for (const cold of [false, true]) {
+      let i = 0;
+      const next = (): number => (cold ? (i = (i + 1) % copies) : 0);
+      const tGemm = usPerCall(() => be.gemm({ transA: false, transB: true, m, n, k, alpha: 1, beta: 0 }, a, ws[next()] as Float32Array, c), QUICK ? 0.05 : 0.2);
+      const tPacked = usPerCall(() => be.gemmPacked(m, a, packed[next()] as (typeof packed)[number], c, false), QUICK ? 0.05 : 0.2);
+      emit({ bench: 'gemm_packed', m, n, k, weights: cold ? 'cold' : 'warm', gemm_us: round(tGemm, 1), packed_us: round(tPacked, 1), packed_gflops: round((2 * m * n * k) / tPacked / 1e3, 1), speedup: round(tGemm / tPacked, 2) });
+    }
+  }
+}
+
 function benchOverhead(be: Backend): void {
   setBackend(be);
   const a = tensor(new Float32Array(16).fill(1), [16]);
@@ -238,6 +267,7 @@ function main(): void {
     }
     benchAttention(be, bestRate);
     benchPagedAttention(be);
+    benchPackedGemm(be);
     benchOverhead(be);
   }
 }
