@@ -62,7 +62,7 @@ function meanDepthAt(model: Model, threshold: number, prompts: Int32Array[]): nu
   let n = 0;
   for (const p of prompts) {
     const seq = runner.newSequence();
-    const { depths } = runner.prefill(seq, p, runner.numRecursions, threshold);
+    const { depths } = runner.prefill(seq, p, { maxDepth: runner.numRecursions, threshold, exitConfidence: null });
     runner.releaseSequence(seq);
     for (const d of depths) sum += d;
     n += depths.length;
@@ -153,7 +153,7 @@ async function main(): Promise<void> {
       const seq = runner.newSequence();
       const ids = Int32Array.from({ length: 256 }, () => rng.nextInt(8192));
       const t0 = performance.now();
-      runner.prefill(seq, ids, runner.numRecursions, 0.5);
+      runner.prefill(seq, ids, { maxDepth: runner.numRecursions, threshold: 0.5, exitConfidence: null });
       runs.push(performance.now() - t0);
       runner.releaseSequence(seq);
     }

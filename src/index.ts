@@ -26,6 +26,6 @@ export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetenso
 // inference
 export { generate, generateText, type GenerateOptions, type GenerateResult, type TextCodec, type TextGenerateOptions, type TextGenerateResult } from './infer/generate.js';
 export { Engine, EngineError, RequestHandle, type BatchingMode, type EngineOptions, type RequestOptions, type RequestResult, type FinishReason, type StepRunner } from './infer/engine.js';
-export { ModelRunner, type TokenState, type SequenceKV, type RunnerOptions } from './infer/runner.js';
+export { ModelRunner, type TokenState, type SequenceKV, type DepthControl } from './infer/runner.js';
 export { PagedKVPool, KVStream, KVPoolExhaustedError } from './infer/kv-pool.js';
 export { sampleToken, validateSampling, type SamplingOptions } from './infer/sampler.js';

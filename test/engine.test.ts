@@ -10,7 +10,7 @@ import { createModel, forward, type Model } from '../src/model/model.js';
 import { noGrad } from '../src/tensor/tensor.js';
 import { Engine, type StepRunner } from '../src/infer/engine.js';
 import { KVStream, PagedKVPool } from '../src/infer/kv-pool.js';
-import type { SequenceKV, TokenState } from '../src/infer/runner.js';
+import type { DepthControl, SequenceKV, TokenState } from '../src/infer/runner.js';
 import { Rng } from '../src/util/rng.js';
 
 function argmax(x: Float32Array, from: number, len: number): number {
@@ -131,7 +131,7 @@ describe('KV pool and memory accounting', () => {
     const engine = new Engine(model, { maxBatch: 1, blockSize: 2 });
     const runner = engine.runner;
     const seq = runner.newSequence();
-    const { depths } = runner.prefill(seq, Int32Array.from({ length: 40 }, (_, i) => (i * 7) % 512), 3, 0.5);
+    const { depths } = runner.prefill(seq, Int32Array.from({ length: 40 }, (_, i) => (i * 7) % 512), { maxDepth: 3, threshold: 0.5, exitConfidence: null });
     const lengths = seq.streams.map((s) => s.length);
     // position 0 (first layer) and the last layer see every token; recursion r's position sees
     // exactly the tokens whose depth exceeds r
@@ -165,17 +165,17 @@ class FakeRunner implements StepRunner {
   sequenceBytes(seq: SequenceKV): number {
     return seq.streams.reduce((a, s) => a + s.blocks.length, 0) * this.pool.bytesPerBlock;
   }
-  newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, maxDepth: number, threshold: number): TokenState[] {
+  newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, control: DepthControl): TokenState[] {
     return Array.from({ length: ids.length }, (_, i) => ({
-      seq, pos: startPos + i, h: new Float32Array(0), depth: 0, maxDepth, threshold, next: 'block' as const, gate: 1, h1: null,
-      lastDepth: Math.min(maxDepth, 1 + ((startPos + i) % 3)) - 1, lastWeight: 1,
+      seq, pos: startPos + i, h: new Float32Array(0), depth: 0, control, next: 'block' as const, gate: 1, h1: null,
+      lastDepth: Math.min(control.maxDepth, 1 + ((startPos + i) % 3)) - 1, lastWeight: 1,
     }));
   }
   private store(rows: TokenState[]): void {
     for (const r of rows) for (const s of r.seq.streams) this.pool.appendSlot(s, r.pos);
   }
-  prefill(seq: SequenceKV, ids: Int32Array, maxDepth: number, threshold: number) {
-    const rows = this.newTokens(seq, ids, 0, maxDepth, threshold);
+  prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl) {
+    const rows = this.newTokens(seq, ids, 0, control);
     this.store(rows);
     const logits = new Float32Array(this.V);
     logits[ids.length % this.V] = 1;

@@ -63,11 +63,11 @@ describe('generation', () => {
 
   test('early exit for a plain recursive model: a low confidence bar exits after one recursion', async () => {
     const model = createModel(preset('tiny-rec3'), 7);
-    const engine = new Engine(model, { maxBatch: 1, earlyExitThreshold: 0 });
+    const engine = new Engine(model, { maxBatch: 1, exitConfidence: 0 });
     const h = engine.submit(Int32Array.of(1, 2), { maxTokens: 5, temperature: 0 });
     await engine.runUntilIdle();
     assert.ok((await h.result).depths.slice(1).every((d) => d === 1));
-    const never = new Engine(model, { maxBatch: 1, earlyExitThreshold: 1.01 });
+    const never = new Engine(model, { maxBatch: 1, exitConfidence: 1.01 });
     const h2 = never.submit(Int32Array.of(1, 2), { maxTokens: 5, temperature: 0 });
     await never.runUntilIdle();
     assert.ok((await h2.result).depths.slice(1).every((d) => d === 3));

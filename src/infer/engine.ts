@@ -19,7 +19,7 @@ import { Rng } from '../util/rng.js';
 import type { Model } from '../model/model.js';
 import { headDim } from '../model/config.js';
 import { PagedKVPool } from './kv-pool.js';
-import { ModelRunner, type SequenceKV, type TokenState } from './runner.js';
+import { ModelRunner, type DepthControl, type SequenceKV, type TokenState } from './runner.js';
 import { sampleToken, validateSampling, type SamplingOptions } from './sampler.js';
 
 export type BatchingMode = 'depth' | 'sequence' | 'static';
@@ -32,8 +32,8 @@ export interface StepRunner {
   newSequence(): SequenceKV;
   releaseSequence(seq: SequenceKV): void;
   sequenceBytes(seq: SequenceKV): number;
-  newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, maxDepth: number, threshold: number): TokenState[];
-  prefill(seq: SequenceKV, ids: Int32Array, maxDepth: number, threshold: number): { logits: Float32Array; depths: Int32Array };
+  newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, control: DepthControl): TokenState[];
+  prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl): { logits: Float32Array; depths: Int32Array };
   enter(rows: TokenState[], ids: Int32Array): void;
   block(rows: TokenState[]): void;
   exit(rows: TokenState[], wantLogits: readonly boolean[]): Float32Array;
@@ -48,8 +48,10 @@ export interface RequestOptions extends SamplingOptions {
   readonly shouldStop?: (generated: readonly number[]) => boolean;
   /** Test-time scaling: at most this many recursions per token (default: all). */
   readonly maxDepth?: number;
-  /** Test-time scaling: router threshold (expert-choice) or early-exit confidence. */
+  /** Test-time scaling, MoR expert-choice: continue iff sigmoid(z) > threshold; higher → shallower (default: the model's `mor.threshold`). */
   readonly threshold?: number;
+  /** Test-time scaling, models without routers: exit once the head's top probability reaches this; higher → deeper (default: the engine's). */
+  readonly exitConfidence?: number;
   /** Sample only ids below this (a tokenizer smaller than the model's vocab). */
   readonly vocabLimit?: number;
 }
@@ -125,6 +127,7 @@ interface Request {
   readonly handle: RequestHandle;
   readonly prompt: Int32Array;
   readonly opts: RequestOptions;
+  readonly control: DepthControl;
   readonly rng: Rng;
   readonly context: number[];
   readonly generated: number[];
@@ -138,17 +141,38 @@ interface Request {
   fresh: boolean;
 }
 
+/** Engine settings; every field is optional (defaults in ENGINE_DEFAULTS). */
 export interface EngineOptions {
-  readonly maxBatch: number;
+  /** Requests decoded together at most (default 8). */
+  readonly maxBatch?: number;
+  /** 'depth' (default), 'sequence' or 'static' (see the top of this file). */
   readonly batching?: BatchingMode;
   /** Tokens per KV block (default 16). */
   readonly blockSize?: number;
   /** KV pool size in blocks (default: enough for maxBatch sequences at full context). */
   readonly numBlocks?: number;
-  /** Early exit for models without routers (see RunnerOptions). */
-  readonly earlyExitThreshold?: number;
+  /**
+   * Early exit for models without routers: a token leaves after a recursion once the top
+   * probability of the head applied to its state reaches this (default null: never; a request's
+   * `exitConfidence` overrides it). Higher → deeper.
+   */
+  readonly exitConfidence?: number | null;
   /** A custom runner (tests); default: a ModelRunner over `model`. */
   readonly runner?: StepRunner;
+}
+
+export const ENGINE_DEFAULTS = Object.freeze({ maxBatch: 8, batching: 'depth' as BatchingMode, blockSize: 16, exitConfidence: null as number | null });
+
+const BATCHING_MODES: readonly BatchingMode[] = ['depth', 'sequence', 'static'];
+
+function checkInt(name: string, v: unknown, min: number): void {
+  if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < min)) throw new ArgumentError(`${name} must be an integer ≥ ${min}, got ${String(v)}`);
+}
+
+function checkConfidence(name: string, v: unknown): void {
+  if (v !== undefined && v !== null && (typeof v !== 'number' || !Number.isFinite(v) || v < 0)) {
+    throw new ArgumentError(`${name} must be a number ≥ 0 (a top probability; above 1 never exits), got ${String(v)}`);
+  }
 }
 
 export class EngineError extends MorError {
@@ -169,21 +193,35 @@ export class Engine {
   stepsRun = 0;
   blockRows = 0;
 
-  constructor(model: Model | null, opts: EngineOptions) {
-    if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new ArgumentError(`maxBatch must be an integer ≥ 1, got ${opts.maxBatch}`);
-    this.maxBatch = opts.maxBatch;
-    this.batching = opts.batching ?? 'depth';
+  /** Default early-exit confidence of requests (models without routers); null = off. */
+  readonly exitConfidence: number | null;
+  /** Default router threshold of requests: the model's `mor.threshold` (0.5 without one). */
+  private readonly defaultThreshold: number;
+
+  constructor(model: Model | null, opts: EngineOptions = {}) {
+    if (typeof opts !== 'object' || opts === null) throw new ArgumentError(`Engine options must be an object, got ${String(opts)}`);
+    checkInt('maxBatch', opts.maxBatch, 1);
+    checkInt('blockSize', opts.blockSize, 1);
+    checkInt('numBlocks', opts.numBlocks, 1);
+    checkConfidence('exitConfidence', opts.exitConfidence);
+    if (opts.batching !== undefined && !BATCHING_MODES.includes(opts.batching)) {
+      throw new ArgumentError(`batching must be one of ${BATCHING_MODES.join(', ')}, got ${String(opts.batching)}`);
+    }
+    this.maxBatch = opts.maxBatch ?? ENGINE_DEFAULTS.maxBatch;
+    this.batching = opts.batching ?? ENGINE_DEFAULTS.batching;
+    this.exitConfidence = opts.exitConfidence ?? ENGINE_DEFAULTS.exitConfidence;
+    this.defaultThreshold = model?.config.mor?.threshold ?? 0.5;
     if (opts.runner) {
       this.runner = opts.runner;
       this.contextLength = Number.MAX_SAFE_INTEGER;
     } else {
-      if (model === null) throw new ArgumentError('Engine needs a model or a runner');
+      if (model === null || typeof model !== 'object' || !('config' in model)) throw new ArgumentError('Engine needs a model (or a runner in the options)');
       const c = model.config;
-      const blockSize = opts.blockSize ?? 16;
+      const blockSize = opts.blockSize ?? ENGINE_DEFAULTS.blockSize;
       const probe = new ModelRunner(model, new PagedKVPool(1, blockSize, c.num_key_value_heads * headDim(c)));
       const perSeq = probe.numStreams * Math.ceil(c.max_position_embeddings / blockSize);
       const pool = new PagedKVPool(opts.numBlocks ?? perSeq * this.maxBatch, blockSize, c.num_key_value_heads * headDim(c));
-      this.runner = new ModelRunner(model, pool, opts.earlyExitThreshold !== undefined ? { earlyExitThreshold: opts.earlyExitThreshold } : {});
+      this.runner = new ModelRunner(model, pool);
       this.contextLength = c.max_position_embeddings;
     }
   }
@@ -198,11 +236,16 @@ export class Engine {
     if (opts.maxDepth !== undefined && (!Number.isInteger(opts.maxDepth) || opts.maxDepth < 1 || opts.maxDepth > nr)) {
       throw new ArgumentError(`maxDepth must be an integer in [1, ${nr}], got ${opts.maxDepth}`);
     }
+    if (opts.threshold !== undefined && (typeof opts.threshold !== 'number' || !(opts.threshold >= 0 && opts.threshold <= 1))) {
+      throw new ArgumentError(`threshold must be a number in [0, 1], got ${String(opts.threshold)}`);
+    }
+    checkConfidence('exitConfidence', opts.exitConfidence);
     const handle = new RequestHandle(this.nextId++);
     this.waiting.push({
       handle,
       prompt,
       opts,
+      control: this.depthControl(opts),
       rng: new Rng(opts.seed ?? 0),
       context: Array.from(prompt),
       generated: [],
@@ -231,6 +274,15 @@ export class Engine {
   }
 
   /** Blocks a request may need at most: every stream holding prompt + maxTokens tokens. */
+  /** The depth settings a request's tokens run with. */
+  private depthControl(o: RequestOptions): DepthControl {
+    return {
+      maxDepth: o.maxDepth ?? this.runner.numRecursions,
+      threshold: o.threshold ?? this.defaultThreshold,
+      exitConfidence: o.exitConfidence ?? this.exitConfidence,
+    };
+  }
+
   private blocksFor(r: Request): number {
     const len = Math.min(this.contextLength, r.prompt.length + r.opts.maxTokens);
     return this.runner.numStreams * Math.ceil(len / this.runner.pool.blockSize);
@@ -285,7 +337,7 @@ export class Engine {
     }
     // the sampled token is the next input
     const seq = r.seq as SequenceKV;
-    const [state] = this.runner.newTokens(seq, [token], r.context.length - 1, o.maxDepth ?? this.runner.numRecursions, o.threshold ?? 0.5);
+    const [state] = this.runner.newTokens(seq, [token], r.context.length - 1, r.control);
     r.inFlight = state as TokenState;
     r.inFlightId = token;
     r.fresh = true;
@@ -307,7 +359,7 @@ export class Engine {
       if (this.reservedBlocks() + need > this.runner.pool.numBlocks) break; // wait for memory
       this.waiting.shift();
       r.seq = this.runner.newSequence();
-      const { logits, depths } = this.runner.prefill(r.seq, r.prompt, r.opts.maxDepth ?? this.runner.numRecursions, r.opts.threshold ?? 0.5);
+      const { logits, depths } = this.runner.prefill(r.seq, r.prompt, r.control);
       this.running.push(r);
       // the first generated token comes from the last prompt token's pass
       this.accept(r, logits, depths[depths.length - 1] as number);

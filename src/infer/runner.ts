@@ -8,28 +8,43 @@
  *          → gate update → routing decision (continue to r+1, or exit)
  *   exit   last unique layer → final norm → tied head → logits
  *
- * The decisions are the causal ones of training (MOR_SPEC §3–§4): expert-choice continues at
- * recursion r iff its capacity is 1 or sigmoid(router_r(h)) > threshold; token-choice picks its
- * depth once at entry. Models without routing run every recursion (optionally exiting early when
- * the head is confident). A prompt goes through the same functions as a batch of rows: KV rows
- * are appended before attention and keys are filtered by position, so causal prefill falls out.
+ * The decisions are the causal ones of training, made by the same functions (model/routing.ts):
+ * expert-choice continues at recursion r iff its capacity is 1 or sigmoid(router_r(h)) >
+ * threshold; token-choice picks its depth once at entry. Models without routing run every
+ * recursion (optionally exiting early when the head is confident). A "recursion" here is one of
+ * the layer plan's depth steps: the K-layer block under cycle sharing; the whole middle under
+ * sequence sharing, whose recursions are not contiguous in the stack. A prompt goes through the
+ * same functions as a batch of rows: KV rows are appended before attention and keys are
+ * filtered by position, so causal prefill falls out.
  */
 import { ArgumentError } from '../errors.js';
 import { getBackend } from '../backend/index.js';
 import type { Backend, PackedLayer, PackedWeight, PagedAttentionLayout } from '../backend/backend.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import type { Model } from '../model/model.js';
-import { capacityAt } from '../model/mor-config.js';
-import { routerForward } from '../model/mor.js';
 import type { RouterParams } from '../model/params.js';
+import { expertGate, expertKeeps, expertUpdate, routerLogits, tokenChoiceDepths, tokenChoiceFinish, tokenChoiceProbs } from '../model/routing.js';
 import { decoderLayer, type AttendFn } from '../nn/layers.js';
-import { Tensor, indexTensor, noGrad } from '../tensor/tensor.js';
-import { embedding, linearPacked, rmsnorm, sigmoid, softmax } from '../tensor/ops.js';
+import { Tensor, indexTensor, noGrad, tensor } from '../tensor/tensor.js';
+import { add, embedding, linearPacked, rmsnorm, softmax } from '../tensor/ops.js';
 import { KVStream, PagedKVPool } from './kv-pool.js';
 
 /** Per-sequence KV streams (one per cached layer position). */
 export interface SequenceKV {
   readonly streams: KVStream[];
+}
+
+/**
+ * How deep a token may go (test-time scaling), set per request.
+ *   maxDepth       at most this many recursions (1..Nr)
+ *   threshold      MoR expert-choice: continue iff sigmoid(z) > threshold (higher → shallower)
+ *   exitConfidence models without routers: exit after a recursion once the head's top
+ *                  probability reaches this (higher → deeper); null = never exit early
+ */
+export interface DepthControl {
+  readonly maxDepth: number;
+  readonly threshold: number;
+  readonly exitConfidence: number | null;
 }
 
 /** One token on its way through the model. */
@@ -40,10 +55,8 @@ export interface TokenState {
   h: Float32Array;
   /** Next recursion to run (0-based). */
   depth: number;
-  /** Recursions this token may run at most (test-time: ≤ Nr). */
-  readonly maxDepth: number;
-  /** Expert-choice threshold on sigmoid(z); early-exit confidence for plain recursive models. */
-  readonly threshold: number;
+  /** Test-time depth settings of its request. */
+  readonly control: DepthControl;
   /** What the token does next. */
   next: 'block' | 'exit';
   /** Expert-choice: gate of the recursion about to run. */
@@ -54,18 +67,13 @@ export interface TokenState {
   lastWeight: number;
 }
 
-export interface RunnerOptions {
-  /** Early exit for models without routers: exit after a recursion when max softmax(head(norm(h))) ≥ this. */
-  readonly earlyExitThreshold?: number;
-}
-
 export class ModelRunner {
   readonly config: ModelConfig;
-  /** Recursions of the shared part (1 for a vanilla model, whose "block" is all its layers). */
+  /** Depth steps (recursions) a token can take: Nr under cycle sharing, 1 for vanilla and sequence sharing. */
   readonly numRecursions: number;
-  /** Layers per recursion (K), and the unrolled position offset of recursion 0. */
-  readonly blockSize: number;
-  private readonly offset: number;
+  /** Unrolled positions of each depth step (the layer plan's). */
+  private readonly depthSteps: readonly Int32Array[];
+  private readonly hasUniqueEnds: boolean;
   /** Number of KV streams per sequence, and the stream of each unrolled position. */
   readonly numStreams: number;
   private readonly streamOfPosition: Int32Array;
@@ -74,29 +82,30 @@ export class ModelRunner {
   private readonly rowSize: number;
   private packed: { backend: Backend; layers: PackedLayer[]; head: PackedWeight } | null = null;
 
-  constructor(readonly model: Model, readonly pool: PagedKVPool, readonly options: RunnerOptions = {}) {
+  constructor(readonly model: Model, readonly pool: PagedKVPool) {
     const c = model.config;
     this.config = c;
     const plan = model.plan;
-    const hasRec = c.recursion !== null;
-    this.numRecursions = hasRec ? (c.recursion?.num_recursions ?? 1) : 1;
-    this.offset = plan.hasUniqueEnds ? 1 : 0;
-    this.blockSize = hasRec ? plan.blockSize : c.num_hidden_layers;
-    if (c.recursion && c.recursion.sharing !== 'cycle' && c.recursion.sharing !== 'middle_cycle') {
-      throw new ArgumentError(`the inference engine runs cycle or middle_cycle models; this one uses ${c.recursion.sharing}`);
-    }
+    this.depthSteps = plan.depthSteps;
+    this.numRecursions = plan.depthSteps.length;
+    this.hasUniqueEnds = plan.hasUniqueEnds;
     this.rowSize = c.num_key_value_heads * headDim(c);
     if (pool.rowSize !== this.rowSize) throw new ArgumentError(`KV pool rows hold ${pool.rowSize} floats; the model needs ${this.rowSize}`);
     const L = c.num_hidden_layers;
     this.streamOfPosition = new Int32Array(L);
     this.writesKV = new Uint8Array(L).fill(1);
-    const share = c.mor?.kv_strategy === 'share';
+    // every position has its own stream, except that under KV sharing slot j of recursion r > 0
+    // reads the stream recursion 0 wrote for slot j
+    const sharedFrom = new Int32Array(L).fill(-1);
+    if (c.mor?.kv_strategy === 'share') {
+      const first = this.depthSteps[0] as Int32Array;
+      for (const step of this.depthSteps.slice(1)) step.forEach((l, j) => (sharedFrom[l] = first[j] as number));
+    }
     let n = 0;
     for (let l = 0; l < L; l++) {
-      const inBlock = l >= this.offset && l < this.offset + this.numRecursions * this.blockSize;
-      const r = inBlock ? Math.floor((l - this.offset) / this.blockSize) : -1;
-      if (share && r > 0) {
-        this.streamOfPosition[l] = this.streamOfPosition[l - r * this.blockSize] as number;
+      const from = sharedFrom[l] as number;
+      if (from >= 0) {
+        this.streamOfPosition[l] = this.streamOfPosition[from] as number;
         this.writesKV[l] = 0;
       } else {
         this.streamOfPosition[l] = n++;
@@ -262,11 +271,16 @@ export class ModelRunner {
     return decoderLayer(c, h, layer, lora, indexTensor(qPos), attend);
   }
 
-  private gather(rows: readonly TokenState[]): Tensor {
+  /** Rows of D floats stacked: (n, D). */
+  private stack(vectors: readonly Float32Array[]): Tensor {
     const d = this.config.hidden_size;
-    const data = new Float32Array(rows.length * d);
-    rows.forEach((r, i) => data.set(r.h, i * d));
-    return new Tensor(data, [rows.length, d]);
+    const data = new Float32Array(vectors.length * d);
+    vectors.forEach((v, i) => data.set(v, i * d));
+    return new Tensor(data, [vectors.length, d]);
+  }
+
+  private gather(rows: readonly TokenState[]): Tensor {
+    return this.stack(rows.map((r) => r.h));
   }
 
   private scatter(rows: readonly TokenState[], h: Tensor): void {
@@ -279,32 +293,26 @@ export class ModelRunner {
 
   /** Decide whether each row runs recursion row.depth next (and with which gate). */
   private decide(rows: TokenState[]): void {
-    const c = this.config;
-    const m = c.mor;
+    const m = this.config.mor;
     const nr = this.numRecursions;
-    for (const r of rows) if (r.depth >= Math.min(nr, r.maxDepth)) r.next = 'exit';
+    for (const r of rows) if (r.depth >= Math.min(nr, r.control.maxDepth)) r.next = 'exit';
     if (m === null || m.routing !== 'expert_choice') {
-      if (m === null && this.options.earlyExitThreshold !== undefined) this.earlyExit(rows.filter((r) => r.next === 'block' && r.depth > 0));
+      if (m === null) this.earlyExit(rows.filter((r) => r.next === 'block' && r.depth > 0 && r.control.exitConfidence !== null));
       return;
     }
-    const live = rows.filter((r) => r.next === 'block');
     // group by depth: each recursion has its own router
     const byDepth = new Map<number, TokenState[]>();
-    for (const r of live) byDepth.set(r.depth, [...(byDepth.get(r.depth) ?? []), r]);
+    for (const r of rows) if (r.next === 'block') byDepth.set(r.depth, [...(byDepth.get(r.depth) ?? []), r]);
     const params = this.model.params.mor;
     for (const [depth, group] of byDepth) {
-      const router = params?.routers[depth] as RouterParams;
-      const z = routerForward(m, router, this.gather(group)).f32(); //   (n, 1)
-      const decider = params?.auxRouters ? routerForward(m, params.auxRouters[depth] as RouterParams, this.gather(group)).f32() : z;
-      const takesAll = capacityAt(m, nr, depth, Number.POSITIVE_INFINITY) >= 1;
+      const h = this.gather(group);
+      const z = routerLogits(m, params?.routers[depth] as RouterParams, h); //   (n, 1)
+      const decider = params?.auxRouters ? routerLogits(m, params.auxRouters[depth] as RouterParams, h) : z;
+      const keeps = expertKeeps(m, nr, depth, decider.f32(), group.map((r) => r.control.threshold));
+      const gates = expertGate(m, z).f32();
       group.forEach((r, i) => {
-        const zi = z[i] as number;
-        const keep = takesAll || 1 / (1 + Math.exp(-(decider[i] as number))) > r.threshold;
-        if (!keep) {
-          r.next = 'exit';
-          return;
-        }
-        r.gate = m.router_func === 'sigmoid' ? m.alpha / (1 + Math.exp(-zi)) : m.router_func === 'tanh' ? m.alpha * Math.tanh(zi) : m.alpha * zi;
+        if (keeps[i] === 1) r.gate = gates[i] as number;
+        else r.next = 'exit';
       });
     }
   }
@@ -317,7 +325,7 @@ export class ModelRunner {
     rows.forEach((r, i) => {
       let max = 0;
       for (let j = 0; j < V; j++) max = Math.max(max, probs[i * V + j] as number);
-      if (max >= (this.options.earlyExitThreshold as number)) r.next = 'exit';
+      if (max >= (r.control.exitConfidence as number)) r.next = 'exit';
     });
   }
 
@@ -326,36 +334,24 @@ export class ModelRunner {
     const m = this.config.mor;
     if (!m || m.routing !== 'token_choice' || rows.length === 0) return;
     const params = this.model.params.mor;
-    const h = this.gather(rows);
-    const z = routerForward(m, params?.tokenRouter as RouterParams, h);
-    const P = (m.router_func === 'softmax' ? softmax(z) : sigmoid(z)).f32();
-    const bias = params?.routerBias?.f32() ?? new Float32Array(this.numRecursions);
     const nr = this.numRecursions;
+    const p = tokenChoiceProbs(m, routerLogits(m, params?.tokenRouter as RouterParams, this.gather(rows))).f32(); // (n, Nr)
+    const depth = tokenChoiceDepths(p, nr, params?.routerBias?.f32() ?? null);
     rows.forEach((r, i) => {
-      let best = 0;
-      let bv = -Infinity;
-      for (let j = 0; j < nr; j++) {
-        const v = m.alpha * (P[i * nr + j] as number) + (bias[j] as number);
-        if (v > bv) {
-          bv = v;
-          best = j;
-        }
-      }
-      r.lastDepth = Math.min(best, r.maxDepth - 1);
-      r.lastWeight = m.alpha * (P[i * nr + r.lastDepth] as number);
+      r.lastDepth = Math.min(depth[i] as number, r.control.maxDepth - 1);
+      r.lastWeight = p[i * nr + r.lastDepth] as number;
       r.h1 = r.h;
     });
   }
 
   /** New token-states for token ids at positions of a sequence (not yet run). */
-  newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, maxDepth: number, threshold: number): TokenState[] {
+  newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, control: DepthControl): TokenState[] {
     return Array.from({ length: ids.length }, (_, i) => ({
       seq,
       pos: startPos + i,
       h: new Float32Array(0),
       depth: 0,
-      maxDepth,
-      threshold,
+      control,
       next: 'block' as const,
       gate: 1,
       h1: null,
@@ -369,7 +365,7 @@ export class ModelRunner {
     if (rows.length === 0) return;
     noGrad(() => {
       let h = embedding(this.model.params.embed, indexTensor(ids)); //     (n, D)
-      if (this.offset === 1) h = this.runLayer(rows, h, () => 0);
+      if (this.hasUniqueEnds) h = this.runLayer(rows, h, () => 0);
       this.scatter(rows, h);
       this.chooseDepths(rows);
       this.decide(rows);
@@ -381,31 +377,27 @@ export class ModelRunner {
     if (rows.length === 0) return;
     const m = this.config.mor;
     noGrad(() => {
-      const before = this.gather(rows);
+      const before = this.gather(rows); //                                       (n, D)
       let y = before;
-      for (let j = 0; j < this.blockSize; j++) {
-        y = this.runLayer(rows, y, (i) => this.offset + (rows[i] as TokenState).depth * this.blockSize + j);
+      const K = (this.depthSteps[0] as Int32Array).length; // every depth step has the same length
+      for (let j = 0; j < K; j++) y = this.runLayer(rows, y, (i) => (this.depthSteps[(rows[i] as TokenState).depth] as Int32Array)[j] as number);
+      let next: Tensor = y; //                         carried on ungated, or a model without routing
+      if (m?.routing === 'expert_choice') {
+        next = add(before, expertUpdate(m, y, before, tensor(Float32Array.from(rows, (r) => r.gate), [rows.length, 1])));
       }
-      const Y = y.f32();
-      const Hb = before.f32();
-      const d = this.config.hidden_size;
-      rows.forEach((r, i) => {
-        const yi = Y.subarray(i * d, (i + 1) * d);
-        const hi = Hb.subarray(i * d, (i + 1) * d);
-        const next = new Float32Array(d);
-        if (m?.routing === 'expert_choice') {
-          // output gating: h + g·y;  delta gating: h + g·(y − h)
-          for (let k = 0; k < d; k++) next[k] = m.gating === 'output' ? (hi[k] as number) + r.gate * (yi[k] as number) : (hi[k] as number) + r.gate * ((yi[k] as number) - (hi[k] as number));
-        } else if (m?.routing === 'token_choice' && r.depth === r.lastDepth && r.h1) {
-          const h1 = r.h1;
-          for (let k = 0; k < d; k++) next[k] = (h1[k] as number) + r.lastWeight * (yi[k] as number);
-        } else {
-          next.set(yi);
+      this.scatter(rows, next);
+      if (m?.routing === 'token_choice') {
+        // a token at its chosen depth finishes: h¹ + p·y
+        const done = rows.filter((r) => r.depth === r.lastDepth);
+        if (done.length > 0) {
+          const fin = tokenChoiceFinish(this.stack(done.map((r) => r.h1 as Float32Array)), this.gather(done), tensor(Float32Array.from(done, (r) => r.lastWeight), [done.length, 1]));
+          this.scatter(done, fin);
         }
-        r.h = next;
+      }
+      for (const r of rows) {
         if (m?.routing === 'token_choice' && r.depth === r.lastDepth) r.next = 'exit';
         r.depth += 1;
-      });
+      }
       this.decide(rows.filter((r) => r.next === 'block'));
     });
   }
@@ -419,7 +411,7 @@ export class ModelRunner {
     const L = this.config.num_hidden_layers;
     return noGrad(() => {
       let h = this.gather(rows);
-      if (this.offset === 1) h = this.runLayer(rows, h, () => L - 1);
+      if (this.hasUniqueEnds) h = this.runLayer(rows, h, () => L - 1);
       const pick = rows.map((_, i) => i).filter((i) => wantLogits[i]);
       if (pick.length === 0) return new Float32Array(0);
       const d = this.config.hidden_size;
@@ -435,8 +427,8 @@ export class ModelRunner {
    * filling the sequence's KV streams; returns the logits of the last prompt token (V) and the
    * depth each prompt token reached.
    */
-  prefill(seq: SequenceKV, ids: Int32Array, maxDepth: number, threshold: number): { logits: Float32Array; depths: Int32Array } {
-    const rows = this.newTokens(seq, ids, seq.streams[0]?.length ?? 0, maxDepth, threshold);
+  prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl): { logits: Float32Array; depths: Int32Array } {
+    const rows = this.newTokens(seq, ids, seq.streams[0]?.length ?? 0, control);
     this.enter(rows, ids);
     for (;;) {
       const live = rows.filter((r) => r.next === 'block');

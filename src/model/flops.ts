@@ -7,7 +7,9 @@
  */
 import { headDim, type ModelConfig } from './config.js';
 import { LAYER_MATRICES, loraRankOf, matrixShape } from './params.js';
-import { targetCapacity } from './mor-config.js';
+import { targetCapacity, type MorConfig } from './mor-config.js';
+import { capacityTokens } from './routing.js';
+import { layerPlan } from './sharing.js';
 
 /** Linear-map parameters one layer position applies to a token (including its LoRA). */
 export function linearParamsPerLayer(c: ModelConfig): number {
@@ -19,10 +21,21 @@ export function linearParamsPerLayer(c: ModelConfig): number {
   return n;
 }
 
-/** Attention FLOPs of one layer for a causal sequence of `len` tokens: QKᵀ and P·V over the triangle. */
-export function attentionFlops(c: ModelConfig, len: number): number {
-  const visiblePairs = (len * (len + 1)) / 2;
-  return 2 * 2 * visiblePairs * headDim(c) * c.num_attention_heads;
+/**
+ * Forward FLOPs of one layer position over `rows` token rows whose attention computes
+ * `visiblePairs` (query, key) pairs: 2 per linear-map parameter per row, QKᵀ and P·V 2 each per
+ * pair per head dim per head. `skipKv`: the rows read shared K/V and skip the k/v projections.
+ */
+export function layerFlops(c: ModelConfig, rows: number, visiblePairs: number, skipKv = false): number {
+  const kv = skipKv ? 2 * c.hidden_size * c.num_key_value_heads * headDim(c) : 0;
+  return 2 * rows * (linearParamsPerLayer(c) - kv) + 4 * visiblePairs * headDim(c) * c.num_attention_heads;
+}
+
+/** Forward FLOPs of a router over `rows` rows: linear d→out, or MLP d→2d→out (out = 1 expert-choice, Nr token-choice). */
+export function routerFlops(c: ModelConfig, m: MorConfig, rows: number): number {
+  const d = c.hidden_size;
+  const out = m.routing === 'expert_choice' ? 1 : (c.recursion?.num_recursions ?? 1);
+  return rows * (m.router === 'mlp' ? 2 * (d * 2 * d + 2 * d * out) : 2 * d * out);
 }
 
 /**
@@ -34,7 +47,7 @@ export function tokensPerRecursion(c: ModelConfig, T: number): number[] {
   const m = c.mor;
   return Array.from({ length: nr }, (_, r) => {
     if (m === null) return T;
-    if (m.routing === 'expert_choice') return Math.max(1, Math.floor(targetCapacity(m, nr, r) * T));
+    if (m.routing === 'expert_choice') return capacityTokens(targetCapacity(m, nr, r), T);
     return (T * (nr - r)) / nr;
   });
 }
@@ -47,26 +60,20 @@ export function tokensPerRecursion(c: ModelConfig, T: number): number[] {
 export function forwardFlopsPerSequence(c: ModelConfig, seqLen: number): number {
   const T = seqLen;
   const head = 2 * T * c.vocab_size * c.hidden_size;
-  const layer = (rows: number, pairs: number, skipKv = false): number => {
-    const kv = skipKv ? 2 * c.hidden_size * c.num_key_value_heads * headDim(c) : 0;
-    return 2 * rows * (linearParamsPerLayer(c) - kv) + 4 * pairs * headDim(c) * c.num_attention_heads;
-  };
+  const causalPairs = (T * (T + 1)) / 2;
   const m = c.mor;
-  const rec = c.recursion;
-  if (m === null || rec === null) return head + c.num_hidden_layers * layer(T, (T * (T + 1)) / 2);
-  const nr = rec.num_recursions;
-  const middle = rec.sharing === 'middle_cycle';
-  const K = (c.num_hidden_layers - (middle ? 2 : 0)) / nr;
-  const d = c.hidden_size;
-  const routerOut = m.routing === 'expert_choice' ? 1 : nr;
-  const routerPerRow = m.router === 'mlp' ? 2 * (d * 2 * d + 2 * d * routerOut) : 2 * d * routerOut;
-  let total = head + (middle ? 2 * layer(T, (T * (T + 1)) / 2) : 0);
+  if (m === null || c.recursion === null) return head + c.num_hidden_layers * layerFlops(c, T, causalPairs);
+  const plan = layerPlan(c);
+  const K = plan.blockSize;
+  let total = head + (plan.hasUniqueEnds ? 2 * layerFlops(c, T, causalPairs) : 0);
   const k = tokensPerRecursion(c, T);
   k.forEach((kr, r) => {
     const share = m.kv_strategy === 'share' && r > 0;
     const pairs = share ? (kr * (T + 1)) / 2 : (kr * (kr + 1)) / 2;
-    total += K * layer(kr, pairs, share);
-    total += (m.routing === 'expert_choice' ? (r === 0 ? T : (k[r - 1] as number)) : r === 0 ? T : 0) * routerPerRow;
+    total += K * layerFlops(c, kr, pairs, share);
+    // expert-choice routes recursion r's candidates (the tokens of r − 1); token-choice routes once
+    const routed = m.routing === 'expert_choice' ? (r === 0 ? T : (k[r - 1] as number)) : r === 0 ? T : 0;
+    total += routerFlops(c, m, routed);
   });
   return total;
 }

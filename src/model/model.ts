@@ -14,7 +14,7 @@ import type { ModelConfig } from './config.js';
 import { initParams, type ModelParams } from './params.js';
 import { layerPlan, type LayerPlan } from './sharing.js';
 import { routedTrunk, type RoutingMode, type RoutingStats } from './mor.js';
-import { attentionFlops, linearParamsPerLayer } from './flops.js';
+import { layerFlops } from './flops.js';
 
 export interface Model {
   readonly config: ModelConfig;
@@ -35,6 +35,10 @@ export interface ForwardOptions {
   readonly routing?: RoutingMode;
   /** Optimiser step, for capacity and balancing warmups. Default: warmups over. */
   readonly step?: number;
+  /** Causal expert-choice routing: threshold on sigmoid(z) (default: the config's `mor.threshold`). */
+  readonly threshold?: number;
+  /** Test-time depth: run at most this many depth steps (recursions; default all, see LayerPlan.depthSteps). */
+  readonly maxDepth?: number;
 }
 
 export interface ForwardResult {
@@ -54,7 +58,7 @@ export interface ForwardResult {
 
 /** FLOPs of one full-width layer over causal segments of length T: linear maps plus the attention triangle. */
 function fullLayerFlops(c: ModelConfig, batch: number, T: number): number {
-  return 2 * batch * T * linearParamsPerLayer(c) + batch * attentionFlops(c, T);
+  return layerFlops(c, batch * T, (batch * T * (T + 1)) / 2);
 }
 
 /**
@@ -84,31 +88,39 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
     return layer;
   };
 
+  const numSteps = plan.depthSteps.length;
+  const maxDepth = opts.maxDepth ?? numSteps;
+  if (!Number.isInteger(maxDepth) || maxDepth < 1 || maxDepth > numSteps) {
+    throw new ShapeError(`forward: maxDepth must be an integer in [1, ${numSteps}], got ${maxDepth}`);
+  }
+  const L = c.num_hidden_layers;
+  const runLayer = (x: Tensor, l: number): Tensor => {
+    flops += fullLayerFlops(c, batch, T);
+    return decoderLayer(c, x, layerAt(l), p.lora?.[l] ?? null, pos, attend);
+  };
+
   let h = embedding(p.embed, indexTensor(ids)); //                          (N, D)
   let flops = 2 * ids.length * c.vocab_size * c.hidden_size; //             tied head
   let routingLoss: Tensor | null = null;
   let routingTerms: Record<string, number> = {};
   let stats: RoutingStats | null = null;
+  if (plan.hasUniqueEnds) h = runLayer(h, 0);
   if (c.mor === null) {
-    for (let l = 0; l < c.num_hidden_layers; l++) h = decoderLayer(c, h, layerAt(l), p.lora?.[l] ?? null, pos, attend);
-    flops += c.num_hidden_layers * fullLayerFlops(c, batch, T);
+    for (const step of plan.depthSteps.slice(0, maxDepth)) for (const l of step) h = runLayer(h, l);
   } else {
-    const L = c.num_hidden_layers;
-    if (plan.hasUniqueEnds) {
-      h = decoderLayer(c, h, layerAt(0), p.lora?.[0] ?? null, pos, attend);
-      flops += fullLayerFlops(c, batch, T);
-    }
-    const trunk = routedTrunk(c, p, plan, h, posArr, batch, opts.routing ?? 'topk', opts.step ?? Number.POSITIVE_INFINITY);
+    const trunk = routedTrunk(c, p, plan, h, posArr, batch, {
+      mode: opts.routing ?? 'topk',
+      step: opts.step ?? Number.POSITIVE_INFINITY,
+      maxDepth,
+      ...(opts.threshold !== undefined ? { threshold: opts.threshold } : {}),
+    });
     h = trunk.h;
     flops += trunk.flops;
     routingLoss = trunk.routingLoss;
     routingTerms = trunk.terms;
     stats = trunk.stats;
-    if (plan.hasUniqueEnds) {
-      h = decoderLayer(c, h, layerAt(L - 1), p.lora?.[L - 1] ?? null, pos, attend);
-      flops += fullLayerFlops(c, batch, T);
-    }
   }
+  if (plan.hasUniqueEnds) h = runLayer(h, L - 1);
   const logits = linear(rmsnorm(h, p.norm, c.rms_norm_eps), p.embed); //  (N, V), tied head
   const lmLoss = targets === undefined ? null : crossEntropy(logits, indexTensor(targets));
   const loss = lmLoss === null ? null : routingLoss === null ? lmLoss : add(lmLoss, routingLoss);

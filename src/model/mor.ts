@@ -21,16 +21,19 @@ import { ShapeError } from '../errors.js';
 import type { AttentionLayout } from '../backend/backend.js';
 import { Tensor, indexTensor, tensor } from '../tensor/tensor.js';
 import {
-  add, bceWithLogits, gelu, gatherRows, linear, logsumexp, matmul, mean, mul, reshape, scale, scaleRows, scatterAddRows,
-  sigmoid, softmax, sub, sum, tanh, topk,
+  add, bceWithLogits, gatherRows, logsumexp, matmul, mean, mul, reshape, scale, scatterAddRows, softmax, sub, sum, topk,
 } from '../tensor/ops.js';
 import { causalSegmentsLayout, decoderLayer, selfAttend, type AttendFn } from '../nn/layers.js';
 import { Rng } from '../util/rng.js';
-import { headDim, type ModelConfig } from './config.js';
+import type { ModelConfig } from './config.js';
 import { capacityAt, type MorConfig } from './mor-config.js';
-import type { ModelParams, RouterParams } from './params.js';
+import type { ModelParams, MorParams, RouterParams } from './params.js';
 import type { LayerPlan } from './sharing.js';
-import { linearParamsPerLayer } from './flops.js';
+import { layerFlops, routerFlops } from './flops.js';
+import {
+  capacityTokens, continuesAt, expertGate, expertKeeps, expertUpdate, routerLogits, thresholdLogit, tokenChoiceDepths,
+  tokenChoiceFinish, tokenChoiceProbs,
+} from './routing.js';
 
 export type RoutingMode = 'topk' | 'causal';
 
@@ -62,29 +65,47 @@ export interface RoutedTrunkResult {
   flops: number;
 }
 
-/** Token rows of a batch grouped by sequence: global row ids (sorted) and per-sequence counts. */
-interface RowSet {
-  rows: Int32Array;
-  counts: number[];
+/**
+ * A selection: the token rows one recursion processes, grouped by sequence.
+ *   rows (n) global row ids b·T + t, ascending (so per sequence in position order); counts (B)
+ */
+export interface Selection {
+  readonly rows: Int32Array;
+  readonly counts: readonly number[];
 }
 
+/** K/V of one block slot at recursion 1, kept for recursive KV sharing. */
 interface KvStore {
   k: Tensor;
   v: Tensor;
-  rows: RowSet;
+  rows: Selection;
 }
 
-/** Router logits: linear x·Wᵀ, or MLP fc2·GELU(fc1·x), on x / temperature.  x (N, D) → (N, out) */
-export function routerForward(m: MorConfig, r: RouterParams, x: Tensor): Tensor {
-  const input = m.temperature === 1 ? x : scale(x, 1 / m.temperature);
-  if (r.kind === 'linear') return linear(input, r.w);
-  return linear(gelu(linear(input, r.fc1)), r.fc2);
+/** What every step of the routed trunk reads, and what it accumulates (FLOPs executed, losses). */
+interface Trunk {
+  readonly c: ModelConfig;
+  readonly m: MorConfig;
+  readonly nr: number;
+  readonly params: ModelParams;
+  readonly mor: MorParams;
+  readonly plan: LayerPlan;
+  /** (N) position of every row. */
+  readonly positions: Int32Array;
+  readonly batch: number;
+  readonly T: number;
+  readonly mode: RoutingMode;
+  readonly step: number;
+  /** Causal mode: threshold on sigmoid(z) of the deciding router. */
+  readonly threshold: number;
+  /** Recursions that may run (test-time depth); the rest select nothing. */
+  readonly maxDepth: number;
+  readonly kvStores: Array<KvStore | null>;
+  flops: number;
+  readonly losses: Tensor[];
+  readonly terms: Record<string, number>;
 }
 
-function routerFlopsPerRow(c: ModelConfig, m: MorConfig, out: number): number {
-  const d = c.hidden_size;
-  return m.router === 'mlp' ? 2 * (d * 2 * d + 2 * d * out) : 2 * d * out;
-}
+type MutableStats = { -readonly [K in keyof RoutingStats]: RoutingStats[K] };
 
 /** Number of (query, key) pairs visible under a layout: Σ over queries of keys with kPos ≤ qPos. */
 function visiblePairs(layout: AttentionLayout): number {
@@ -107,6 +128,237 @@ function gatherPositions(pos: Int32Array, rows: Int32Array): Int32Array {
   return out;
 }
 
+function addLoss(tr: Trunk, name: string, t: Tensor, coef: number): void {
+  tr.terms[name] = (tr.terms[name] ?? 0) + t.item();
+  if (coef > 0) tr.losses.push(coef === 1 ? t : scale(t, coef));
+}
+
+/** The candidates with keeps[i] = 1, as local indices and as a selection (per-sequence counts kept). */
+function keptRows(cand: Selection, keeps: Uint8Array): { keptLocal: Int32Array; sel: Selection } {
+  const local: number[] = [];
+  const counts: number[] = [];
+  let start = 0;
+  for (const nb of cand.counts) {
+    let taken = 0;
+    for (let i = start; i < start + nb; i++) {
+      if (keeps[i] === 1) {
+        local.push(i);
+        taken++;
+      }
+    }
+    counts.push(taken);
+    start += nb;
+  }
+  const keptLocal = Int32Array.from(local);
+  return { keptLocal, sel: { rows: Int32Array.from(keptLocal, (i) => cand.rows[i] as number), counts } };
+}
+
+/** Every row of the batch, as a selection. */
+function allRows(batch: number, T: number): Selection {
+  return { rows: Int32Array.from({ length: batch * T }, (_, i) => i), counts: new Array<number>(batch).fill(T) };
+}
+
+/**
+ * Recursion r of the K-layer block over the rows of `sel`: attention among the selected rows of
+ * each sequence at their original positions; under KV sharing, deeper recursions attend to the
+ * recursion-1 K/V of the same slot.  h (N, D) → block output (n, D) for the n selected rows
+ */
+function applyBlock(tr: Trunk, h: Tensor, r: number, sel: Selection): Tensor {
+  const { c, m, params, plan, positions, batch } = tr;
+  let x = gatherRows(h, indexTensor(sel.rows)); //                              (n, D)
+  const posSel = gatherPositions(positions, sel.rows);
+  const pos = indexTensor(posSel);
+  const ownLayout = causalSegmentsLayout(c, sel.counts, posSel);
+  (plan.depthSteps[r] as Int32Array).forEach((l, j) => {
+    const layer = params.layers[plan.uniqueOf[l] as number];
+    if (layer === undefined) throw new ShapeError(`no unique layer at position ${l}`);
+    const lora = params.lora?.[l] ?? null;
+    const store = tr.kvStores[j];
+    if (m.kv_strategy === 'share' && r > 0 && store) {
+      // queries of this recursion against recursion-1 keys/values of the same sequence
+      const segments = new Int32Array(4 * batch);
+      let qs = 0;
+      let ks = 0;
+      for (let b = 0; b < batch; b++) {
+        segments.set([qs, sel.counts[b] as number, ks, store.rows.counts[b] as number], 4 * b);
+        qs += sel.counts[b] as number;
+        ks += store.rows.counts[b] as number;
+      }
+      const layout: AttentionLayout = { ...ownLayout, segments, kPos: gatherPositions(positions, store.rows.rows) };
+      x = decoderLayer(c, x, layer, lora, pos, selfAttend(layout), { k: store.k, v: store.v });
+      tr.flops += layerFlops(c, sel.rows.length, visiblePairs(layout), true);
+    } else {
+      let attend: AttendFn = selfAttend(ownLayout);
+      if (m.kv_strategy === 'share' && r === 0) {
+        const base = attend;
+        attend = (q, k, v) => {
+          tr.kvStores[j] = { k, v, rows: sel };
+          return base(q, k, v);
+        };
+      }
+      x = decoderLayer(c, x, layer, lora, pos, attend);
+      tr.flops += layerFlops(c, sel.rows.length, visiblePairs(ownLayout));
+    }
+  });
+  return x;
+}
+
+/**
+ * Expert-choice selection at recursion r among the candidates (the previous selection): top-k_r
+ * of the gates per sequence (the training targets), and the rows kept — the top-k ones, or in
+ * causal mode those the deciding router lets continue.
+ *   g, decider (nC) over the candidates → inTopk (nC); keptLocal (n) indices into the candidates
+ */
+function expertChoiceSelect(
+  tr: Trunk,
+  r: number,
+  cand: Selection,
+  g: Float32Array,
+  decider: Float32Array,
+  rng: Rng | null,
+): { inTopk: Uint8Array; keptLocal: Int32Array; sel: Selection } {
+  const { m, nr, T, mode } = tr;
+  const nC = cand.rows.length;
+  const cap = capacityAt(m, nr, r, mode === 'topk' ? tr.step : Number.POSITIVE_INFINITY);
+  const inTopk = new Uint8Array(nC);
+  let start = 0;
+  for (const nb of cand.counts) {
+    const k = Math.min(nb, capacityTokens(cap, T));
+    if (nb > 0 && (cap >= 1 || k >= nb)) inTopk.fill(1, start, start + nb);
+    else if (nb > 0) {
+      const scores = new Float32Array(nb);
+      for (let i = 0; i < nb; i++) scores[i] = rng ? rng.next() : (g[start + i] as number);
+      const { indices } = topk(tensor(scores, [1, nb]), k, 'index');
+      for (const i of indices.i32()) inTopk[start + i] = 1;
+    }
+    start += nb;
+  }
+  const keeps = r >= tr.maxDepth ? new Uint8Array(nC) : mode === 'topk' ? inTopk : expertKeeps(m, nr, r, decider, tr.threshold);
+  return { inTopk, ...keptRows(cand, keeps) };
+}
+
+/** Expert-choice: Nr recursions, each choosing among the tokens the previous one took. */
+function expertChoiceTrunk(tr: Trunk, h: Tensor, stats: MutableStats): Tensor {
+  const { c, m, nr, mode, T, batch, mor } = tr;
+  const N = batch * T;
+  const rng = m.random_router ? new Rng(0x5eed + tr.step) : null;
+  const zThreshold = thresholdLogit(tr.threshold);
+  let cand = allRows(batch, T);
+  for (let r = 0; r < nr; r++) {
+    const nC = cand.rows.length;
+    const hc = gatherRows(h, indexTensor(cand.rows)); //                      (nC, D)
+    const z = reshape(routerLogits(m, mor.routers[r] as RouterParams, hc), [nC]); // (nC)
+    const g = expertGate(m, z); //                                               (nC)
+    const auxZ = mor.auxRouters ? reshape(routerLogits(m, mor.auxRouters[r] as RouterParams, hc.detach()), [nC]) : null;
+    tr.flops += routerFlops(c, m, auxZ ? 2 * nC : nC);
+    const decider = (auxZ ?? z).f32();
+    const { inTopk, keptLocal, sel } = expertChoiceSelect(tr, r, cand, g.f32(), decider, rng);
+
+    // routing losses (against the top-k targets) and statistics
+    if (mode === 'topk') {
+      const target = tensor(Float32Array.from(inTopk), [nC]);
+      if (m.causal === 'aux_loss' && m.aux_loss_coef > 0) addLoss(tr, 'aux_bce', mean(bceWithLogits(z, target)), m.aux_loss_coef);
+      if (auxZ) addLoss(tr, 'aux_router_bce', mean(bceWithLogits(auxZ, target)), 1);
+      if (m.z_loss_coef > 0) addLoss(tr, 'z_loss', mean(mul(z, z)), m.z_loss_coef);
+    }
+    let agree = 0;
+    for (let i = 0; i < nC; i++) if ((continuesAt(decider[i] as number, zThreshold) ? 1 : 0) === inTopk[i]) agree++;
+    stats.samplingAccuracy.push(nC > 0 ? agree / nC : 1);
+    stats.selectedFraction.push(sel.rows.length / N);
+    stats.selectedRows.push(sel.rows);
+
+    if (sel.rows.length > 0) {
+      const y = applyBlock(tr, h, r, sel); //                                   (nS, D)
+      const gs = gatherRows(reshape(g, [nC, 1]), indexTensor(keptLocal)); //      (nS, 1)
+      const selIdx = indexTensor(sel.rows);
+      h = scatterAddRows(h, selIdx, expertUpdate(m, y, gatherRows(h, selIdx), gs));
+    }
+    if (r === nr - 1) {
+      const seen = new Uint8Array(T);
+      for (const row of sel.rows) seen[(tr.positions[row] as number) % T] = 1;
+      stats.deadTokenRatio = seen.reduce((dead, s) => dead + (s === 0 ? 1 : 0), 0) / T;
+    }
+    cand = sel;
+  }
+  return h;
+}
+
+/** Token-choice: one depth per token from the state entering recursion 1, then Nr recursions. */
+function tokenChoiceTrunk(tr: Trunk, h: Tensor, stats: MutableStats): Tensor {
+  const { c, m, nr, mode, T, batch, mor } = tr;
+  const N = batch * T;
+  const h1 = h;
+  const z = routerLogits(m, mor.tokenRouter as RouterParams, h1); //          (N, Nr)
+  tr.flops += routerFlops(c, m, N);
+  const p = tokenChoiceProbs(m, z); //                                       (N, Nr)
+  const depth = tokenChoiceDepths(p.f32(), nr, mor.routerBias?.f32() ?? null); // (N)
+  if (mode === 'topk' && tr.step < m.balance_warmup_steps) depth.fill(nr - 1);
+  for (let t = 0; t < N; t++) depth[t] = Math.min(depth[t] as number, tr.maxDepth - 1);
+
+  const load = new Array<number>(nr).fill(0);
+  for (let t = 0; t < N; t++) load[depth[t] as number] = (load[depth[t] as number] as number) + 1 / N;
+  const meanLoad = 1 / nr;
+  stats.load = load;
+  stats.maxVio = (Math.max(...load) - meanLoad) / meanLoad;
+  const Q = softmax(z).f32();
+  let ent = 0;
+  for (let i = 0; i < Q.length; i++) {
+    const q = Q[i] as number;
+    if (q > 0) ent -= q * Math.log(q);
+  }
+  stats.entropy = ent / N;
+
+  if (mode === 'topk') {
+    if (m.balancing === 'loss' && m.balance_coef > 0) {
+      // L_bal = Σ_i P_i · f_i,  P_i = mean_t p_ti,  f_i = Nr · load_i (constant)
+      const Pmean = scale(matmul(tensor(new Float32Array(N).fill(1), [1, N]), p), 1 / N); // (1, Nr)
+      const f = tensor(Float32Array.from(load, (x) => nr * x), [1, nr]);
+      addLoss(tr, 'balance', sum(mul(Pmean, f)), m.balance_coef);
+    }
+    if (m.z_loss_coef > 0) {
+      const lse = logsumexp(z);
+      addLoss(tr, 'z_loss', mean(mul(lse, lse)), m.z_loss_coef);
+    }
+  }
+
+  const pFlat = reshape(p, [N * nr, 1]);
+  for (let r = 0; r < nr; r++) {
+    const sel = keptRows(allRows(batch, T), Uint8Array.from(depth, (d) => (d >= r ? 1 : 0))).sel;
+    stats.selectedFraction.push(sel.rows.length / N);
+    stats.samplingAccuracy.push(1);
+    stats.selectedRows.push(sel.rows);
+    if (sel.rows.length === 0) break;
+    const y = applyBlock(tr, h, r, sel); //                                    (nA, D)
+    const active: Selection = { rows: sel.rows, counts: [sel.rows.length] };
+    const goesOn = Uint8Array.from(sel.rows, (t) => ((depth[t] as number) > r ? 1 : 0));
+    const cont = keptRows(active, goesOn);
+    const fin = keptRows(active, goesOn.map((x) => 1 - x));
+    if (cont.sel.rows.length > 0) {
+      // carried on, ungated: h_t ← y_t
+      const rows = indexTensor(cont.sel.rows);
+      h = scatterAddRows(h, rows, sub(gatherRows(y, indexTensor(cont.keptLocal)), gatherRows(h, rows)));
+    }
+    if (fin.sel.rows.length > 0) {
+      // finished at its depth: h_t ← h¹_t + p_{t,r} · y_t
+      const rows = indexTensor(fin.sel.rows);
+      const pt = gatherRows(pFlat, indexTensor(Int32Array.from(fin.sel.rows, (t) => t * nr + r))); // (nF, 1)
+      const next = tokenChoiceFinish(gatherRows(h1, rows), gatherRows(y, indexTensor(fin.keptLocal)), pt);
+      h = scatterAddRows(h, rows, sub(next, gatherRows(h, rows)));
+    }
+  }
+  return h;
+}
+
+export interface TrunkOptions {
+  readonly mode: RoutingMode;
+  /** Optimiser step, for the capacity and balancing warmups. */
+  readonly step: number;
+  /** Causal expert-choice threshold on sigmoid(z) (default: the config's). */
+  readonly threshold?: number;
+  /** Test-time depth: recursions after this many select nothing (default Nr). */
+  readonly maxDepth?: number;
+}
+
 /**
  * The routed recursive part: from the state after the first unique layer (Middle-Cycle) or the
  * embedding (Cycle), to the state entering the last unique layer.
@@ -119,251 +371,36 @@ export function routedTrunk(
   h: Tensor,
   positions: Int32Array,
   batch: number,
-  mode: RoutingMode,
-  step: number,
+  opts: TrunkOptions,
 ): RoutedTrunkResult {
   const m = c.mor;
   const nr = c.recursion?.num_recursions ?? 0;
-  const morParams = params.mor;
-  if (m === null || morParams === null || nr === 0) throw new ShapeError('routedTrunk needs a config with recursion and mor sections');
-  const N = h.dim(0);
-  const T = N / batch;
-  const K = plan.blockSize;
-  const offset = plan.hasUniqueEnds ? 1 : 0;
-  const hd = headDim(c);
-  const perLayerLinear = linearParamsPerLayer(c);
-  const kvParams = 2 * c.hidden_size * c.num_key_value_heads * hd;
-  let flops = 0;
-  const kvStores: Array<KvStore | null> = new Array<KvStore | null>(K).fill(null);
-
-  /** Apply the K-layer block (recursion r) to rows `set` of h; returns the block output (n, D). */
-  const runBlock = (r: number, set: RowSet): Tensor => {
-    let x = gatherRows(h, indexTensor(set.rows));
-    const posSel = gatherPositions(positions, set.rows);
-    const pos = indexTensor(posSel);
-    const ownLayout = causalSegmentsLayout(c, set.counts, posSel);
-    for (let j = 0; j < K; j++) {
-      const l = offset + r * K + j;
-      const layer = params.layers[plan.uniqueOf[l] as number];
-      if (layer === undefined) throw new ShapeError(`no unique layer at position ${l}`);
-      const lora = params.lora?.[l] ?? null;
-      const store = kvStores[j];
-      if (m.kv_strategy === 'share' && r > 0 && store) {
-        // queries of this recursion against recursion-1 keys/values of the same sequence
-        const segments = new Int32Array(4 * batch);
-        let qs = 0;
-        let ks = 0;
-        for (let b = 0; b < batch; b++) {
-          segments.set([qs, set.counts[b] as number, ks, store.rows.counts[b] as number], 4 * b);
-          qs += set.counts[b] as number;
-          ks += store.rows.counts[b] as number;
-        }
-        const layout: AttentionLayout = { ...ownLayout, segments, kPos: gatherPositions(positions, store.rows.rows) };
-        x = decoderLayer(c, x, layer, lora, pos, selfAttend(layout), { k: store.k, v: store.v });
-        flops += 2 * set.rows.length * (perLayerLinear - kvParams) + 4 * visiblePairs(layout) * hd * c.num_attention_heads;
-      } else {
-        let attend: AttendFn = selfAttend(ownLayout);
-        if (m.kv_strategy === 'share' && r === 0) {
-          const base = attend;
-          attend = (q, k, v) => {
-            kvStores[j] = { k, v, rows: set };
-            return base(q, k, v);
-          };
-        }
-        x = decoderLayer(c, x, layer, lora, pos, attend);
-        flops += 2 * set.rows.length * perLayerLinear + 4 * visiblePairs(ownLayout) * hd * c.num_attention_heads;
-      }
-    }
-    return x;
+  const mor = params.mor;
+  if (m === null || mor === null || nr === 0) throw new ShapeError('routedTrunk needs a config with recursion and mor sections');
+  const tr: Trunk = {
+    c,
+    m,
+    nr,
+    params,
+    mor,
+    plan,
+    positions,
+    batch,
+    T: h.dim(0) / batch,
+    mode: opts.mode,
+    step: opts.step,
+    threshold: opts.threshold ?? m.threshold,
+    maxDepth: opts.maxDepth ?? nr,
+    kvStores: new Array<KvStore | null>(plan.blockSize).fill(null),
+    flops: 0,
+    losses: [],
+    terms: {},
   };
-
-  const terms: Record<string, number> = {};
-  const losses: Tensor[] = [];
-  const addLoss = (name: string, t: Tensor, coef: number): void => {
-    terms[name] = (terms[name] ?? 0) + t.item();
-    if (coef > 0) losses.push(coef === 1 ? t : scale(t, coef));
-  };
-  const selectedFraction: number[] = [];
-  const samplingAccuracy: number[] = [];
-  const selectedRows: Int32Array[] = [];
-  let deadTokenRatio = 0;
-  let load: number[] = [];
-  let maxVio = 0;
-  let entropy = 0;
-
-  if (m.routing === 'expert_choice') {
-    let cand: RowSet = { rows: Int32Array.from({ length: N }, (_, i) => i), counts: new Array<number>(batch).fill(T) };
-    const rng = m.random_router ? new Rng(0x5eed + step) : null;
-    const zThreshold = Math.log(m.threshold / (1 - m.threshold)); // sigmoid(z) > th  ⇔  z > logit(th)
-    for (let r = 0; r < nr; r++) {
-      const nC = cand.rows.length;
-      const candIdx = indexTensor(cand.rows);
-      const hc = gatherRows(h, candIdx); //                                     (nC, D)
-      const router = morParams.routers[r] as RouterParams;
-      const z = reshape(routerForward(m, router, hc), [nC]); //              (nC)
-      flops += nC * routerFlopsPerRow(c, m, 1);
-      const g =
-        m.router_func === 'sigmoid' ? scale(sigmoid(z), m.alpha) : m.router_func === 'tanh' ? scale(tanh(z), m.alpha) : scale(z, m.alpha);
-      const auxZ = morParams.auxRouters ? reshape(routerForward(m, morParams.auxRouters[r] as RouterParams, hc.detach()), [nC]) : null;
-      if (auxZ) flops += nC * routerFlopsPerRow(c, m, 1);
-
-      // ---- which candidates recursion r takes (local indices into cand, per sequence in order)
-      const cap = capacityAt(m, nr, r, mode === 'topk' ? step : Number.POSITIVE_INFINITY);
-      const takesAll = cap >= 1;
-      const selLocal: number[] = [];
-      const counts: number[] = [];
-      const inTopk = new Uint8Array(nC);
-      let start = 0;
-      for (let b = 0; b < batch; b++) {
-        const nb = cand.counts[b] as number;
-        const k = Math.min(nb, Math.max(1, Math.floor(cap * T)));
-        if (nb > 0 && (takesAll || k >= nb)) for (let i = 0; i < nb; i++) inTopk[start + i] = 1;
-        else if (nb > 0) {
-          const scores = new Float32Array(nb);
-          const G = g.f32();
-          for (let i = 0; i < nb; i++) scores[i] = rng ? rng.next() : (G[start + i] as number);
-          const { indices } = topk(tensor(scores, [1, nb]), k, 'index');
-          for (const i of indices.i32()) inTopk[start + i] = 1;
-        }
-        let taken = 0;
-        const Z = (auxZ ?? z).f32();
-        for (let i = 0; i < nb; i++) {
-          const keep = mode === 'topk' || takesAll ? inTopk[start + i] === 1 : (Z[start + i] as number) > zThreshold;
-          if (keep) {
-            selLocal.push(start + i);
-            taken++;
-          }
-        }
-        counts.push(taken);
-        start += nb;
-      }
-
-      // ---- routing losses and statistics (against the top-k targets)
-      const target = tensor(Float32Array.from(inTopk), [nC]);
-      if (mode === 'topk') {
-        if (m.causal === 'aux_loss' && m.aux_loss_coef > 0) addLoss('aux_bce', mean(bceWithLogits(z, target)), m.aux_loss_coef);
-        if (auxZ) addLoss('aux_router_bce', mean(bceWithLogits(auxZ, target)), 1);
-        if (m.z_loss_coef > 0) addLoss('z_loss', mean(mul(z, z)), m.z_loss_coef);
-      }
-      const decider = (auxZ ?? z).f32();
-      let agree = 0;
-      for (let i = 0; i < nC; i++) if (((decider[i] as number) > zThreshold ? 1 : 0) === inTopk[i]) agree++;
-      samplingAccuracy.push(nC > 0 ? agree / nC : 1);
-      selectedFraction.push(selLocal.length / N);
-
-      const selRows = Int32Array.from(selLocal, (i) => cand.rows[i] as number);
-      selectedRows.push(selRows);
-      const sel: RowSet = { rows: selRows, counts };
-      if (selRows.length > 0) {
-        const y = runBlock(r, sel); //                                          (nS, D)
-        const gs = gatherRows(reshape(g, [nC, 1]), indexTensor(Int32Array.from(selLocal))); // (nS, 1)
-        const selIdx = indexTensor(selRows);
-        const update = m.gating === 'output' ? scaleRows(y, gs) : scaleRows(sub(y, gatherRows(h, selIdx)), gs);
-        h = scatterAddRows(h, selIdx, update);
-      }
-      if (r === nr - 1) {
-        const seen = new Uint8Array(T);
-        for (const row of selRows) seen[(positions[row] as number) % T] = 1;
-        let dead = 0;
-        for (let t = 0; t < T; t++) if (seen[t] === 0) dead++;
-        deadTokenRatio = dead / T;
-      }
-      cand = sel;
-    }
-  } else {
-    // ---- token-choice: one decision per token, from the state entering recursion 1
-    const h1 = h;
-    const router = morParams.tokenRouter as RouterParams;
-    const z = routerForward(m, router, h1); //                               (N, Nr)
-    flops += N * routerFlopsPerRow(c, m, nr);
-    const probs = m.router_func === 'softmax' ? softmax(z) : sigmoid(z);
-    const p = m.alpha === 1 ? probs : scale(probs, m.alpha); //                 (N, Nr)
-    const bias = morParams.routerBias?.f32() ?? new Float32Array(nr);
-    const P = p.f32();
-    const depth = new Int32Array(N);
-    const forceDeepest = mode === 'topk' && step < m.balance_warmup_steps;
-    for (let t = 0; t < N; t++) {
-      let best = 0;
-      let bv = -Infinity;
-      for (let j = 0; j < nr; j++) {
-        const v = (P[t * nr + j] as number) + (bias[j] as number);
-        if (v > bv) {
-          bv = v;
-          best = j;
-        }
-      }
-      depth[t] = forceDeepest ? nr - 1 : best;
-    }
-    load = new Array<number>(nr).fill(0);
-    for (let t = 0; t < N; t++) load[depth[t] as number] = (load[depth[t] as number] as number) + 1 / N;
-    const meanLoad = 1 / nr;
-    maxVio = (Math.max(...load) - meanLoad) / meanLoad;
-    const Q = (m.router_func === 'softmax' ? probs : softmax(z)).f32();
-    let ent = 0;
-    for (let i = 0; i < Q.length; i++) {
-      const q = Q[i] as number;
-      if (q > 0) ent -= q * Math.log(q);
-    }
-    entropy = ent / N;
-
-    if (mode === 'topk') {
-      if (m.balancing === 'loss' && m.balance_coef > 0) {
-        // L_bal = Σ_i P_i · f_i,  P_i = mean_t p_ti,  f_i = Nr · load_i (constant)
-        const Pmean = scale(matmul(tensor(new Float32Array(N).fill(1), [1, N]), p), 1 / N); // (1, Nr)
-        const f = tensor(Float32Array.from(load, (x) => nr * x), [1, nr]);
-        addLoss('balance', sum(mul(Pmean, f)), m.balance_coef);
-      }
-      if (m.z_loss_coef > 0) {
-        const lse = logsumexp(z);
-        addLoss('z_loss', mean(mul(lse, lse)), m.z_loss_coef);
-      }
-    }
-
-    const pFlat = reshape(p, [N * nr, 1]);
-    for (let r = 0; r < nr; r++) {
-      const active: number[] = [];
-      const counts: number[] = [];
-      for (let b = 0; b < batch; b++) {
-        let n = 0;
-        for (let t = b * T; t < (b + 1) * T; t++) if ((depth[t] as number) >= r) {
-          active.push(t);
-          n++;
-        }
-        counts.push(n);
-      }
-      selectedFraction.push(active.length / N);
-      samplingAccuracy.push(1);
-      selectedRows.push(Int32Array.from(active));
-      if (active.length === 0) break;
-      const y = runBlock(r, { rows: Int32Array.from(active), counts }); //     (nA, D)
-      const contLocal: number[] = [];
-      const finLocal: number[] = [];
-      active.forEach((t, i) => ((depth[t] as number) > r ? contLocal : finLocal).push(i));
-      if (contLocal.length > 0) {
-        // carried on, ungated: h_t ← y_t
-        const rows = indexTensor(Int32Array.from(contLocal, (i) => active[i] as number));
-        h = scatterAddRows(h, rows, sub(gatherRows(y, indexTensor(Int32Array.from(contLocal))), gatherRows(h, rows)));
-      }
-      if (finLocal.length > 0) {
-        // finished: h_t ← h¹_t + p_{t,r} · y_t
-        const finRows = Int32Array.from(finLocal, (i) => active[i] as number);
-        const rows = indexTensor(finRows);
-        const pt = gatherRows(pFlat, indexTensor(Int32Array.from(finRows, (t) => t * nr + r))); // (nF, 1)
-        const next = add(gatherRows(h1, rows), scaleRows(gatherRows(y, indexTensor(Int32Array.from(finLocal))), pt));
-        h = scatterAddRows(h, rows, sub(next, gatherRows(h, rows)));
-      }
-    }
-  }
-
+  const stats: MutableStats = { selectedFraction: [], samplingAccuracy: [], deadTokenRatio: 0, load: [], maxVio: 0, entropy: 0, selectedRows: [] };
+  const out = m.routing === 'expert_choice' ? expertChoiceTrunk(tr, h, stats) : tokenChoiceTrunk(tr, h, stats);
   let routingLoss: Tensor | null = null;
-  for (const l of losses) routingLoss = routingLoss === null ? l : add(routingLoss, l);
-  return {
-    h,
-    routingLoss,
-    terms,
-    stats: { selectedFraction, samplingAccuracy, deadTokenRatio, load, maxVio, entropy, selectedRows },
-    flops,
-  };
+  for (const l of tr.losses) routingLoss = routingLoss === null ? l : add(routingLoss, l);
+  return { h: out, routingLoss, terms: tr.terms, stats, flops: tr.flops };
 }
 
 /**

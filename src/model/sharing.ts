@@ -26,6 +26,16 @@ export interface LayerPlan {
   readonly blockSize: number;
   /** Whether position 0 and L−1 are unique layers outside the recursion (middle strategies). */
   readonly hasUniqueEnds: boolean;
+  /**
+   * The unrolled positions each depth step runs, in order (the unit of adaptive depth: routing,
+   * early exit and depth-wise batching step through these):
+   *   cycle / middle_cycle      Nr steps, step r = the K block positions of recursion r
+   *   sequence / middle_sequence one step, the whole middle in unrolled order (a recursion there
+   *                             is not a contiguous stretch of the stack: layer i repeats Nr times)
+   *   vanilla                   one step of all L layers
+   * The unique first/last layers of the middle strategies are in no step.
+   */
+  readonly depthSteps: readonly Int32Array[];
 }
 
 export function layerPlan(c: ModelConfig): LayerPlan {
@@ -35,7 +45,7 @@ export function layerPlan(c: ModelConfig): LayerPlan {
   const rec = c.recursion;
   if (rec === null) {
     for (let p = 0; p < L; p++) uniqueOf[p] = p;
-    return { uniqueOf, recursionOf, numUnique: L, blockSize: L, hasUniqueEnds: false };
+    return { uniqueOf, recursionOf, numUnique: L, blockSize: L, hasUniqueEnds: false, depthSteps: [Int32Array.from(uniqueOf)] };
   }
   const nr = rec.num_recursions;
   const middle = rec.sharing === 'middle_cycle' || rec.sharing === 'middle_sequence';
@@ -57,5 +67,9 @@ export function layerPlan(c: ModelConfig): LayerPlan {
       recursionOf[p] = q % nr;
     }
   }
-  return { uniqueOf, recursionOf, numUnique: K + 2 * offset, blockSize: K, hasUniqueEnds: middle };
+  const cyclic = rec.sharing === 'cycle' || rec.sharing === 'middle_cycle';
+  const depthSteps = cyclic
+    ? Array.from({ length: nr }, (_, r) => Int32Array.from({ length: K }, (_, j) => offset + r * K + j))
+    : [Int32Array.from({ length: K * nr }, (_, q) => offset + q)];
+  return { uniqueOf, recursionOf, numUnique: K + 2 * offset, blockSize: K, hasUniqueEnds: middle, depthSteps };
 }
