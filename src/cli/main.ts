@@ -3,7 +3,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { join, resolve } from 'node:path';
-import { MorError } from '../errors.js';
+import { ArgumentError, MorError } from '../errors.js';
 import { getBackend, setBackend } from '../backend/index.js';
 import type { BackendName } from '../backend/backend.js';
 import { VERSION } from '../version.js';
@@ -13,9 +13,12 @@ import { targetCapacity } from '../model/mor-config.js';
 import { countParams } from '../model/params.js';
 import { forwardFlopsPerToken, trainFlopsPerToken } from '../model/flops.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
-import { evaluateNll, prepareData, runTraining, type TrainRunOptions } from '../train/run.js';
+import { prepareData, runTraining, type TrainRunOptions } from '../train/run.js';
+import { depthSweep, evaluateNll } from '../train/evaluate.js';
+import type { Model } from '../model/model.js';
+import { DepthView } from './depth-view.js';
 import { Tokenizer } from '../data/tokenizer.js';
-import { generateText, type TextGenerateOptions } from '../infer/generate.js';
+import { generateText, textRequest, type TextGenerateOptions } from '../infer/generate.js';
 import { Engine } from '../infer/engine.js';
 import { ProgressPrinter } from './progress.js';
 import { DEFAULT_COMPARE_PRESETS, runComparison } from '../train/compare.js';
@@ -160,27 +163,66 @@ interface SampleFlags {
   stop?: string[];
   maxDepth?: number;
   threshold?: number;
+  exitConfidence?: number;
+  showDepth?: boolean;
+}
+
+/**
+ * The test-time depth flags a model can honour: --threshold moves MoR expert-choice routers,
+ * --exit-confidence the early exit of a recursive model without routers; --max-depth ≤ its depth steps.
+ */
+function checkDepthFlags(model: Model, f: { maxDepth?: number | undefined; threshold?: number | undefined; thresholds?: readonly number[] | undefined; exitConfidence?: number | undefined }): void {
+  const m = model.config.mor;
+  const steps = model.plan.depthSteps.length;
+  if (f.maxDepth !== undefined && f.maxDepth > steps) {
+    throw new ArgumentError(`--max-depth ${f.maxDepth}: this model takes at most ${steps} recursion${steps === 1 ? '' : 's'}`);
+  }
+  const th = f.threshold !== undefined ? '--threshold' : f.thresholds !== undefined ? '--thresholds' : null;
+  if (th && m?.routing !== 'expert_choice') {
+    throw new ArgumentError(`${th} sets the threshold of MoR expert-choice routers; this model has ${m ? 'token-choice routing (its depth is chosen once per token)' : 'no routers (for early exit use --exit-confidence)'}`);
+  }
+  if (f.exitConfidence !== undefined && (m !== null || steps === 1)) {
+    throw new ArgumentError(`--exit-confidence is early exit for recursive models without routers; this model ${m ? 'has MoR routers (use --threshold)' : 'has a single depth step'}`);
+  }
+  if (f.threshold !== undefined && f.threshold > 1) throw new ArgumentError(`--threshold must be in [0, 1], got ${f.threshold}`);
+}
+
+/** Load a checkpoint for evaluation or generation: config, weights and tokenizer only. */
+async function loadForUse(dir: string): Promise<{ model: Model; tokenizer: Tokenizer; tokenizerJson: string; trainerState: unknown }> {
+  const ck = await loadCheckpoint(dir, { optimizer: false });
+  if (!ck.tokenizerJson) throw new MorError('E_CHECKPOINT', `${dir} has no tokenizer.json`);
+  return { model: ck.model, tokenizer: Tokenizer.fromJSON(ck.tokenizerJson), tokenizerJson: ck.tokenizerJson, trainerState: ck.trainerState };
 }
 
 /** Generate for each prompt through the engine, streaming the text to stdout. */
 async function sampleAndPrint(modelDir: string, prompts: string[], f: SampleFlags): Promise<void> {
-  const ck = await loadCheckpoint(modelDir);
-  if (!ck.tokenizerJson) throw new MorError('E_CHECKPOINT', `${modelDir} has no tokenizer.json`);
-  const tok = Tokenizer.fromJSON(ck.tokenizerJson);
-  const engine = new Engine(ck.model, { maxBatch: 1 });
+  const { model, tokenizer: tok } = await loadForUse(modelDir);
+  checkDepthFlags(model, f);
+  const engine = new Engine(model, { maxBatch: 1 });
+  const view = f.showDepth ? new DepthView(engine.runner.numRecursions, process.stdout.isTTY === true && !process.env['NO_COLOR']) : null;
+  const request = (onText: TextGenerateOptions['onText']): TextGenerateOptions => ({
+    maxTokens: f.maxTokens,
+    temperature: f.temperature,
+    topK: f.topK,
+    topP: f.topP,
+    seed: f.seed,
+    ...(f.repetitionPenalty !== undefined ? { repetitionPenalty: f.repetitionPenalty } : {}),
+    ...(f.stop !== undefined ? { stop: f.stop } : {}),
+    ...(f.maxDepth !== undefined ? { maxDepth: f.maxDepth } : {}),
+    ...(f.threshold !== undefined ? { threshold: f.threshold } : {}),
+    ...(f.exitConfidence !== undefined ? { exitConfidence: f.exitConfidence } : {}),
+    ...(onText ? { onText } : {}),
+  });
+  // every prompt's request is checked before anything is printed
+  for (const prompt of prompts) textRequest(engine, tok, prompt, request(undefined));
   for (const prompt of prompts) {
     process.stdout.write(`--- ${JSON.stringify(prompt)}\n${prompt}`);
-    const opts: Record<string, unknown> = {
-      maxTokens: f.maxTokens,
-      temperature: f.temperature,
-      topK: f.topK,
-      topP: f.topP,
-      seed: f.seed,
-      onText: (piece: string) => process.stdout.write(piece),
+    const onText = (piece: string, depths: readonly number[]): void => {
+      process.stdout.write(view ? view.paint(piece, depths) : piece);
     };
-    for (const k of ['repetitionPenalty', 'stop', 'maxDepth', 'threshold'] as const) if (f[k] !== undefined) opts[k] = f[k];
-    const r = await generateText(engine, tok, prompt, opts as unknown as TextGenerateOptions);
+    const r = await generateText(engine, tok, prompt, request(onText));
     process.stdout.write('\n');
+    if (view) process.stdout.write(`${view.legend()}\n${view.histogram()}\n`);
     const meanDepth = r.depths.length ? r.depths.reduce((a, b) => a + b, 0) / r.depths.length : 0;
     const decodeTokens = Math.max(0, r.tokens.length - 1);
     const decodeSeconds = (r.totalMs - r.firstTokenMs) / 1000;
@@ -188,6 +230,66 @@ async function sampleAndPrint(modelDir: string, prompts: string[], f: SampleFlag
       `(${r.tokens.length} tokens, finished by ${r.finishReason}; first token ${r.firstTokenMs.toFixed(0)} ms, ` +
         `${decodeTokens ? (decodeTokens / Math.max(decodeSeconds, 1e-9)).toFixed(0) : '-'} tokens/s after; mean depth ${meanDepth.toFixed(2)} recursions)`,
     );
+  }
+}
+
+interface EvalFlags {
+  model: string;
+  data: string[];
+  textField: string;
+  batch: number;
+  seqLen?: number;
+  batches: number;
+  maxDepth?: number;
+  threshold?: number;
+  depthSweep?: boolean;
+  thresholds?: number[];
+  cacheDir: string;
+  json?: boolean;
+}
+
+async function evalCommand(o: EvalFlags): Promise<void> {
+  const { model, tokenizerJson, trainerState } = await loadForUse(o.model);
+  checkDepthFlags(model, o);
+  for (const th of o.thresholds ?? []) if (th > 1) throw new ArgumentError(`--thresholds: each must be in [0, 1], got ${th}`);
+  const state = trainerState as { options?: { data?: string[]; valFraction?: number } } | null;
+  const data = await prepareData({
+    data: o.data.length ? o.data : (state?.options?.data ?? []),
+    textField: o.textField,
+    vocabSize: model.config.vocab_size,
+    tokenizerJson,
+    cacheDir: resolve(o.cacheDir),
+    valFraction: state?.options?.valFraction ?? 0.05,
+    log,
+  });
+  const T = o.seqLen ?? model.config.max_position_embeddings;
+  const steps = model.plan.depthSteps.length;
+  const expert = model.config.mor?.routing === 'expert_choice';
+  const depth = { ...(o.maxDepth !== undefined ? { maxDepth: o.maxDepth } : {}), ...(o.threshold !== undefined ? { threshold: o.threshold } : {}) };
+
+  if (o.depthSweep || o.thresholds) {
+    const depths = o.depthSweep ? Array.from({ length: steps }, (_, i) => i + 1) : [o.maxDepth ?? steps];
+    const points = depthSweep(model, data.val, o.batch, T, o.batches, depths, o.thresholds ?? (o.threshold !== undefined ? [o.threshold] : []));
+    if (o.json) for (const p of points) console.log(JSON.stringify(p));
+    else {
+      console.log('| max depth | threshold | validation NLL | mean depth |');
+      console.log('|---:|---:|---:|---:|');
+      for (const p of points) console.log(`| ${p.max_depth} | ${p.threshold ?? '-'} | ${p.nll.toFixed(4)} | ${p.mean_depth.toFixed(3)} |`);
+    }
+  }
+
+  const ev = evaluateNll(model, data.val, o.batch, T, o.batches, 'causal', depth);
+  const bpb = (ev.nll / Math.LN2) / data.valBytesPerToken;
+  const out: Record<string, unknown> = { model: o.model, val_nll: ev.nll, val_ppl: Math.exp(ev.nll), val_bpb: bpb, val_tokens: ev.tokens, mean_depth: ev.meanDepth, max_depth: o.maxDepth ?? steps };
+  if (expert) out['threshold'] = o.threshold ?? model.config.mor?.threshold;
+  // Expert-choice MoR: the causal figure (per-token decisions, as generation makes them) is the
+  // honest one; training-time top-k routing looks at later tokens and is shown beside it. Token-
+  // choice is causal by construction, so it has one figure.
+  if (expert && o.maxDepth === undefined && o.threshold === undefined) out['val_nll_topk'] = evaluateNll(model, data.val, o.batch, T, o.batches, 'topk').nll;
+  if (o.json) console.log(JSON.stringify(out));
+  else {
+    console.log(`validation: NLL ${ev.nll.toFixed(4)}, perplexity ${Math.exp(ev.nll).toFixed(2)}, bits/byte ${bpb.toFixed(4)} over ${ev.tokens.toLocaleString()} tokens; mean depth ${ev.meanDepth.toFixed(3)} of ${steps}`);
+    if (out['val_nll_topk'] !== undefined) console.log(`(routing: causal decisions; with training-time top-k routing the NLL is ${(out['val_nll_topk'] as number).toFixed(4)})`);
   }
 }
 
@@ -258,39 +360,21 @@ export function buildProgram(): Command {
 
   program
     .command('eval')
-    .description('validation NLL, perplexity and bits per byte of a checkpoint')
+    .description('validation NLL, perplexity and bits per byte of a checkpoint; test-time depth sweeps')
     .requiredOption('--model <dir>', 'checkpoint directory')
     .option('--data <path>', 'corpus (default: the built-in corpus); repeatable', collect, [])
     .option('--text-field <name>', 'text field / column', 'text')
     .option('--batch <n>', 'sequences per batch', int('--batch', 1), 8)
     .option('--seq-len <n>', 'tokens per sequence (default: the model context)', int('--seq-len', 2))
     .option('--batches <n>', 'at most this many batches', int('--batches', 1), 32)
+    .option('--max-depth <n>', 'test-time depth: at most n recursions per token', int('--max-depth', 1))
+    .option('--threshold <x>', 'MoR expert-choice router threshold (default: the model\'s)', num('--threshold'))
+    .option('--depth-sweep', 'NLL and mean depth at every maximum depth 1..Nr')
+    .option('--thresholds <list>', 'MoR expert-choice: sweep these router thresholds, e.g. 0.3,0.5,0.7', (v: string) => v.split(',').map((x) => num('--thresholds')(x.trim())))
     .option('--cache-dir <dir>', 'token cache location', '.mor-cache')
-    .option('--json', 'print one JSON object')
-    .action(async (o: { model: string; data: string[]; textField: string; batch: number; seqLen?: number; batches: number; cacheDir: string; json?: boolean }) => {
-      const ck = await loadCheckpoint(o.model);
-      const state = ck.trainerState as { options?: { data?: string[]; valFraction?: number } } | null;
-      const data = await prepareData({
-        data: o.data.length ? o.data : (state?.options?.data ?? []),
-        textField: o.textField,
-        vocabSize: ck.model.config.vocab_size,
-        tokenizerJson: ck.tokenizerJson,
-        cacheDir: resolve(o.cacheDir),
-        valFraction: state?.options?.valFraction ?? 0.05,
-        log,
-      });
-      const T = o.seqLen ?? ck.model.config.max_position_embeddings;
-      const ev = evaluateNll(ck.model, data.val, o.batch, T, o.batches, 'causal');
-      const bpb = (ev.nll / Math.LN2) / data.valBytesPerToken;
-      const out: Record<string, unknown> = { model: o.model, val_nll: ev.nll, val_ppl: Math.exp(ev.nll), val_bpb: bpb, val_tokens: ev.tokens };
-      // MoR: the causal figure (per-token routing decisions, as generation makes them) is the
-      // honest one; top-k routing looks at later tokens and is shown for comparison.
-      if (ck.model.config.mor) out['val_nll_topk'] = evaluateNll(ck.model, data.val, o.batch, T, o.batches, 'topk').nll;
-      if (o.json) console.log(JSON.stringify(out));
-      else {
-        console.log(`validation: NLL ${ev.nll.toFixed(4)}, perplexity ${Math.exp(ev.nll).toFixed(2)}, bits/byte ${bpb.toFixed(4)} over ${ev.tokens.toLocaleString()} tokens`);
-        if (out['val_nll_topk'] !== undefined) console.log(`(routing: causal decisions; with training-time top-k routing the NLL is ${(out['val_nll_topk'] as number).toFixed(4)})`);
-      }
+    .option('--json', 'print JSON: one object per sweep point, then the summary object')
+    .action(async (o: EvalFlags) => {
+      await evalCommand(o);
     });
 
   program
@@ -306,7 +390,9 @@ export function buildProgram(): Command {
     .option('--repetition-penalty <x>', '> 1 discourages repeating tokens', num('--repetition-penalty'))
     .option('--stop <text>', 'stop when the output contains this text; repeatable', collect, [])
     .option('--max-depth <n>', 'test-time scaling: at most n recursions per token', int('--max-depth', 1))
-    .option('--threshold <x>', 'test-time scaling: router threshold (MoR) or early-exit confidence', num('--threshold'))
+    .option('--threshold <x>', 'test-time scaling, MoR expert-choice: continue iff sigmoid(router) > x; higher → shallower (default: the model\'s, 0.5)', num('--threshold'))
+    .option('--exit-confidence <x>', 'test-time scaling, recursive models without routers: exit once the head\'s top probability ≥ x; higher → deeper (default: off)', num('--exit-confidence'))
+    .option('--show-depth', 'colour each generated token by the recursions it ran (text[depth] when not a terminal), then a depth histogram')
     .action(async (o: { model: string; prompt: string[] } & SampleFlags) => {
       await sampleAndPrint(o.model, o.prompt.length ? o.prompt : [''], o);
     });

@@ -78,6 +78,8 @@ export class RequestHandle implements AsyncIterable<number> {
   private resolveResult!: (r: RequestResult) => void;
   /** Set by the engine; cancel() asks it to stop at the next step boundary. */
   cancelRequested = false;
+  /** Recursions each token streamed so far ran (depths[i] belongs to the i-th token). */
+  readonly depths: number[] = [];
 
   constructor(readonly id: number) {
     this.result = new Promise((resolve) => {
@@ -90,7 +92,8 @@ export class RequestHandle implements AsyncIterable<number> {
   }
 
   /** @internal engine → handle */
-  push(token: number): void {
+  push(token: number, depth: number): void {
+    this.depths.push(depth);
     this.buffered.push(token);
     this.wake();
   }
@@ -226,11 +229,11 @@ export class Engine {
     }
   }
 
-  /** Queue a request; tokens stream from the returned handle as the engine steps. */
-  submit(prompt: Int32Array, opts: RequestOptions): RequestHandle {
+  /** Throw the ArgumentError that submit() would for this prompt length and these options. */
+  checkRequest(promptLength: number, opts: RequestOptions): void {
     validateSampling(opts);
-    if (prompt.length < 1) throw new ArgumentError('a request needs a prompt of at least one token');
-    if (prompt.length >= this.contextLength) throw new ArgumentError(`prompt of ${prompt.length} tokens leaves no room in the context of ${this.contextLength}`);
+    if (promptLength < 1) throw new ArgumentError('a request needs a prompt of at least one token');
+    if (promptLength >= this.contextLength) throw new ArgumentError(`prompt of ${promptLength} tokens leaves no room in the context of ${this.contextLength}`);
     if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 1) throw new ArgumentError(`maxTokens must be an integer ≥ 1, got ${opts.maxTokens}`);
     const nr = this.runner.numRecursions;
     if (opts.maxDepth !== undefined && (!Number.isInteger(opts.maxDepth) || opts.maxDepth < 1 || opts.maxDepth > nr)) {
@@ -240,6 +243,11 @@ export class Engine {
       throw new ArgumentError(`threshold must be a number in [0, 1], got ${String(opts.threshold)}`);
     }
     checkConfidence('exitConfidence', opts.exitConfidence);
+  }
+
+  /** Queue a request; tokens stream from the returned handle as the engine steps. */
+  submit(prompt: Int32Array, opts: RequestOptions): RequestHandle {
+    this.checkRequest(prompt.length, opts);
     const handle = new RequestHandle(this.nextId++);
     this.waiting.push({
       handle,
@@ -322,7 +330,7 @@ export class Engine {
     r.context.push(token);
     r.depths.push(depth);
     if (r.firstTokenAt === 0) r.firstTokenAt = performance.now();
-    r.handle.push(token);
+    r.handle.push(token, depth);
     if (o.shouldStop?.(r.generated)) {
       this.finish(r, 'stop');
       return false;

@@ -66,8 +66,8 @@ export interface TextCodec {
 export interface TextGenerateOptions extends Omit<RequestOptions, 'shouldStop' | 'eosId' | 'vocabLimit'> {
   /** Stop when the generated text contains one of these (the text is cut before it). */
   readonly stop?: readonly string[];
-  /** Called with each new piece of decoded text. */
-  readonly onText?: (piece: string) => void;
+  /** Called with each new piece of decoded text and the depths (recursions) of the tokens that completed it. */
+  readonly onText?: (piece: string, depths: readonly number[]) => void;
 }
 
 export interface TextGenerateResult extends RequestResult {
@@ -85,18 +85,11 @@ export async function generateText(
   opts: TextGenerateOptions,
   drive = true,
 ): Promise<TextGenerateResult> {
-  const ids = codec.encode(prompt);
-  const input = ids.length ? ids : Int32Array.of(codec.eosId);
-  const stops = opts.stop ?? [];
-  if (stops.some((s) => s.length === 0)) throw new ArgumentError('stop strings must not be empty');
-  const { stop: _stop, onText, ...rest } = opts;
-  const handle = engine.submit(input, {
-    ...rest,
-    eosId: codec.eosId,
-    vocabLimit: codec.vocabSize,
-    ...(stops.length ? { shouldStop: (gen: readonly number[]) => stops.some((s) => codec.decode(gen).includes(s)) } : {}),
-  });
+  const { input, request, stops } = textRequest(engine, codec, prompt, opts);
+  const { onText } = opts;
+  const handle = engine.submit(input, request);
   let emitted = '';
+  let told = 0; // tokens whose depths were passed to onText
   const consumer = (async () => {
     const sofar: number[] = [];
     for await (const t of handle) {
@@ -107,7 +100,8 @@ export async function generateText(
       let stable = text.endsWith('\uFFFD') ? text.slice(0, -1) : text;
       stable = stable.slice(0, stable.length - stopPrefixTail(stable, stops));
       if (stable.length > emitted.length && stable.startsWith(emitted)) {
-        onText?.(stable.slice(emitted.length));
+        onText?.(stable.slice(emitted.length), handle.depths.slice(told, sofar.length));
+        told = sofar.length;
         emitted = stable;
       }
     }
@@ -116,6 +110,26 @@ export async function generateText(
   const r = await handle.result;
   await consumer;
   const text = cutAtStop(codec.decode(r.tokens), stops);
-  if (text.length > emitted.length && text.startsWith(emitted)) onText?.(text.slice(emitted.length));
+  if (text.length > emitted.length && text.startsWith(emitted)) onText?.(text.slice(emitted.length), r.depths.slice(told));
   return { ...r, text };
+}
+
+/**
+ * The engine request generateText submits for a prompt, checked as submit() would check it
+ * (ArgumentError): call it to validate a text request before anything is printed.
+ */
+export function textRequest(engine: Engine, codec: TextCodec, prompt: string, opts: TextGenerateOptions): { input: Int32Array; request: RequestOptions; stops: readonly string[] } {
+  const ids = codec.encode(prompt);
+  const input = ids.length ? ids : Int32Array.of(codec.eosId);
+  const stops = opts.stop ?? [];
+  if (stops.some((s) => s.length === 0)) throw new ArgumentError('stop strings must not be empty');
+  const { stop: _stop, onText: _onText, ...rest } = opts;
+  const request: RequestOptions = {
+    ...rest,
+    eosId: codec.eosId,
+    vocabLimit: codec.vocabSize,
+    ...(stops.length ? { shouldStop: (gen: readonly number[]) => stops.some((s) => codec.decode(gen).includes(s)) } : {}),
+  };
+  engine.checkRequest(input.length, request);
+  return { input, request, stops };
 }

@@ -103,8 +103,13 @@ export interface LoadedCheckpoint {
   optimizerState: Map<string, { m: Float32Array; v: Float32Array; step: number }> | null;
 }
 
+export interface LoadOptions {
+  /** Read optimizer.safetensors (default true). Evaluation and generation need only config, weights and tokenizer. */
+  readonly optimizer?: boolean;
+}
+
 /** Load a checkpoint directory; every problem is a CheckpointError naming the file. */
-export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
+export async function loadCheckpoint(dir: string, opts: LoadOptions = {}): Promise<LoadedCheckpoint> {
   if (!existsSync(dir)) throw new CheckpointError(`checkpoint directory not found: ${dir}`);
   let config: ModelConfig;
   try {
@@ -132,7 +137,7 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
   const trainerState = existsSync(statePath) ? readJson(statePath, 'trainer_state.json') : null;
   let optimizerState: LoadedCheckpoint['optimizerState'] = null;
   const optPath = join(dir, 'optimizer.safetensors');
-  if (existsSync(optPath)) {
+  if (opts.optimizer !== false && existsSync(optPath)) {
     const f = await readSafetensors(optPath);
     let steps: Record<string, number>;
     try {

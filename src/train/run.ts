@@ -13,17 +13,16 @@ import { getBackend } from '../backend/index.js';
 import { measureGemmPeak } from '../backend/peak.js';
 import { validateConfig, type ModelConfig } from '../model/config.js';
 import { preset } from '../model/presets.js';
-import { createModel, forward, type Model } from '../model/model.js';
-import type { RoutingMode } from '../model/mor.js';
+import { createModel, type Model } from '../model/model.js';
 import { countParams, } from '../model/params.js';
 import { trainFlopsPerToken } from '../model/flops.js';
-import { noGrad } from '../tensor/tensor.js';
 import { Corpus } from '../data/corpus.js';
 import { Tokenizer } from '../data/tokenizer.js';
 import { trainBpe } from '../data/bpe-train.js';
 import { buildTokenCache, loadTokens, isValidationId, DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, type TokenArray } from '../data/dataset.js';
-import { TrainLoader, validationBatches, type LoaderCursor } from '../data/loader.js';
+import { TrainLoader, type LoaderCursor } from '../data/loader.js';
 import { sha256Hex } from '../data/util.js';
+import { evaluateNll } from './evaluate.js';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { createOptimizer, trainLoop, type TrainerState } from './trainer.js';
 import type { ScheduleKind } from './schedule.js';
@@ -174,32 +173,7 @@ export async function prepareData(opts: {
   return { tokenizer, train, val, valBytesPerToken: val.length ? bytes / val.length : 0 };
 }
 
-/**
- * Mean validation NLL per token over up to maxBatches batches (no gradient). `routing` picks
- * MoR's selection: 'causal' (per-token decisions, what generation can do: the honest figure)
- * or 'topk' (the training-time selection, which peeks at later tokens).
- */
-export function evaluateNll(
-  model: Model,
-  val: TokenArray,
-  batchSize: number,
-  seqLen: number,
-  maxBatches: number,
-  routing: RoutingMode = 'causal',
-): { nll: number; tokens: number } {
-  let sum = 0;
-  let count = 0;
-  noGrad(() => {
-    for (const batch of validationBatches(val, { batchSize, seqLen, maxBatches })) {
-      const { lmLoss } = forward(model, batch.inputs, batch.batchSize, batch.targets, { routing });
-      const n = batch.targets.length;
-      sum += (lmLoss?.item() ?? 0) * n;
-      count += n;
-    }
-  });
-  if (count === 0) throw new MorError('E_DATA', `the validation split has fewer than ${seqLen + 1} tokens: nothing to evaluate`);
-  return { nll: sum / count, tokens: count };
-}
+export { evaluateNll };
 
 export interface TrainRunResult {
   model: Model;
