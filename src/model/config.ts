@@ -7,6 +7,7 @@
  * (MOR_SPEC §2, see sharing.ts).
  */
 import { ConfigError } from './config-error.js';
+import { headDim } from '../nn/layers.js';
 import { validateMorConfig, type MorConfig } from './mor-config.js';
 
 export { ConfigError };
@@ -202,7 +203,5 @@ export function validateConfig(input: unknown): ModelConfig {
   });
 }
 
-/** Head dim HD = D / H. */
-export function headDim(c: ModelConfig): number {
-  return c.hidden_size / c.num_attention_heads;
-}
+/** Head dim HD = D / H (defined with the layers that use it). */
+export { headDim };

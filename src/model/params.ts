@@ -8,6 +8,7 @@ import { Tensor, parameter } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
 import { headDim, type ModelConfig } from './config.js';
 import { layerPlan } from './sharing.js';
+import { LAYER_MATRICES, type LayerMatrix, type LayerWeights, type LoraWeights } from '../nn/layers.js';
 
 export type InitKind = 'normal' | 'ones' | 'zeros';
 
@@ -23,8 +24,7 @@ export interface ParamSpec {
   readonly trainable?: boolean;
 }
 
-export const LAYER_MATRICES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-export type LayerMatrix = (typeof LAYER_MATRICES)[number];
+export { LAYER_MATRICES, type LayerMatrix };
 
 /** Prefix of a layer matrix's parameter name inside a layer: self_attn.* or mlp.*. */
 function matrixPath(m: LayerMatrix): string {
@@ -119,13 +119,11 @@ export function paramTable(c: ModelConfig): ParamSpec[] {
   return specs;
 }
 
-export interface LayerParams {
-  readonly inputNorm: Tensor;
-  readonly postNorm: Tensor;
-  readonly w: Readonly<Record<LayerMatrix, Tensor>>;
-}
+/** A unique layer's parameters (the nn/ layer weights). */
+export type LayerParams = LayerWeights;
 
-export type LoraParams = Readonly<Record<LayerMatrix, { readonly A: Tensor; readonly B: Tensor }>>;
+/** One unrolled position's LoRA pairs. */
+export type LoraParams = LoraWeights;
 
 /** One router's weights: linear (out, D), or MLP fc1 (2D, D), fc2 (out, 2D). */
 export type RouterParams = { readonly kind: 'linear'; readonly w: Tensor } | { readonly kind: 'mlp'; readonly fc1: Tensor; readonly fc2: Tensor };

@@ -1,19 +1,51 @@
 /**
  * Stateless layer functions over tensors, shared by the training forward and the inference
  * engine. Row layout: a batch of sequences is flattened to N token rows (N, D).
+ *
+ * Layering: tensor/ops.ts holds the differentiable primitives — each one tape entry over one
+ * kernel, fused ones included (rmsnorm, rope, attention, swiglu, embedding, crossEntropy);
+ * this file composes them into layers. It imports nothing from model/: the shapes and weights a
+ * layer needs are the small structural types below, which a ModelConfig and the model's
+ * parameter table satisfy.
  */
 import type { AttentionLayout } from '../backend/backend.js';
-import { headDim, type ModelConfig } from '../model/config.js';
-import type { LayerMatrix, LayerParams, LoraParams } from '../model/params.js';
 import { Tensor } from '../tensor/tensor.js';
 import { add, attention, linear, reshape, rmsnorm, rope, swiglu } from '../tensor/ops.js';
+
+/** The seven matrices of a decoder layer, in the order of the parameter table. */
+export const LAYER_MATRICES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export type LayerMatrix = (typeof LAYER_MATRICES)[number];
+
+/** The dimensions a decoder layer reads (a ModelConfig has them under these Hugging Face names). */
+export interface LayerShape {
+  readonly hidden_size: number;
+  readonly num_attention_heads: number;
+  readonly num_key_value_heads: number;
+  readonly rms_norm_eps: number;
+  readonly rope_theta: number;
+}
+
+/** One decoder layer's weights: the two norm scales (D) and the seven matrices (out, in). */
+export interface LayerWeights {
+  readonly inputNorm: Tensor;
+  readonly postNorm: Tensor;
+  readonly w: Readonly<Record<LayerMatrix, Tensor>>;
+}
+
+/** Per-matrix LoRA pairs A (r, in), B (out, r) of one layer position. */
+export type LoraWeights = Readonly<Record<LayerMatrix, { readonly A: Tensor; readonly B: Tensor }>>;
+
+/** HD = D / H. */
+export function headDim(c: Pick<LayerShape, 'hidden_size' | 'num_attention_heads'>): number {
+  return c.hidden_size / c.num_attention_heads;
+}
 
 /**
  * Attention layout for S independent causal sequences laid end to end: segment s covers rows
  * [start_s, start_s + len_s) for queries and keys alike; positions are given per row.
  *   lengths (S), positions (N) with N = Σ lengths.
  */
-export function causalSegmentsLayout(c: ModelConfig, lengths: readonly number[], positions: Int32Array): AttentionLayout {
+export function causalSegmentsLayout(c: LayerShape, lengths: readonly number[], positions: Int32Array): AttentionLayout {
   const segments = new Int32Array(4 * lengths.length);
   let start = 0;
   lengths.forEach((len, s) => {
@@ -68,10 +100,10 @@ export function selfAttend(layout: AttentionLayout): AttendFn {
  *   h (N, D), pos (N) int32 → (N, D)
  */
 export function decoderLayer(
-  c: ModelConfig,
+  c: LayerShape,
   h: Tensor,
-  p: LayerParams,
-  lora: LoraParams | null,
+  p: LayerWeights,
+  lora: LoraWeights | null,
   pos: Tensor,
   attend: AttendFn,
   /**
