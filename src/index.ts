@@ -1,31 +1,47 @@
-/** Public API of the package. */
+/**
+ * Public API of the package: what a user needs to train, evaluate, inspect and serve a model.
+ * Each layer's full surface (tape internals, kernels' shapes, the runner's step functions, …)
+ * is a subpath export: `mor-ts/backend`, `mor-ts/tensor`, `mor-ts/nn`, `mor-ts/model`,
+ * `mor-ts/data`, `mor-ts/train`, `mor-ts/infer`. test/api.test.ts lists this surface, so it
+ * changes only on purpose.
+ */
 export * from './errors.js';
+export { ConfigError } from './model/config-error.js';
+export { CheckpointError } from './train/checkpoint.js';
+export { KVPoolExhaustedError } from './infer/kv-pool.js';
 export { VERSION } from './version.js';
 
 // kernels and tensors
-export { getBackend, setBackend, getBackendByName, availableBackends } from './backend/index.js';
-export type * from './backend/backend.js';
-export { measureGemmGflops, measureGemmPeak } from './backend/peak.js';
-export * from './tensor/index.js';
+export { getBackend, setBackend, availableBackends } from './backend/index.js';
+export type { Backend, BackendName, BackendInfo } from './backend/backend.js';
+export { Tensor, tensor, zeros, noGrad, backward } from './tensor/tensor.js';
 
 // model
-export * from './model/index.js';
-export { decoderLayer, loraLinear, causalSegmentsLayout, rowPositions, selfAttend, type AttendFn } from './nn/layers.js';
+export { preset, PRESET_NAMES } from './model/presets.js';
+export { validateConfig, DEFAULT_CONFIG, type ModelConfig, type RecursionConfig, type SharingStrategy } from './model/config.js';
+export type { MorConfig } from './model/mor-config.js';
+export { createModel, forward, type Model, type ForwardOptions, type ForwardResult } from './model/model.js';
+export { countParams } from './model/params.js';
+export { forwardFlopsPerToken, trainFlopsPerToken } from './model/flops.js';
+export type { RoutingMode, RoutingStats } from './model/mor.js';
 
 // data
-export * from './data/index.js';
+export { Corpus, type CorpusOptions } from './data/corpus.js';
+export { Tokenizer, type TokenizerOptions } from './data/tokenizer.js';
+export { trainBpe, type BpeTrainOptions } from './data/bpe-train.js';
 
-// training
-export { AdamW, DEFAULT_ADAMW, clipGradNorm, optimParamsFromTable, type AdamWConfig, type OptimParam } from './train/optim.js';
-export { learningRate, type ScheduleConfig, type ScheduleKind } from './train/schedule.js';
-export { trainLoop, createOptimizer, type BatchSource, type TrainBatch, type TrainerState, type TrainLoopOptions, type TrainResult } from './train/trainer.js';
-export { runTraining, prepareData, evaluateNll, type TrainRunOptions, type TrainRunResult, type PreparedData } from './train/run.js';
-export { saveCheckpoint, loadCheckpoint, CheckpointError, type LoadedCheckpoint, type SaveOptions } from './train/checkpoint.js';
-export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors, type NamedArray, type SafetensorsFile } from './util/safetensors.js';
+// training and evaluation
+export { AdamW, clipGradNorm, type AdamWConfig } from './train/optim.js';
+export { createOptimizer, trainLoop, type TrainLoopOptions } from './train/trainer.js';
+export { runTraining, prepareData, type TrainRunOptions, type TrainRunResult, type PreparedData } from './train/run.js';
+export { evaluateNll, depthSweep, type DepthSetting, type EvalResult, type SweepPoint } from './train/evaluate.js';
+export { saveCheckpoint, loadCheckpoint, type LoadedCheckpoint, type LoadOptions } from './train/checkpoint.js';
+export { readSafetensors, writeSafetensors } from './util/safetensors.js';
 
 // inference
-export { generate, generateText, type GenerateOptions, type GenerateResult, type TextCodec, type TextGenerateOptions, type TextGenerateResult } from './infer/generate.js';
-export { Engine, EngineError, RequestHandle, type BatchingMode, type EngineOptions, type RequestOptions, type RequestResult, type FinishReason, type StepRunner } from './infer/engine.js';
-export { ModelRunner, type TokenState, type SequenceKV, type DepthControl } from './infer/runner.js';
-export { PagedKVPool, KVStream, KVPoolExhaustedError } from './infer/kv-pool.js';
-export { sampleToken, validateSampling, type SamplingOptions } from './infer/sampler.js';
+export { generate, generateText, type GenerateOptions, type GenerateResult, type TextGenerateOptions, type TextGenerateResult } from './infer/generate.js';
+export {
+  Engine, EngineError, ENGINE_DEFAULTS, RequestHandle,
+  type BatchingMode, type EngineOptions, type RequestOptions, type RequestResult, type FinishReason,
+} from './infer/engine.js';
+export type { SamplingOptions } from './infer/sampler.js';

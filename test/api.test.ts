@@ -40,3 +40,36 @@ test('README engine example: streaming handles, depths, generateText with a stop
   const r = await generateText(engine, tok, 'The President', { maxTokens: 16, stop: ['\n\n'] });
   assert.ok(typeof r.text === 'string' && !r.text.includes('\n\n'));
 });
+
+// The top-level export surface, listed so that it changes only on purpose. Everything else is
+// reached through a layer's subpath export (mor-ts/backend, /tensor, /nn, /model, /data, /train, /infer).
+const PUBLIC_API = [
+  'AdamW', 'ArgumentError', 'AutogradError', 'BackendUnavailableError', 'CheckpointError', 'ConfigError', 'Corpus',
+  'DEFAULT_CONFIG', 'DataError', 'DtypeError', 'ENGINE_DEFAULTS', 'Engine', 'EngineError', 'KVPoolExhaustedError', 'MorError',
+  'PRESET_NAMES', 'RequestHandle', 'ShapeError', 'Tensor', 'Tokenizer', 'VERSION', 'availableBackends', 'backward',
+  'clipGradNorm', 'countParams', 'createModel', 'createOptimizer', 'depthSweep', 'evaluateNll', 'forward',
+  'forwardFlopsPerToken', 'generate', 'generateText', 'getBackend', 'loadCheckpoint', 'noGrad', 'prepareData', 'preset',
+  'readSafetensors', 'runTraining', 'saveCheckpoint', 'setBackend', 'tensor', 'trainBpe', 'trainFlopsPerToken', 'trainLoop',
+  'validateConfig', 'writeSafetensors', 'zeros',
+];
+
+test('the export surface is the listed one', async () => {
+  const api = await import('../src/index.js');
+  assert.deepEqual(Object.keys(api).sort(), [...PUBLIC_API].sort());
+});
+
+test('each layer is reachable through its subpath export', async () => {
+  const subpaths: Record<string, string[]> = {
+    'mor-ts/backend': ['getBackendByName'],
+    'mor-ts/tensor': ['record', 'needsGrad', 'accumulateGrad', 'rmsnorm', 'attention'],
+    'mor-ts/nn': ['decoderLayer', 'causalSegmentsLayout', 'LAYER_MATRICES'],
+    'mor-ts/model': ['layerPlan', 'paramTable', 'routedTrunk', 'expertGate', 'tokenChoiceDepths'],
+    'mor-ts/data': ['buildTokenCache', 'TrainLoader', 'validationBatches'],
+    'mor-ts/train': ['AdamW', 'learningRate', 'evaluateNll', 'depthSweep'],
+    'mor-ts/infer': ['ModelRunner', 'PagedKVPool', 'sampleToken', 'textRequest'],
+  };
+  for (const [path, names] of Object.entries(subpaths)) {
+    const mod = (await import(path)) as Record<string, unknown>;
+    for (const n of names) assert.ok(n in mod, `${path} exports ${n}`);
+  }
+});

@@ -86,12 +86,6 @@ function positiveNumber(obj: Record<string, unknown>, key: string, where: string
   return v;
 }
 
-/** Number of unique layers in the shared block (K) for a recursive config. */
-export function sharedBlockSize(L: number, rec: RecursionConfig): number {
-  const middle = rec.sharing === 'middle_cycle' || rec.sharing === 'middle_sequence';
-  return (middle ? L - 2 : L) / rec.num_recursions;
-}
-
 /**
  * The smallest effective depth ≥ L that a sharing strategy can tile with Nr recursions: the
  * paper adds layers rather than dropping them (1 + 8×4 + 1 = 34 from 32 for Nr = 4).
