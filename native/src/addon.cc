@@ -506,6 +506,13 @@ napi_value elementwise3to2(const Args& a, const char* xName, const char* yName, 
   return undef(a.env);
 }
 
+napi_value swigluFwd(const Args& a) { return elementwise2to1(a, "gate", "up", mor::swigluForward); }
+napi_value swigluBwd(const Args& a) { return elementwise3to2(a, "gate", "up", "dGate", "dUp", mor::swigluBackward); }
+napi_value bceFwd(const Args& a) { return elementwise2to1(a, "z", "t", mor::bceWithLogitsForward); }
+napi_value bceBwd(const Args& a) { return elementwise3to2(a, "z", "t", "dZ", "dT", mor::bceWithLogitsBackward); }
+napi_value add(const Args& a) { return elementwise2to1(a, "a", "b", mor::add); }
+napi_value mul(const Args& a) { return elementwise2to1(a, "a", "b", mor::mul); }
+
 // gatherRows(src, idx, cols, out)
 napi_value gatherRows(const Args& a) {
   int64_t ls, li;
@@ -609,6 +616,11 @@ napi_value rowKernel(const Args& a, RowOut shape, RowKernel f) {
   f(x, rows, cols, o);
   return undef(a.env);
 }
+
+napi_value softmaxRows(const Args& a) { return rowKernel(a, RowOut::Same, mor::softmaxRows); }
+napi_value lseRows(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::logsumexpRows); }
+napi_value sumRows(const Args& a) { return rowKernel(a, RowOut::PerCol, mor::sumRows); }  // out (C)
+napi_value sumCols(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::sumCols); }  // out (R)
 
 // softmaxRowsBackward(y, dOut, cols, dX)
 napi_value softmaxRowsBwd(const Args& a) {
@@ -765,29 +777,29 @@ const Export kExports[] = {
     {"rope", rope},
     {"rmsnormForward", rmsnormFwd},
     {"rmsnormBackward", rmsnormBwd},
-    {"swigluForward", [](const Args& a) { return elementwise2to1(a, "gate", "up", mor::swigluForward); }},
-    {"swigluBackward", [](const Args& a) { return elementwise3to2(a, "gate", "up", "dGate", "dUp", mor::swigluBackward); }},
+    {"swigluForward", swigluFwd},
+    {"swigluBackward", swigluBwd},
     {"gatherRows", gatherRows},
     {"scatterAddRows", scatterAddRows},
     {"crossEntropyForward", ceFwd},
     {"crossEntropyBackward", ceBwd},
-    {"bceWithLogitsForward", [](const Args& a) { return elementwise2to1(a, "z", "t", mor::bceWithLogitsForward); }},
-    {"bceWithLogitsBackward", [](const Args& a) { return elementwise3to2(a, "z", "t", "dZ", "dT", mor::bceWithLogitsBackward); }},
+    {"bceWithLogitsForward", bceFwd},
+    {"bceWithLogitsBackward", bceBwd},
     {"unary", unary},
     {"unaryBackward", unaryBwd},
-    {"softmaxRows", [](const Args& a) { return rowKernel(a, RowOut::Same, mor::softmaxRows); }},
+    {"softmaxRows", softmaxRows},
     {"softmaxRowsBackward", softmaxRowsBwd},
-    {"logsumexpRows", [](const Args& a) { return rowKernel(a, RowOut::PerRow, mor::logsumexpRows); }},
+    {"logsumexpRows", lseRows},
     {"logsumexpRowsBackward", lseRowsBwd},
     {"topkRows", topkRows},
     {"sum", reduce<mor::sum>},
     {"sumSquares", reduce<mor::sumSquares>},
-    {"sumRows", [](const Args& a) { return rowKernel(a, RowOut::PerCol, mor::sumRows); }},  // out (C)
-    {"sumCols", [](const Args& a) { return rowKernel(a, RowOut::PerRow, mor::sumCols); }},  // out (R)
+    {"sumRows", sumRows},
+    {"sumCols", sumCols},
     {"scaleRows", scaleRows},
     {"rowDot", rowDot},
-    {"add", [](const Args& a) { return elementwise2to1(a, "a", "b", mor::add); }},
-    {"mul", [](const Args& a) { return elementwise2to1(a, "a", "b", mor::mul); }},
+    {"add", add},
+    {"mul", mul},
     {"scale", scale},
     {"axpy", axpy},
     {"fill", fill},
