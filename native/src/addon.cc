@@ -608,11 +608,9 @@ napi_value rowKernel(const Args& a, RowOut shape, RowKernel f) {
   int64_t lx;
   const float* x = a.f32(0, "x", &lx);
   const int64_t cols = a.integer(1, "cols", 0);
-  int64_t lo;
-  float* o = a.f32(2, "out", &lo);
   const int64_t rows = a.rowsOf("x", lx, cols);
   const int64_t want = shape == RowOut::Same ? lx : shape == RowOut::PerRow ? rows : cols;
-  a.len("out", lo, static_cast<double>(want));
+  float* o = a.f32Len(2, "out", static_cast<double>(want));
   f(x, rows, cols, o);
   return undef(a.env);
 }
@@ -624,30 +622,25 @@ napi_value sumCols(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::sum
 
 // softmaxRowsBackward(y, dOut, cols, dX)
 napi_value softmaxRowsBwd(const Args& a) {
-  int64_t ly, lg, ld;
+  int64_t ly;
   const float* y = a.f32(0, "y", &ly);
-  const float* g = a.f32(1, "dOut", &lg);
   const int64_t cols = a.integer(2, "cols", 0);
-  float* d = a.f32(3, "dX", &ld);
   const int64_t rows = a.rowsOf("y", ly, cols);
-  a.len("dOut", lg, static_cast<double>(ly));
-  a.len("dX", ld, static_cast<double>(ly));
+  const float* g = a.f32Len(1, "dOut", static_cast<double>(ly));
+  float* d = a.f32Len(3, "dX", static_cast<double>(ly));
   mor::softmaxRowsBackward(y, g, rows, cols, d);
   return undef(a.env);
 }
 
 // logsumexpRowsBackward(x, lse, dOut, cols, dX)
 napi_value lseRowsBwd(const Args& a) {
-  int64_t lx, ll, lg, ld;
+  int64_t lx;
   const float* x = a.f32(0, "x", &lx);
-  const float* lse = a.f32(1, "lse", &ll);
-  const float* g = a.f32(2, "dOut", &lg);
   const int64_t cols = a.integer(3, "cols", 0);
-  float* d = a.f32(4, "dX", &ld);
   const int64_t rows = a.rowsOf("x", lx, cols);
-  a.len("lse", ll, static_cast<double>(rows));
-  a.len("dOut", lg, static_cast<double>(rows));
-  a.len("dX", ld, static_cast<double>(lx));
+  const float* lse = a.f32Len(1, "lse", static_cast<double>(rows));
+  const float* g = a.f32Len(2, "dOut", static_cast<double>(rows));
+  float* d = a.f32Len(4, "dX", static_cast<double>(lx));
   mor::logsumexpRowsBackward(x, lse, g, rows, cols, d);
   return undef(a.env);
 }
@@ -683,14 +676,10 @@ napi_value reduce(const Args& a) {
 napi_value scaleRows(const Args& a) {
   int64_t lx;
   const float* x = a.f32(0, "x", &lx);
-  int64_t ls;
-  const float* sc = a.f32(1, "s", &ls);
   const int64_t cols = a.integer(2, "cols", 0);
-  int64_t lo;
-  float* o = a.f32(3, "out", &lo);
   const int64_t rows = a.rowsOf("x", lx, cols);
-  a.len("s", ls, static_cast<double>(rows));
-  a.len("out", lo, static_cast<double>(lx));
+  const float* sc = a.f32Len(1, "s", static_cast<double>(rows));
+  float* o = a.f32Len(3, "out", static_cast<double>(lx));
   mor::scaleRows(x, sc, rows, cols, o);
   return undef(a.env);
 }
@@ -699,14 +688,10 @@ napi_value scaleRows(const Args& a) {
 napi_value rowDot(const Args& a) {
   int64_t la;
   const float* x = a.f32(0, "a", &la);
-  int64_t lb;
-  const float* y = a.f32(1, "b", &lb);
   const int64_t cols = a.integer(2, "cols", 0);
-  int64_t lo;
-  float* o = a.f32(3, "out", &lo);
   const int64_t rows = a.rowsOf("a", la, cols);
-  a.len("b", lb, static_cast<double>(la));
-  a.len("out", lo, static_cast<double>(rows));
+  const float* y = a.f32Len(1, "b", static_cast<double>(la));
+  float* o = a.f32Len(3, "out", static_cast<double>(rows));
   mor::rowDot(x, y, rows, cols, o);
   return undef(a.env);
 }
