@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createModel, type Model } from '../src/model/model.js';
 import { preset } from '../src/model/presets.js';
@@ -42,17 +42,18 @@ function crashingSave(dir: string, step: number, at: SavePoint): void {
   );
 }
 
-/** Only the checkpoint itself is left in the run folder. */
-function assertClean(parent: string): void {
-  assert.deepEqual(readdirSync(parent), ['checkpoint']);
+/** A normal save after a crash: it loads, and only the checkpoint itself is left in the folder. */
+async function saveAndCheckClean(dir: string, step: number): Promise<void> {
+  saveCheckpoint(dir, model, { trainerState: { step } });
+  assert.equal(await savedStep(dir), step);
+  assert.deepEqual(readdirSync(dirname(dir)), ['checkpoint']);
 }
 
 describe('crash-safe checkpoint saves', () => {
   const expected: Record<SavePoint, number> = { 'files-written': 1, 'old-moved-aside': 1, 'new-in-place': 2 };
   for (const at of SAVE_POINTS) {
     test(`a crash at '${at}' leaves a loadable checkpoint; the next save cleans up`, async () => {
-      const parent = join(tmp, `point-${at}`);
-      const dir = join(parent, 'checkpoint');
+      const dir = join(tmp, `point-${at}`, 'checkpoint');
       saveCheckpoint(dir, model, { trainerState: { step: 1 } });
       crashingSave(dir, 2, at);
       assert.equal(await savedStep(dir), expected[at]);
@@ -61,20 +62,15 @@ describe('crash-safe checkpoint saves', () => {
         assert.equal(existsSync(dir), false);
         assert.equal(existsSync(previousCheckpointDir(dir)), true);
       }
-      saveCheckpoint(dir, model, { trainerState: { step: 3 } });
-      assert.equal(await savedStep(dir), 3);
-      assertClean(parent);
+      await saveAndCheckClean(dir, 3);
     });
   }
 
   test('a crash during the first save leaves no checkpoint, and says so', async () => {
-    const parent = join(tmp, 'first');
-    const dir = join(parent, 'checkpoint');
+    const dir = join(tmp, 'first', 'checkpoint');
     crashingSave(dir, 1, 'files-written');
     await assert.rejects(loadCheckpoint(dir), CheckpointNotFoundError);
-    saveCheckpoint(dir, model, { trainerState: { step: 1 } });
-    assert.equal(await savedStep(dir), 1);
-    assertClean(parent);
+    await saveAndCheckClean(dir, 1);
   });
 
   test('temporaries of dead processes are removed by the next save; live ones are kept', async () => {
@@ -92,8 +88,7 @@ describe('crash-safe checkpoint saves', () => {
 
   test('kill -9 of a process in the middle of saving leaves a loadable checkpoint', async () => {
     for (let round = 0; round < 3; round++) {
-      const parent = join(tmp, `kill-${round}`);
-      const dir = join(parent, 'checkpoint');
+      const dir = join(tmp, `kill-${round}`, 'checkpoint');
       const child = spawn(process.execPath, [CHILD, '--save-loop', dir, 'small'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let stderr = '';
@@ -117,9 +112,7 @@ describe('crash-safe checkpoint saves', () => {
       });
       const step = await savedStep(dir);
       assert.ok(step === 1 + round || step === 2 + round, `round ${round}: loaded step ${step}; child said ${out.trim().split('\n').join(', ')}`);
-      saveCheckpoint(dir, model, { trainerState: { step: 100 } });
-      assert.equal(await savedStep(dir), 100);
-      assertClean(parent);
+      await saveAndCheckClean(dir, 100);
     }
   });
 });

@@ -1,28 +1,27 @@
 // `mor train` / `compare` / `demo` as a user runs them: help shows the defaults and exit codes,
 // resume continues in place and names refused flags, a reused --out needs --overwrite, and
 // usage errors exit 2 while failed work exits 1.
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RUN_DEFAULTS } from '../src/train/run-config.js';
+import { useCorpusFolder } from './helpers/temp-dir.js';
 
 const BIN = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 
+const folder = useCorpusFolder('mor-cli-train-', (dir) => {
+  const file = join(dir, 'corpus.jsonl');
+  const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: `Document ${i}: we the people form a more perfect union. `.repeat(6) }));
+  writeFileSync(file, lines.join('\n') + '\n');
+  return file;
+});
 let root: string;
 let corpus: string;
 let cache: string;
-before(() => {
-  root = mkdtempSync(join(tmpdir(), 'mor-cli-train-'));
-  corpus = join(root, 'corpus.jsonl');
-  const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: `Document ${i}: we the people form a more perfect union. `.repeat(6) }));
-  writeFileSync(corpus, lines.join('\n') + '\n');
-  cache = join(root, 'cache');
-});
-after(() => rmSync(root, { recursive: true, force: true }));
+before(() => ({ root, corpus, cache } = folder()));
 
 function mor(cwd: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000, cwd });

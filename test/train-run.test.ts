@@ -1,10 +1,10 @@
 // Runs as a user continues them: resume in place, budgets that extend a finished run, refused
 // settings, a reused output folder, metrics trimmed after a kill, and compare's default length.
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { useCorpusFolder } from './helpers/temp-dir.js';
 import { runTraining, trimMetrics, type TrainRunOptions } from '../src/train/run.js';
 import { compareSeqLen, runComparison } from '../src/train/compare.js';
 import { trainFlopsPerToken } from '../src/model/flops.js';
@@ -13,20 +13,19 @@ import { ArgumentError } from '../src/errors.js';
 
 const WORDS = ['we', 'the', 'people', 'of', 'union', 'form', 'a', 'more', 'perfect', 'law', 'and', 'peace'];
 
+const folder = useCorpusFolder('mor-train-run-', (dir) => {
+  const texts = join(dir, 'corpus');
+  mkdirSync(texts);
+  for (let d = 0; d < 30; d++) {
+    const words = Array.from({ length: 300 }, (_, i) => WORDS[(i * 7 + d * 3) % WORDS.length] as string);
+    writeFileSync(join(texts, `doc${d}.txt`), words.join(' ') + '.\n');
+  }
+  return texts;
+});
 let root: string;
 let corpus: string;
 let cacheDir: string;
-before(() => {
-  root = mkdtempSync(join(tmpdir(), 'mor-train-run-'));
-  corpus = join(root, 'corpus');
-  mkdirSync(corpus);
-  for (let d = 0; d < 30; d++) {
-    const words = Array.from({ length: 300 }, (_, i) => WORDS[(i * 7 + d * 3) % WORDS.length] as string);
-    writeFileSync(join(corpus, `doc${d}.txt`), words.join(' ') + '.\n');
-  }
-  cacheDir = join(root, 'cache');
-});
-after(() => rmSync(root, { recursive: true, force: true }));
+before(() => ({ root, corpus, cache: cacheDir } = folder()));
 
 function base(out: string): TrainRunOptions {
   return { preset: 'tiny-rec2', data: [corpus], outDir: out, cacheDir, steps: 2, batchSize: 2, seqLen: 32, evalBatches: 1, measureMfu: false };
