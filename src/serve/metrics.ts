@@ -7,10 +7,6 @@ export class ServerMetrics {
   readonly requests = new Counter({ name: 'mor_requests_total', help: 'HTTP requests to the API, by endpoint and status', labelNames: ['endpoint', 'status'], registers: [this.registry] });
   readonly promptTokens = new Counter({ name: 'mor_prompt_tokens_total', help: 'Prompt tokens processed', registers: [this.registry] });
   readonly generatedTokens = new Counter({ name: 'mor_generated_tokens_total', help: 'Tokens generated', registers: [this.registry] });
-  readonly queueLength = new Gauge({ name: 'mor_queue_length', help: 'Requests waiting for a batch slot', registers: [this.registry] });
-  readonly running = new Gauge({ name: 'mor_running_requests', help: 'Requests being decoded', registers: [this.registry] });
-  readonly occupancy = new Gauge({ name: 'mor_batch_occupancy', help: 'Running requests / max batch', registers: [this.registry] });
-  readonly kvBytes = new Gauge({ name: 'mor_kv_bytes_in_use', help: 'Bytes of the paged K/V pool held by sequences', registers: [this.registry] });
   readonly meanDepth = new Gauge({ name: 'mor_mean_depth', help: 'Mean recursions per generated token, over the last 1024 tokens', registers: [this.registry] });
   readonly depth: Histogram;
   readonly ttft = new Histogram({
@@ -27,7 +23,15 @@ export class ServerMetrics {
   });
   private readonly recentDepths: number[] = [];
 
-  constructor(numRecursions: number) {
+  /** stats: the engine's latest figures, read at every scrape. */
+  constructor(numRecursions: number, stats: () => EngineStats) {
+    const gauge = (name: string, help: string, value: (s: EngineStats) => number): void => {
+      new Gauge({ name, help, registers: [this.registry], collect() { this.set(value(stats())); } });
+    };
+    gauge('mor_queue_length', 'Requests waiting for a batch slot', (s) => s.waiting);
+    gauge('mor_running_requests', 'Requests being decoded', (s) => s.running);
+    gauge('mor_batch_occupancy', 'Running requests / max batch', (s) => (s.maxBatch > 0 ? s.running / s.maxBatch : 0));
+    gauge('mor_kv_bytes_in_use', 'Bytes of the paged K/V pool held by sequences', (s) => s.kvBytes);
     this.depth = new Histogram({
       name: 'mor_token_depth',
       help: 'Recursions each generated token ran',
@@ -35,13 +39,6 @@ export class ServerMetrics {
       registers: [this.registry],
     });
     collectDefaultMetrics({ register: this.registry, prefix: 'mor_' });
-  }
-
-  engine(s: EngineStats): void {
-    this.queueLength.set(s.waiting);
-    this.running.set(s.running);
-    this.occupancy.set(s.maxBatch > 0 ? s.running / s.maxBatch : 0);
-    this.kvBytes.set(s.kvBytes);
   }
 
   tokens(depths: readonly number[]): void {

@@ -340,7 +340,6 @@ export async function startServer(options: ServeOptions): Promise<MorServer> {
   app.get('/health', (c) => c.json({ status: state === 'ready' ? 'ok' : state }, state === 'ready' ? 200 : 503));
   app.get('/metrics', async (c) => {
     if (!metrics) return c.text('', 503);
-    if (engine) metrics.engine(engine.stats);
     return c.text(await metrics.registry.metrics(), 200, { 'Content-Type': metrics.registry.contentType });
   });
 
@@ -387,7 +386,7 @@ export async function startServer(options: ServeOptions): Promise<MorServer> {
   const port = (server.address() as AddressInfo).port;
   const ready = EngineWorker.start(o.modelDir, o.maxBatch, o.batching).then((e) => {
     engine = e;
-    metrics = new ServerMetrics(e.info.numRecursions);
+    metrics = new ServerMetrics(e.info.numRecursions, () => e.stats);
     state = 'ready';
   });
   ready.catch(() => server.close());

@@ -55,8 +55,11 @@ async function main(cfg: WorkerConfig): Promise<void> {
     driving = true;
     try {
       while (engine.numWaiting > 0 || engine.numRunning > 0) {
+        const before = engine.kvBytes;
         engine.step();
-        sendStats();
+        // posted before the step's pieces (they follow in microtasks): a client that has a
+        // piece sees stats that count its request
+        sendStats(engine.kvBytes !== before);
         await new Promise<void>((r) => setImmediate(r));
       }
     } finally {
