@@ -109,14 +109,14 @@ async function sampleAndPrint(modelDir: string, prompts: string[], f: SampleFlag
   });
   // every prompt's request is checked before anything is printed
   for (const prompt of prompts) textRequest(engine, tok, prompt, request(undefined));
-  for (const prompt of prompts) {
+  for (const [i, prompt] of prompts.entries()) {
     process.stdout.write(`--- ${JSON.stringify(prompt)}\n${prompt}`);
     const onText: TextGenerateOptions['onText'] = (piece, tokens) => {
       process.stdout.write(view ? view.paint(piece, tokens.map((t) => t.depth)) : piece);
     };
     const r = await generateText(engine, tok, prompt, request(onText));
     process.stdout.write('\n');
-    if (view) process.stdout.write(`${view.legend()}\n${view.histogram()}\n`);
+    if (view && i === prompts.length - 1) process.stdout.write(`${view.legend()}\n${view.histogram()}\n`);
     const meanDepth = r.depths.length ? r.depths.reduce((a, b) => a + b, 0) / r.depths.length : 0;
     const decodeTokens = Math.max(0, r.tokens.length - 1);
     const decodeSeconds = (r.totalMs - r.firstTokenMs) / 1000;

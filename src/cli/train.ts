@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { PRESET_NAMES, preset } from '../model/presets.js';
 import { runTraining, type TrainRunOptions, type TrainRunResult } from '../train/run.js';
+import { evaluateNll } from '../train/evaluate.js';
 import { RUN_DEFAULTS, SCHEDULE_KINDS, type RunConfigInput } from '../train/run-config.js';
 import { COMPARE_DEFAULTS, DEFAULT_COMPARE_PRESETS, runComparison } from '../train/compare.js';
 import type { ScheduleKind } from '../train/schedule.js';
@@ -59,7 +60,8 @@ interface HelpDefaults {
 
 /** The demo's settings where they differ from the run defaults: a small model, a few minutes. */
 const DEMO_DEFAULTS: HelpDefaults = Object.freeze({
-  preset: 'demo-rec2',
+  /** MoR expert-choice, 3 recursions: tokens take 1–3 passes of the shared block */
+  preset: 'demo-mor3',
   steps: 800,
   batchSize: 16,
   lr: 3e-3,
@@ -234,14 +236,14 @@ export function registerCompareCommand(program: Command): void {
 export type DemoSampler = (
   modelDir: string,
   prompts: string[],
-  f: { maxTokens: number; temperature: number; topK: number; topP: number; seed: number },
+  f: { maxTokens: number; temperature: number; topK: number; topP: number; seed: number; showDepth?: boolean },
 ) => Promise<void>;
 
 export function registerDemoCommand(program: Command, sample: DemoSampler): void {
   addTrainFlags(
     program
       .command('demo')
-      .description('train a small recursive model on the built-in corpus in a few minutes, evaluate it and print samples'),
+      .description('train a small MoR model on the built-in corpus in a few minutes, evaluate it (causal and top-k routing), print samples coloured by depth and the command that serves it'),
     DEMO_DEFAULTS,
   ).action(async (f: TrainFlags, cmd: Command) => {
     refuseResumeChanges(f, cmd);
@@ -262,10 +264,16 @@ export function registerDemoCommand(program: Command, sample: DemoSampler): void
           outDir: given.outDir ?? DEMO_DEFAULTS.outDir,
         };
     const result = await trainCommand(input, f.resume, f.json === true);
-    if (result.finalEval) {
-      const { nll } = result.finalEval;
-      log(`validation NLL ${nll.toFixed(3)} (perplexity ${Math.exp(nll).toFixed(1)})`);
+    const c = result.model.config;
+    const T = c.max_position_embeddings;
+    const batches = DEMO_DEFAULTS.evalBatches;
+    const causal = evaluateNll(result.model, result.data.val, DEMO_DEFAULTS.batchSize, T, batches, 'causal');
+    log(`validation NLL ${causal.nll.toFixed(3)} (perplexity ${Math.exp(causal.nll).toFixed(1)}) with causal routing, mean depth ${causal.meanDepth.toFixed(2)} of ${result.model.plan.depthSteps.length}`);
+    if (c.mor?.routing === 'expert_choice') {
+      const topk = evaluateNll(result.model, result.data.val, DEMO_DEFAULTS.batchSize, T, batches, 'topk');
+      log(`                ${topk.nll.toFixed(3)} with training-time top-k routing (it looks at later tokens, so generation cannot use it)`);
     }
-    await sample(result.checkpointDir, ['The President', 'Congress shall', 'In the year'], { maxTokens: 60, temperature: 0.8, topK: 40, topP: 0.95, seed: 1 });
+    await sample(result.checkpointDir, ['The President', 'Congress shall', 'In the year'], { maxTokens: 60, temperature: 0.8, topK: 40, topP: 0.95, seed: 1, showDepth: true });
+    process.stdout.write(`\nserve it, with the playground at http://127.0.0.1:8080/ :\n  mor serve --model ${result.checkpointDir}\n`);
   });
 }

@@ -107,6 +107,7 @@ const RAW_PRESETS: Record<string, object> = {
   'small-mor3-token': withMor(recursive(SMALL, 3), { routing: 'token_choice' }),
   'small-mor3-kvshare': withMor(recursive(SMALL, 3), { kv_strategy: 'share' }),
   'demo-rec2': recursive(DEMO, 2),
+  'demo-mor3': withMor(recursive(DEMO, 3)),
   'smollm-135m': SMOLLM_135M,
   'smollm-360m': SMOLLM_360M,
 };
