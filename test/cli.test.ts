@@ -79,7 +79,7 @@ describe('mor CLI', () => {
 });
 
 describe('mor train and Ctrl-C', () => {
-  test('SIGINT saves a checkpoint at the current step and exits cleanly', async () => {
+  test('SIGINT saves a checkpoint at the current step and exits with 130', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mor-sigint-'));
     const corpus = join(dir, 'texts');
     mkdirSync(corpus);
@@ -102,7 +102,7 @@ describe('mor train and Ctrl-C', () => {
         resolveExit(c ?? -1);
       });
     });
-    assert.equal(code, 0, stderr);
+    assert.equal(code, 130, stderr);
     assert.match(stderr, /interrupted: saving a checkpoint/);
     const state = JSON.parse(readFileSync(join(out, 'checkpoint', 'trainer_state.json'), 'utf8')) as { state: { step: number }; options: { totalSteps: number } };
     assert.ok(state.state.step >= 3 && state.state.step < 100000);

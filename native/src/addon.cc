@@ -1,7 +1,10 @@
 // Node-API binding of the kernels. Every export takes typed arrays and numbers positionally (the
-// TypeScript wrapper in src/backend/native.ts builds them), validates types and buffer lengths, and
-// calls the plain C++ kernel. Hot entry points use the C Node-API directly (no per-call heap
-// allocation); node-addon-api is used for module setup.
+// binding table in src/backend/native.ts builds them from the Backend contract; the comment above
+// each binding gives the order), validates types and buffer lengths, and calls the plain C++
+// kernel. One table at the end (kExports) registers every export; all go through one entry point
+// that reads the arguments onto the stack and turns C++ exceptions into the project's errors, so
+// a call is synchronous, zero-copy on typed arrays and allocation-free. node-addon-api is used for
+// module setup only.
 //
 // Errors are the project's own classes (ShapeError, DtypeError, ArgumentError from src/errors.ts),
 // registered once by the wrapper through init(); before that, plain Error/TypeError/RangeError.
@@ -147,6 +150,28 @@ struct Args {
                                std::to_string(cols));
     return total / cols;
   }
+  // Typed arrays whose length is checked at once: exactly `want`, or at least `want`, elements.
+  float* f32Len(size_t i, const char* name, double want) const {
+    int64_t l;
+    float* p = f32(i, name, &l);
+    len(name, l, want);
+    return p;
+  }
+  float* f32AtLeast(size_t i, const char* name, double want) const {
+    int64_t l;
+    float* p = f32(i, name, &l);
+    atLeast(name, l, want);
+    return p;
+  }
+  int32_t* i32Len(size_t i, const char* name, double want) const {
+    int64_t l;
+    int32_t* p = i32(i, name, &l);
+    len(name, l, want);
+    return p;
+  }
+  // A size that fits an int32 (matrix dimensions, heads, counts), at least lo.
+  int64_t size(size_t i, const char* name, int64_t lo) const { return integer(i, name, lo, INT32_MAX); }
+  float f32num(size_t i, const char* name) const { return static_cast<float>(num(i, name)); }
 };
 
 napi_value undef(napi_env) { return nullptr; }
@@ -156,27 +181,35 @@ napi_value number(napi_env env, double d) {
   return v;
 }
 
-template <napi_value (*F)(const Args&)>
-napi_value entry(napi_env env, napi_callback_info cbi, const char* name) {
+// An export: its name (for messages) and its binding, which reads the arguments and runs the kernel.
+struct Export {
+  const char* name;
+  napi_value (*fn)(const Args&);
+};
+
+// The one entry point of every export; napi_create_function's data is the Export.
+napi_value entry(napi_env env, napi_callback_info cbi) {
   napi_value argv[32];
   size_t argc = 32;
-  napi_get_cb_info(env, cbi, &argc, argv, nullptr, nullptr);
-  Args a{env, argv, argc, name};
+  void* data = nullptr;
+  napi_get_cb_info(env, cbi, &argc, argv, nullptr, &data);
+  const Export& x = *static_cast<const Export*>(data);
+  Args a{env, argv, argc, x.name};
   try {
-    return F(a);
+    return x.fn(a);
   } catch (const KernelError& e) {
     throwJs(env, e.kind, e.what());
   } catch (const Napi::Error& e) {
     e.ThrowAsJavaScriptException();
   } catch (const std::bad_alloc&) {
-    napi_throw_error(env, nullptr, (std::string(name) + ": out of memory").c_str());
+    napi_throw_error(env, nullptr, (std::string(x.name) + ": out of memory").c_str());
   } catch (const std::exception& e) {
-    napi_throw_error(env, nullptr, (std::string(name) + ": " + e.what()).c_str());
+    napi_throw_error(env, nullptr, (std::string(x.name) + ": " + e.what()).c_str());
   }
   return nullptr;
 }
 
-// ---- exports -----------------------------------------------------------------------------------
+// ---- control -------------------------------------------------------------------------------------
 
 napi_value init(const Args& a) {
   AddonData* d = nullptr;
@@ -217,8 +250,8 @@ napi_value setNumThreads(const Args& a) {
 }
 
 napi_value rawSgemmGflops(const Args& a) {
-  const int64_t m = a.integer(0, "m", 1, INT32_MAX), n = a.integer(1, "n", 1, INT32_MAX),
-                k = a.integer(2, "k", 1, INT32_MAX), it = a.integer(3, "iterations", 1, 1 << 30);
+  const int64_t m = a.size(0, "m", 1), n = a.size(1, "n", 1), k = a.size(2, "k", 1),
+                it = a.integer(3, "iterations", 1, 1 << 30);
   if (static_cast<double>(m) * k + static_cast<double>(k) * n + static_cast<double>(m) * n > 2.5e8)
     fail(ErrKind::Argument, "rawSgemmGflops: matrices too large");
   const double g = mor::rawBlasGflops(m, n, k, static_cast<int>(it));
@@ -230,12 +263,19 @@ napi_value rawSgemmGflops(const Args& a) {
   return number(a.env, g);
 }
 
+// packedWeightSize(n, k) → floats of the packed form
+napi_value packedWeightSize(const Args& a) {
+  const int64_t n = a.size(0, "n", 1), k = a.size(1, "k", 1);
+  return number(a.env, static_cast<double>(mor::packedWeightSize(n, k)));
+}
+
+// ---- linear algebra --------------------------------------------------------------------------------
+
 // gemm(transA, transB, m, n, k, alpha, beta, batch, strideA, strideB, strideC, a, b, c)
 napi_value gemm(const Args& a) {
   const bool tA = a.boolean(0, "transA"), tB = a.boolean(1, "transB");
-  const int64_t m = a.integer(2, "m", 0, INT32_MAX), n = a.integer(3, "n", 0, INT32_MAX),
-                k = a.integer(4, "k", 0, INT32_MAX);
-  const float alpha = static_cast<float>(a.num(5, "alpha")), beta = static_cast<float>(a.num(6, "beta"));
+  const int64_t m = a.size(2, "m", 0), n = a.size(3, "n", 0), k = a.size(4, "k", 0);
+  const float alpha = a.f32num(5, "alpha"), beta = a.f32num(6, "beta");
   const int64_t batch = a.integer(7, "batch", 0), sA = a.integer(8, "strideA", 0), sB = a.integer(9, "strideB", 0),
                 sC = a.integer(10, "strideC", 0);
   int64_t la, lb, lc;
@@ -252,133 +292,104 @@ napi_value gemm(const Args& a) {
   return undef(a.env);
 }
 
-// packedWeightSize(n, k) → floats of the packed form
-napi_value packedWeightSize(const Args& a) {
-  const int64_t n = a.integer(0, "n", 1, INT32_MAX), k = a.integer(1, "k", 1, INT32_MAX);
-  return number(a.env, static_cast<double>(mor::packedWeightSize(n, k)));
-}
-
 // packWeight(n, k, w, dst): w (n, k) → dst (packedWeightSize(n, k))
 napi_value packWeight(const Args& a) {
-  const int64_t n = a.integer(0, "n", 1, INT32_MAX), k = a.integer(1, "k", 1, INT32_MAX);
-  int64_t lw, ld;
-  const float* w = a.f32(2, "w", &lw);
-  float* d = a.f32(3, "dst", &ld);
-  a.atLeast("w", lw, static_cast<double>(n) * k);
-  a.atLeast("dst", ld, static_cast<double>(mor::packedWeightSize(n, k)));
+  const int64_t n = a.size(0, "n", 1), k = a.size(1, "k", 1);
+  const float* w = a.f32AtLeast(2, "w", static_cast<double>(n) * k);
+  float* d = a.f32AtLeast(3, "dst", static_cast<double>(mor::packedWeightSize(n, k)));
   mor::packWeight(n, k, w, d);
   return undef(a.env);
 }
 
 // gemmPacked(m, n, k, a, packed, c, accumulate): c (m, n) = a (m, k) · Wᵀ (+ c)
 napi_value gemmPacked(const Args& a) {
-  const int64_t m = a.integer(0, "m", 0, INT32_MAX), n = a.integer(1, "n", 1, INT32_MAX),
-                k = a.integer(2, "k", 1, INT32_MAX);
-  int64_t la, lp, lc;
-  const float* A = a.f32(3, "a", &la);
-  const float* P = a.f32(4, "packed", &lp);
-  float* C = a.f32(5, "c", &lc);
+  const int64_t m = a.size(0, "m", 0), n = a.size(1, "n", 1), k = a.size(2, "k", 1);
+  const float* A = a.f32AtLeast(3, "a", static_cast<double>(m) * k);
+  const float* P = a.f32AtLeast(4, "packed", static_cast<double>(mor::packedWeightSize(n, k)));
+  float* C = a.f32AtLeast(5, "c", static_cast<double>(m) * n);
   const bool acc = a.boolean(6, "accumulate");
-  a.atLeast("a", la, static_cast<double>(m) * k);
-  a.atLeast("packed", lp, static_cast<double>(mor::packedWeightSize(n, k)));
-  a.atLeast("c", lc, static_cast<double>(m) * n);
   mor::sgemmPacked(m, n, k, A, k, P, C, n, acc);
   return undef(a.env);
 }
 
-mor::AttnShape attnShape(const Args& a, int64_t* nq, int64_t* nk) {
+// ---- attention -------------------------------------------------------------------------------------
+
+// (numHeads, numKvHeads, headDim, scale) at argv[i..i+3], into an AttnShape or a PagedShape.
+template <class Shape>
+void readHeads(const Args& a, size_t i, int64_t minHeadDim, Shape& s) {
+  s.numHeads = a.size(i, "numHeads", 1);
+  s.numKvHeads = a.size(i + 1, "numKvHeads", 1);
+  s.headDim = a.size(i + 2, "headDim", minHeadDim);
+  s.scale = a.f32num(i + 3, "scale");
+}
+
+// (H, KVH, HD, scale, segments, qPos, kPos) at argv[0..6]; element counts of a q-like and a k-like buffer.
+mor::AttnShape attnShape(const Args& a, double* qn, double* kn) {
   mor::AttnShape s{};
-  s.numHeads = a.integer(0, "numHeads", 1, INT32_MAX);
-  s.numKvHeads = a.integer(1, "numKvHeads", 1, INT32_MAX);
-  s.headDim = a.integer(2, "headDim", 1, INT32_MAX);
-  s.scale = static_cast<float>(a.num(3, "scale"));
+  readHeads(a, 0, 1, s);
   int64_t ls;
   s.segments = a.i32(4, "segments", &ls);
   if (ls % 4 != 0)
     fail(ErrKind::Shape, "attention: segments has " + std::to_string(ls) + " elements, not a multiple of 4");
   s.numSegments = ls / 4;
-  s.qPos = a.i32(5, "qPos", nq);
-  s.kPos = a.i32(6, "kPos", nk);
-  s.nq = *nq;
-  s.nk = *nk;
+  s.qPos = a.i32(5, "qPos", &s.nq);
+  s.kPos = a.i32(6, "kPos", &s.nk);
+  *qn = static_cast<double>(s.nq) * s.numHeads * s.headDim;
+  *kn = static_cast<double>(s.nk) * s.numKvHeads * s.headDim;
   return s;
 }
 
 // attentionForward(H, KVH, HD, scale, segments, qPos, kPos, q, k, v, out, lse)
 napi_value attnFwd(const Args& a) {
-  int64_t nq, nk;
-  const mor::AttnShape s = attnShape(a, &nq, &nk);
-  const double qn = static_cast<double>(nq) * s.numHeads * s.headDim,
-               kn = static_cast<double>(nk) * s.numKvHeads * s.headDim;
-  int64_t l;
-  const float* q = a.f32(7, "q", &l);
-  a.len("q", l, qn);
-  const float* k = a.f32(8, "k", &l);
-  a.len("k", l, kn);
-  const float* v = a.f32(9, "v", &l);
-  a.len("v", l, kn);
-  float* out = a.f32(10, "out", &l);
-  a.len("out", l, qn);
-  float* lse = a.f32(11, "lse", &l);
-  a.len("lse", l, static_cast<double>(nq) * s.numHeads);
+  double qn, kn;
+  const mor::AttnShape s = attnShape(a, &qn, &kn);
+  const float* q = a.f32Len(7, "q", qn);
+  const float* k = a.f32Len(8, "k", kn);
+  const float* v = a.f32Len(9, "v", kn);
+  float* out = a.f32Len(10, "out", qn);
+  float* lse = a.f32Len(11, "lse", static_cast<double>(s.nq) * s.numHeads);
   mor::attentionForward(s, q, k, v, out, lse);
   return undef(a.env);
 }
 
 // attentionBackward(H, KVH, HD, scale, segments, qPos, kPos, q, k, v, out, lse, dOut, dQ, dK, dV)
 napi_value attnBwd(const Args& a) {
-  int64_t nq, nk;
-  const mor::AttnShape s = attnShape(a, &nq, &nk);
-  const double qn = static_cast<double>(nq) * s.numHeads * s.headDim,
-               kn = static_cast<double>(nk) * s.numKvHeads * s.headDim;
-  int64_t l;
-  const float* q = a.f32(7, "q", &l);
-  a.len("q", l, qn);
-  const float* k = a.f32(8, "k", &l);
-  a.len("k", l, kn);
-  const float* v = a.f32(9, "v", &l);
-  a.len("v", l, kn);
-  const float* out = a.f32(10, "out", &l);
-  a.len("out", l, qn);
-  const float* lse = a.f32(11, "lse", &l);
-  a.len("lse", l, static_cast<double>(nq) * s.numHeads);
-  const float* dOut = a.f32(12, "dOut", &l);
-  a.len("dOut", l, qn);
-  float* dQ = a.f32(13, "dQ", &l);
-  a.len("dQ", l, qn);
-  float* dK = a.f32(14, "dK", &l);
-  a.len("dK", l, kn);
-  float* dV = a.f32(15, "dV", &l);
-  a.len("dV", l, kn);
+  double qn, kn;
+  const mor::AttnShape s = attnShape(a, &qn, &kn);
+  const float* q = a.f32Len(7, "q", qn);
+  const float* k = a.f32Len(8, "k", kn);
+  const float* v = a.f32Len(9, "v", kn);
+  const float* out = a.f32Len(10, "out", qn);
+  const float* lse = a.f32Len(11, "lse", static_cast<double>(s.nq) * s.numHeads);
+  const float* dOut = a.f32Len(12, "dOut", qn);
+  float* dQ = a.f32Len(13, "dQ", qn);
+  float* dK = a.f32Len(14, "dK", kn);
+  float* dV = a.f32Len(15, "dV", kn);
   mor::attentionBackward(s, q, k, v, out, lse, dOut, dQ, dK, dV);
   return undef(a.env);
+}
+
+// (qPos, posPool, streams, blockTables) at argv[i..i+3]; streams holds 2 ints per query row.
+void readStreams(const Args& a, size_t i, mor::PagedShape& s) {
+  s.qPos = a.i32(i, "qPos", &s.nq);
+  s.posPool = a.i32(i + 1, "posPool", &s.numSlots);
+  s.streams = a.i32Len(i + 2, "streams", 2.0 * static_cast<double>(s.nq));
+  s.blockTables = a.i32(i + 3, "blockTables", &s.tableLen);
 }
 
 // attentionPaged(H, KVH, HD, scale, blockSize, qPos, posPool, streams, blockTables, q, kPool, vPool, out)
 // Stream ranges and block ids are checked against blockTables and the pool by the kernel.
 napi_value attnPaged(const Args& a) {
   mor::PagedShape s{};
-  s.numHeads = a.integer(0, "numHeads", 1, INT32_MAX);
-  s.numKvHeads = a.integer(1, "numKvHeads", 1, INT32_MAX);
-  s.headDim = a.integer(2, "headDim", 1, INT32_MAX);
-  s.scale = static_cast<float>(a.num(3, "scale"));
-  s.blockSize = a.integer(4, "blockSize", 1, INT32_MAX);
-  int64_t l;
-  s.qPos = a.i32(5, "qPos", &s.nq);
-  s.posPool = a.i32(6, "posPool", &s.numSlots);
-  s.streams = a.i32(7, "streams", &l);
-  a.len("streams", l, 2.0 * static_cast<double>(s.nq));
-  s.blockTables = a.i32(8, "blockTables", &s.tableLen);
+  readHeads(a, 0, 1, s);
+  s.blockSize = a.size(4, "blockSize", 1);
+  readStreams(a, 5, s);
   const double qn = static_cast<double>(s.nq) * s.numHeads * s.headDim,
                kn = static_cast<double>(s.numSlots) * s.numKvHeads * s.headDim;
-  const float* q = a.f32(9, "q", &l);
-  a.len("q", l, qn);
-  const float* k = a.f32(10, "kPool", &l);
-  a.len("kPool", l, kn);
-  const float* v = a.f32(11, "vPool", &l);
-  a.len("vPool", l, kn);
-  float* out = a.f32(12, "out", &l);
-  a.len("out", l, qn);
+  const float* q = a.f32Len(9, "q", qn);
+  const float* k = a.f32Len(10, "kPool", kn);
+  const float* v = a.f32Len(11, "vPool", kn);
+  float* out = a.f32Len(12, "out", qn);
   mor::attentionPaged(s, q, k, v, out);
   return undef(a.env);
 }
@@ -389,66 +400,52 @@ napi_value attnPaged(const Args& a) {
 napi_value decodeLayer(const Args& a) {
   mor::DecodeLayerShape s{};
   mor::PagedShape& p = s.attn;
-  s.n = a.integer(0, "n", 0, INT32_MAX);
-  s.d = a.integer(1, "d", 1, INT32_MAX);
-  s.inter = a.integer(2, "inter", 1, INT32_MAX);
-  p.numHeads = a.integer(3, "numHeads", 1, INT32_MAX);
-  p.numKvHeads = a.integer(4, "numKvHeads", 1, INT32_MAX);
-  p.headDim = a.integer(5, "headDim", 2, INT32_MAX);
+  s.n = a.size(0, "n", 0);
+  s.d = a.size(1, "d", 1);
+  s.inter = a.size(2, "inter", 1);
+  readHeads(a, 3, 2, p);
   if (p.headDim % 2 != 0) fail(ErrKind::Argument, "decodeLayer: headDim must be even, got " + std::to_string(p.headDim));
-  p.scale = static_cast<float>(a.num(6, "scale"));
-  p.blockSize = a.integer(7, "blockSize", 1, INT32_MAX);
-  s.eps = static_cast<float>(a.num(8, "eps"));
+  p.blockSize = a.size(7, "blockSize", 1);
+  s.eps = a.f32num(8, "eps");
   s.ropeTheta = a.num(9, "ropeTheta");
   if (!(s.ropeTheta > 0)) fail(ErrKind::Argument, "decodeLayer: ropeTheta must be > 0");
-  int64_t l;
-  p.qPos = a.i32(10, "qPos", &p.nq);
+  readStreams(a, 10, p);
   a.len("qPos", p.nq, static_cast<double>(s.n));
-  p.posPool = a.i32(11, "posPool", &p.numSlots);
-  p.streams = a.i32(12, "streams", &l);
-  a.len("streams", l, 2.0 * static_cast<double>(s.n));
-  p.blockTables = a.i32(13, "blockTables", &p.tableLen);
-  s.kvSlots = a.i32(14, "kvSlots", &l);
-  a.len("kvSlots", l, static_cast<double>(s.n));
+  s.kvSlots = a.i32Len(14, "kvSlots", static_cast<double>(s.n));
   const int64_t qw = p.numHeads * p.headDim, kvw = p.numKvHeads * p.headDim;
   const double nd = static_cast<double>(s.n) * s.d;
-  const float* h = a.f32(15, "h", &l);
-  a.len("h", l, nd);
+  const float* h = a.f32Len(15, "h", nd);
   mor::DecodeLayerWeights w{};
-  w.inputNorm = a.f32(16, "inputNorm", &l);
-  a.len("inputNorm", l, static_cast<double>(s.d));
-  w.postNorm = a.f32(17, "postNorm", &l);
-  a.len("postNorm", l, static_cast<double>(s.d));
+  w.inputNorm = a.f32Len(16, "inputNorm", static_cast<double>(s.d));
+  w.postNorm = a.f32Len(17, "postNorm", static_cast<double>(s.d));
   auto packed = [&](size_t i, const char* name, int64_t rows, int64_t cols) {
-    const float* ptr = a.f32(i, name, &l);
-    a.len(name, l, static_cast<double>(mor::packedWeightSize(rows, cols)));
-    return ptr;
+    return a.f32Len(i, name, static_cast<double>(mor::packedWeightSize(rows, cols)));
   };
   w.qkv = packed(18, "qkv", qw + 2 * kvw, s.d);
   w.o = packed(19, "o", s.d, qw);
   w.gateUp = packed(20, "gateUp", 2 * s.inter, s.d);
   w.down = packed(21, "down", s.d, s.inter);
   const double kn = static_cast<double>(p.numSlots) * kvw;
-  float* kPool = a.f32(22, "kPool", &l);
-  a.len("kPool", l, kn);
-  float* vPool = a.f32(23, "vPool", &l);
-  a.len("vPool", l, kn);
-  float* out = a.f32(24, "out", &l);
-  a.len("out", l, nd);
+  float* kPool = a.f32Len(22, "kPool", kn);
+  float* vPool = a.f32Len(23, "vPool", kn);
+  float* out = a.f32Len(24, "out", nd);
   mor::decodeLayer(s, h, w, kPool, vPool, out);
   return undef(a.env);
 }
 
+// ---- layers ----------------------------------------------------------------------------------------
+
 // rope(x, pos, nHeads, headDim, theta, inverse, out)
 napi_value rope(const Args& a) {
-  int64_t lx, lp, lo;
+  int64_t lx, lp;
   const float* x = a.f32(0, "x", &lx);
   const int32_t* pos = a.i32(1, "pos", &lp);
-  const int64_t nHeads = a.integer(2, "nHeads", 1, INT32_MAX), hd = a.integer(3, "headDim", 2, INT32_MAX);
+  const int64_t nHeads = a.size(2, "nHeads", 1), hd = a.size(3, "headDim", 2);
   if (hd % 2 != 0) fail(ErrKind::Argument, "rope: headDim must be even, got " + std::to_string(hd));
   const double theta = a.num(4, "theta");
   if (!(theta > 0)) fail(ErrKind::Argument, "rope: theta must be > 0");
   const bool inverse = a.boolean(5, "inverse");
+  int64_t lo;
   float* out = a.f32(6, "out", &lo);
   a.len("x", lx, static_cast<double>(lp) * nHeads * hd);
   a.len("out", lo, static_cast<double>(lx));
@@ -456,84 +453,75 @@ napi_value rope(const Args& a) {
   return undef(a.env);
 }
 
-// rmsnormFwd(x, w, eps, out, rstd)
+// rmsnormForward(x, w, eps, out, rstd)
 napi_value rmsnormFwd(const Args& a) {
-  int64_t lx, lw, lo, lr;
+  int64_t lx, lw;
   const float* x = a.f32(0, "x", &lx);
   const float* w = a.f32(1, "w", &lw);
-  const float eps = static_cast<float>(a.num(2, "eps"));
-  float* out = a.f32(3, "out", &lo);
-  float* rstd = a.f32(4, "rstd", &lr);
+  const float eps = a.f32num(2, "eps");
   const int64_t n = a.rowsOf("x", lx, lw);
-  a.len("out", lo, static_cast<double>(lx));
-  a.len("rstd", lr, static_cast<double>(n));
+  float* out = a.f32Len(3, "out", static_cast<double>(lx));
+  float* rstd = a.f32Len(4, "rstd", static_cast<double>(n));
   mor::rmsnormForward(x, w, n, lw, eps, out, rstd);
   return undef(a.env);
 }
 
-// rmsnormBwd(x, w, rstd, dOut, dX, dW)
+// rmsnormBackward(x, w, rstd, dOut, dX, dW)
 napi_value rmsnormBwd(const Args& a) {
-  int64_t lx, lw, lr, lg, ldx, ldw;
+  int64_t lx, lw;
   const float* x = a.f32(0, "x", &lx);
   const float* w = a.f32(1, "w", &lw);
-  const float* rstd = a.f32(2, "rstd", &lr);
-  const float* g = a.f32(3, "dOut", &lg);
-  float* dX = a.f32(4, "dX", &ldx);
-  float* dW = a.f32(5, "dW", &ldw);
   const int64_t n = a.rowsOf("x", lx, lw);
-  a.len("rstd", lr, static_cast<double>(n));
-  a.len("dOut", lg, static_cast<double>(lx));
-  a.len("dX", ldx, static_cast<double>(lx));
-  a.len("dW", ldw, static_cast<double>(lw));
+  const float* rstd = a.f32Len(2, "rstd", static_cast<double>(n));
+  const float* g = a.f32Len(3, "dOut", static_cast<double>(lx));
+  float* dX = a.f32Len(4, "dX", static_cast<double>(lx));
+  float* dW = a.f32Len(5, "dW", static_cast<double>(lw));
   mor::rmsnormBackward(x, w, rstd, g, n, lw, dX, dW);
   return undef(a.env);
 }
 
-// Elementwise kernels over equal-length buffers: (x, y) → out, and (x, y, dOut) → (dX, dY).
+// Elementwise kernels over equal-length buffers: (x, y) → out, (x, y, dOut) → (dX, dY), x → out.
 using Elementwise2to1 = void (*)(const float*, const float*, int64_t, float*);
 using Elementwise3to2 = void (*)(const float*, const float*, const float*, int64_t, float*, float*);
 
 napi_value elementwise2to1(const Args& a, const char* xName, const char* yName, Elementwise2to1 f) {
-  int64_t lx, ly, lo;
+  int64_t lx;
   const float* x = a.f32(0, xName, &lx);
-  const float* y = a.f32(1, yName, &ly);
-  float* o = a.f32(2, "out", &lo);
-  a.len(yName, ly, static_cast<double>(lx));
-  a.len("out", lo, static_cast<double>(lx));
+  const float* y = a.f32Len(1, yName, static_cast<double>(lx));
+  float* o = a.f32Len(2, "out", static_cast<double>(lx));
   f(x, y, lx, o);
   return undef(a.env);
 }
 
 napi_value elementwise3to2(const Args& a, const char* xName, const char* yName, const char* dxName, const char* dyName,
                            Elementwise3to2 f) {
-  int64_t lx, ly, lg, l1, l2;
+  int64_t lx;
   const float* x = a.f32(0, xName, &lx);
-  const float* y = a.f32(1, yName, &ly);
-  const float* g = a.f32(2, "dOut", &lg);
-  float* dx = a.f32(3, dxName, &l1);
-  float* dy = a.f32(4, dyName, &l2);
-  a.len(yName, ly, static_cast<double>(lx));
-  a.len("dOut", lg, static_cast<double>(lx));
-  a.len(dxName, l1, static_cast<double>(lx));
-  a.len(dyName, l2, static_cast<double>(lx));
+  const double n = static_cast<double>(lx);
+  const float* y = a.f32Len(1, yName, n);
+  const float* g = a.f32Len(2, "dOut", n);
+  float* dx = a.f32Len(3, dxName, n);
+  float* dy = a.f32Len(4, dyName, n);
   f(x, y, g, lx, dx, dy);
   return undef(a.env);
 }
 
 napi_value swigluFwd(const Args& a) { return elementwise2to1(a, "gate", "up", mor::swigluForward); }
 napi_value swigluBwd(const Args& a) { return elementwise3to2(a, "gate", "up", "dGate", "dUp", mor::swigluBackward); }
+napi_value bceFwd(const Args& a) { return elementwise2to1(a, "z", "t", mor::bceWithLogitsForward); }
+napi_value bceBwd(const Args& a) { return elementwise3to2(a, "z", "t", "dZ", "dT", mor::bceWithLogitsBackward); }
+napi_value add(const Args& a) { return elementwise2to1(a, "a", "b", mor::add); }
+napi_value mul(const Args& a) { return elementwise2to1(a, "a", "b", mor::mul); }
 
 // gatherRows(src, idx, cols, out)
 napi_value gatherRows(const Args& a) {
-  int64_t ls, li, lo;
+  int64_t ls, li;
   const float* src = a.f32(0, "src", &ls);
   const int32_t* idx = a.i32(1, "idx", &li);
   const int64_t cols = a.integer(2, "cols", 0);
-  float* out = a.f32(3, "out", &lo);
-  a.len("out", lo, static_cast<double>(li) * cols);
+  float* out = a.f32Len(3, "out", static_cast<double>(li) * cols);
   if (cols == 0) return undef(a.env);
-  const int64_t rows = a.rowsOf("src", ls, cols);
-  mor::gatherRows(src, rows, idx, li, cols, out);
+  mor::gatherRows(src, a.rowsOf("src", ls, cols), idx, li, cols, out);
   return undef(a.env);
 }
 
@@ -546,69 +534,68 @@ napi_value scatterAddRows(const Args& a) {
   float* out = a.f32(3, "out", &lo);
   a.len("src", ls, static_cast<double>(li) * cols);
   if (cols == 0) return undef(a.env);
-  const int64_t rows = a.rowsOf("out", lo, cols);
-  mor::scatterAddRows(src, idx, li, cols, out, rows);
+  mor::scatterAddRows(src, idx, li, cols, out, a.rowsOf("out", lo, cols));
   return undef(a.env);
 }
 
-// ceFwd(logits, targets, vocab, ignoreIndex, losses, lse) → count
+// ---- losses ----------------------------------------------------------------------------------------
+
+// (logits, targets, vocab, ignoreIndex) at argv[0..3] of both cross-entropy kernels; logits (N, V).
+struct CrossEntropyArgs {
+  const float* logits;
+  const int32_t* targets;
+  int64_t n, vocab, ignore;
+};
+CrossEntropyArgs crossEntropyArgs(const Args& a) {
+  CrossEntropyArgs c{};
+  int64_t ll;
+  c.logits = a.f32(0, "logits", &ll);
+  c.targets = a.i32(1, "targets", &c.n);
+  c.vocab = a.size(2, "vocab", 1);
+  c.ignore = a.integer(3, "ignoreIndex", -(int64_t{1} << 53));
+  a.len("logits", ll, static_cast<double>(c.n) * c.vocab);
+  return c;
+}
+
+// crossEntropyForward(logits, targets, vocab, ignoreIndex, losses, lse) → count
 napi_value ceFwd(const Args& a) {
-  int64_t ll, lt, l1, l2;
-  const float* logits = a.f32(0, "logits", &ll);
-  const int32_t* t = a.i32(1, "targets", &lt);
-  const int64_t vocab = a.integer(2, "vocab", 1, INT32_MAX);
-  const int64_t ignore = a.integer(3, "ignoreIndex", -(int64_t{1} << 53));
-  float* losses = a.f32(4, "losses", &l1);
-  float* lse = a.f32(5, "lse", &l2);
-  a.len("logits", ll, static_cast<double>(lt) * vocab);
-  a.len("losses", l1, static_cast<double>(lt));
-  a.len("lse", l2, static_cast<double>(lt));
-  return number(a.env, static_cast<double>(mor::crossEntropyForward(logits, t, lt, vocab, ignore, losses, lse)));
+  const CrossEntropyArgs c = crossEntropyArgs(a);
+  float* losses = a.f32Len(4, "losses", static_cast<double>(c.n));
+  float* lse = a.f32Len(5, "lse", static_cast<double>(c.n));
+  return number(a.env, static_cast<double>(mor::crossEntropyForward(c.logits, c.targets, c.n, c.vocab, c.ignore, losses, lse)));
 }
 
-// ceBwd(logits, targets, vocab, ignoreIndex, lse, dLoss, dLogits)
+// crossEntropyBackward(logits, targets, vocab, ignoreIndex, lse, dLoss, dLogits)
 napi_value ceBwd(const Args& a) {
-  int64_t ll, lt, l1, l2, l3;
-  const float* logits = a.f32(0, "logits", &ll);
-  const int32_t* t = a.i32(1, "targets", &lt);
-  const int64_t vocab = a.integer(2, "vocab", 1, INT32_MAX);
-  const int64_t ignore = a.integer(3, "ignoreIndex", -(int64_t{1} << 53));
-  const float* lse = a.f32(4, "lse", &l1);
-  const float* dLoss = a.f32(5, "dLoss", &l2);
-  float* d = a.f32(6, "dLogits", &l3);
-  a.len("logits", ll, static_cast<double>(lt) * vocab);
-  a.len("lse", l1, static_cast<double>(lt));
-  a.len("dLoss", l2, static_cast<double>(lt));
-  a.len("dLogits", l3, static_cast<double>(ll));
-  mor::crossEntropyBackward(logits, t, lt, vocab, ignore, lse, dLoss, d);
+  const CrossEntropyArgs c = crossEntropyArgs(a);
+  const float* lse = a.f32Len(4, "lse", static_cast<double>(c.n));
+  const float* dLoss = a.f32Len(5, "dLoss", static_cast<double>(c.n));
+  float* d = a.f32Len(6, "dLogits", static_cast<double>(c.n) * c.vocab);
+  mor::crossEntropyBackward(c.logits, c.targets, c.n, c.vocab, c.ignore, lse, dLoss, d);
   return undef(a.env);
 }
 
-napi_value bceFwd(const Args& a) { return elementwise2to1(a, "z", "t", mor::bceWithLogitsForward); }
-napi_value bceBwd(const Args& a) { return elementwise3to2(a, "z", "t", "dZ", "dT", mor::bceWithLogitsBackward); }
+// ---- pointwise and row-wise ------------------------------------------------------------------------
 
 // unary(op, x, out)
 napi_value unary(const Args& a) {
   const int64_t op = a.integer(0, "op", 0, 3);
-  int64_t lx, lo;
+  int64_t lx;
   const float* x = a.f32(1, "x", &lx);
-  float* o = a.f32(2, "out", &lo);
-  a.len("out", lo, static_cast<double>(lx));
+  float* o = a.f32Len(2, "out", static_cast<double>(lx));
   mor::unary(static_cast<int>(op), x, lx, o);
   return undef(a.env);
 }
 
-// unaryBwd(op, x, y, dOut, dX)
+// unaryBackward(op, x, y, dOut, dX)
 napi_value unaryBwd(const Args& a) {
   const int64_t op = a.integer(0, "op", 0, 3);
-  int64_t lx, ly, lg, ld;
+  int64_t lx;
   const float* x = a.f32(1, "x", &lx);
-  const float* y = a.f32(2, "y", &ly);
-  const float* g = a.f32(3, "dOut", &lg);
-  float* d = a.f32(4, "dX", &ld);
-  a.len("y", ly, static_cast<double>(lx));
-  a.len("dOut", lg, static_cast<double>(lx));
-  a.len("dX", ld, static_cast<double>(lx));
+  const double n = static_cast<double>(lx);
+  const float* y = a.f32Len(2, "y", n);
+  const float* g = a.f32Len(3, "dOut", n);
+  float* d = a.f32Len(4, "dX", n);
   mor::unaryBackward(static_cast<int>(op), x, y, g, lx, d);
   return undef(a.env);
 }
@@ -618,58 +605,54 @@ enum class RowOut { Same, PerRow, PerCol };
 using RowKernel = void (*)(const float*, int64_t, int64_t, float*);
 
 napi_value rowKernel(const Args& a, RowOut shape, RowKernel f) {
-  int64_t lx, lo;
+  int64_t lx;
   const float* x = a.f32(0, "x", &lx);
   const int64_t cols = a.integer(1, "cols", 0);
-  float* o = a.f32(2, "out", &lo);
   const int64_t rows = a.rowsOf("x", lx, cols);
   const int64_t want = shape == RowOut::Same ? lx : shape == RowOut::PerRow ? rows : cols;
-  a.len("out", lo, static_cast<double>(want));
+  float* o = a.f32Len(2, "out", static_cast<double>(want));
   f(x, rows, cols, o);
   return undef(a.env);
 }
 
 napi_value softmaxRows(const Args& a) { return rowKernel(a, RowOut::Same, mor::softmaxRows); }
+napi_value lseRows(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::logsumexpRows); }
+napi_value sumRows(const Args& a) { return rowKernel(a, RowOut::PerCol, mor::sumRows); }  // out (C)
+napi_value sumCols(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::sumCols); }  // out (R)
 
-// softmaxRowsBwd(y, dOut, cols, dX)
+// softmaxRowsBackward(y, dOut, cols, dX)
 napi_value softmaxRowsBwd(const Args& a) {
-  int64_t ly, lg, ld;
+  int64_t ly;
   const float* y = a.f32(0, "y", &ly);
-  const float* g = a.f32(1, "dOut", &lg);
   const int64_t cols = a.integer(2, "cols", 0);
-  float* d = a.f32(3, "dX", &ld);
   const int64_t rows = a.rowsOf("y", ly, cols);
-  a.len("dOut", lg, static_cast<double>(ly));
-  a.len("dX", ld, static_cast<double>(ly));
+  const float* g = a.f32Len(1, "dOut", static_cast<double>(ly));
+  float* d = a.f32Len(3, "dX", static_cast<double>(ly));
   mor::softmaxRowsBackward(y, g, rows, cols, d);
   return undef(a.env);
 }
 
-napi_value lseRows(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::logsumexpRows); }
-
-// lseRowsBwd(x, lse, dOut, cols, dX)
+// logsumexpRowsBackward(x, lse, dOut, cols, dX)
 napi_value lseRowsBwd(const Args& a) {
-  int64_t lx, ll, lg, ld;
+  int64_t lx;
   const float* x = a.f32(0, "x", &lx);
-  const float* lse = a.f32(1, "lse", &ll);
-  const float* g = a.f32(2, "dOut", &lg);
   const int64_t cols = a.integer(3, "cols", 0);
-  float* d = a.f32(4, "dX", &ld);
   const int64_t rows = a.rowsOf("x", lx, cols);
-  a.len("lse", ll, static_cast<double>(rows));
-  a.len("dOut", lg, static_cast<double>(rows));
-  a.len("dX", ld, static_cast<double>(lx));
+  const float* lse = a.f32Len(1, "lse", static_cast<double>(rows));
+  const float* g = a.f32Len(2, "dOut", static_cast<double>(rows));
+  float* d = a.f32Len(4, "dX", static_cast<double>(lx));
   mor::logsumexpRowsBackward(x, lse, g, rows, cols, d);
   return undef(a.env);
 }
 
-// topkRows(x, cols, k, byIndex, indices, values)
+// topkRows(x, cols, k, order, indices, values); order 0 by value, 1 by index
 napi_value topkRows(const Args& a) {
-  int64_t lx, li, lv;
+  int64_t lx;
   const float* x = a.f32(0, "x", &lx);
-  const int64_t cols = a.integer(1, "cols", 1, INT32_MAX);
-  const int64_t k = a.integer(2, "k", 1, INT32_MAX);
-  const bool byIndex = a.boolean(3, "byIndex");
+  const int64_t cols = a.size(1, "cols", 1);
+  const int64_t k = a.size(2, "k", 1);
+  const bool byIndex = a.integer(3, "order", 0, 1) == 1;
+  int64_t li, lv;
   int32_t* idx = a.i32(4, "indices", &li);
   float* vals = a.f32(5, "values", &lv);
   if (k > cols)
@@ -681,80 +664,54 @@ napi_value topkRows(const Args& a) {
   return undef(a.env);
 }
 
-napi_value sum(const Args& a) {
+// Reductions of a whole buffer to one float64: sum(x), sumSquares(x).
+template <double (*F)(const float*, int64_t)>
+napi_value reduce(const Args& a) {
   int64_t l;
   const float* x = a.f32(0, "x", &l);
-  return number(a.env, mor::sum(x, l));
+  return number(a.env, F(x, l));
 }
-
-napi_value sumSquares(const Args& a) {
-  int64_t l;
-  const float* x = a.f32(0, "x", &l);
-  return number(a.env, mor::sumSquares(x, l));
-}
-
-napi_value sumRows(const Args& a) { return rowKernel(a, RowOut::PerCol, mor::sumRows); }  // out (C)
-
-napi_value sumCols(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::sumCols); }  // out (R)
 
 // scaleRows(x, s, cols, out): x, out (R, C), s (R)
 napi_value scaleRows(const Args& a) {
-  int64_t lx, ls, lo;
+  int64_t lx;
   const float* x = a.f32(0, "x", &lx);
-  const float* sc = a.f32(1, "s", &ls);
   const int64_t cols = a.integer(2, "cols", 0);
-  float* o = a.f32(3, "out", &lo);
   const int64_t rows = a.rowsOf("x", lx, cols);
-  a.len("s", ls, static_cast<double>(rows));
-  a.len("out", lo, static_cast<double>(lx));
+  const float* sc = a.f32Len(1, "s", static_cast<double>(rows));
+  float* o = a.f32Len(3, "out", static_cast<double>(lx));
   mor::scaleRows(x, sc, rows, cols, o);
   return undef(a.env);
 }
 
 // rowDot(a, b, cols, out): a, b (R, C), out (R)
 napi_value rowDot(const Args& a) {
-  int64_t la, lb, lo;
+  int64_t la;
   const float* x = a.f32(0, "a", &la);
-  const float* y = a.f32(1, "b", &lb);
   const int64_t cols = a.integer(2, "cols", 0);
-  float* o = a.f32(3, "out", &lo);
   const int64_t rows = a.rowsOf("a", la, cols);
-  a.len("b", lb, static_cast<double>(la));
-  a.len("out", lo, static_cast<double>(rows));
+  const float* y = a.f32Len(1, "b", static_cast<double>(la));
+  float* o = a.f32Len(3, "out", static_cast<double>(rows));
   mor::rowDot(x, y, rows, cols, o);
-  return undef(a.env);
-}
-
-template <void (*F)(const float*, const float*, int64_t, float*)>
-napi_value binary(const Args& a) {
-  int64_t la, lb, lo;
-  const float* x = a.f32(0, "a", &la);
-  const float* y = a.f32(1, "b", &lb);
-  float* o = a.f32(2, "out", &lo);
-  a.len("b", lb, static_cast<double>(la));
-  a.len("out", lo, static_cast<double>(la));
-  F(x, y, la, o);
   return undef(a.env);
 }
 
 // scale(a, s, out)
 napi_value scale(const Args& a) {
-  int64_t la, lo;
+  int64_t la;
   const float* x = a.f32(0, "a", &la);
-  const float s = static_cast<float>(a.num(1, "s"));
-  float* o = a.f32(2, "out", &lo);
-  a.len("out", lo, static_cast<double>(la));
+  const float s = a.f32num(1, "s");
+  float* o = a.f32Len(2, "out", static_cast<double>(la));
   mor::scale(x, s, la, o);
   return undef(a.env);
 }
 
 // axpy(alpha, x, y)
 napi_value axpy(const Args& a) {
-  int64_t lx, ly;
-  const float alpha = static_cast<float>(a.num(0, "alpha"));
+  const float alpha = a.f32num(0, "alpha");
+  int64_t lx;
   const float* x = a.f32(1, "x", &lx);
-  float* y = a.f32(2, "y", &ly);
-  a.len("y", ly, static_cast<double>(lx));
+  float* y = a.f32Len(2, "y", static_cast<double>(lx));
   mor::axpy(alpha, x, lx, y);
   return undef(a.env);
 }
@@ -763,20 +720,21 @@ napi_value axpy(const Args& a) {
 napi_value fill(const Args& a) {
   int64_t lx;
   float* x = a.f32(0, "x", &lx);
-  mor::fill(x, lx, static_cast<float>(a.num(1, "value")));
+  mor::fill(x, lx, a.f32num(1, "value"));
   return undef(a.env);
 }
 
-// adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step)
+// ---- optimiser -------------------------------------------------------------------------------------
+
+// adamwStep(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step)
 napi_value adamw(const Args& a) {
-  int64_t lp, lg, lm, lv;
+  int64_t lp, lg;
   float* p = a.f32(0, "param", &lp);
   const float* g = a.f32(1, "grad", &lg);
-  float* m = a.f32(2, "m", &lm);
-  float* v = a.f32(3, "v", &lv);
-  a.len("param", lp, static_cast<double>(lg));
-  a.len("m", lm, static_cast<double>(lg));
-  a.len("v", lv, static_cast<double>(lg));
+  const double n = static_cast<double>(lg);
+  a.len("param", lp, n);
+  float* m = a.f32Len(2, "m", n);
+  float* v = a.f32Len(3, "v", n);
   const double lr = a.num(4, "lr"), b1 = a.num(5, "beta1"), b2 = a.num(6, "beta2"), eps = a.num(7, "eps"),
                wd = a.num(8, "weightDecay");
   const double step = static_cast<double>(a.integer(9, "step", 1));
@@ -784,60 +742,62 @@ napi_value adamw(const Args& a) {
   return undef(a.env);
 }
 
-#define MOR_EXPORT(name, fn)                                                                            \
-  {                                                                                                     \
-    napi_value f;                                                                                       \
-    napi_create_function(                                                                               \
-        env, name, NAPI_AUTO_LENGTH,                                                                    \
-        [](napi_env e, napi_callback_info i) -> napi_value { return entry<fn>(e, i, name); }, nullptr, &f); \
-    exports.Set(name, Napi::Value(env, f));                                                             \
-  }
+// ---- the export table --------------------------------------------------------------------------------
+
+// One row per export: the name JS sees (a Backend method's, for kernels) and its binding.
+const Export kExports[] = {
+    {"init", init},
+    {"info", info},
+    {"setGemmProvider", setGemmProvider},
+    {"setNumThreads", setNumThreads},
+    {"rawSgemmGflops", rawSgemmGflops},
+    {"packedWeightSize", packedWeightSize},
+    {"gemm", gemm},
+    {"packWeight", packWeight},
+    {"gemmPacked", gemmPacked},
+    {"decodeLayer", decodeLayer},
+    {"attentionForward", attnFwd},
+    {"attentionBackward", attnBwd},
+    {"attentionPaged", attnPaged},
+    {"rope", rope},
+    {"rmsnormForward", rmsnormFwd},
+    {"rmsnormBackward", rmsnormBwd},
+    {"swigluForward", swigluFwd},
+    {"swigluBackward", swigluBwd},
+    {"gatherRows", gatherRows},
+    {"scatterAddRows", scatterAddRows},
+    {"crossEntropyForward", ceFwd},
+    {"crossEntropyBackward", ceBwd},
+    {"bceWithLogitsForward", bceFwd},
+    {"bceWithLogitsBackward", bceBwd},
+    {"unary", unary},
+    {"unaryBackward", unaryBwd},
+    {"softmaxRows", softmaxRows},
+    {"softmaxRowsBackward", softmaxRowsBwd},
+    {"logsumexpRows", lseRows},
+    {"logsumexpRowsBackward", lseRowsBwd},
+    {"topkRows", topkRows},
+    {"sum", reduce<mor::sum>},
+    {"sumSquares", reduce<mor::sumSquares>},
+    {"sumRows", sumRows},
+    {"sumCols", sumCols},
+    {"scaleRows", scaleRows},
+    {"rowDot", rowDot},
+    {"add", add},
+    {"mul", mul},
+    {"scale", scale},
+    {"axpy", axpy},
+    {"fill", fill},
+    {"adamwStep", adamw},
+};
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(new AddonData());
-  MOR_EXPORT("init", init);
-  MOR_EXPORT("info", info);
-  MOR_EXPORT("setGemmProvider", setGemmProvider);
-  MOR_EXPORT("setNumThreads", setNumThreads);
-  MOR_EXPORT("rawSgemmGflops", rawSgemmGflops);
-  MOR_EXPORT("gemm", gemm);
-  MOR_EXPORT("packedWeightSize", packedWeightSize);
-  MOR_EXPORT("packWeight", packWeight);
-  MOR_EXPORT("gemmPacked", gemmPacked);
-  MOR_EXPORT("attentionForward", attnFwd);
-  MOR_EXPORT("attentionBackward", attnBwd);
-  MOR_EXPORT("attentionPaged", attnPaged);
-  MOR_EXPORT("decodeLayer", decodeLayer);
-  MOR_EXPORT("rope", rope);
-  MOR_EXPORT("rmsnormForward", rmsnormFwd);
-  MOR_EXPORT("rmsnormBackward", rmsnormBwd);
-  MOR_EXPORT("swigluForward", swigluFwd);
-  MOR_EXPORT("swigluBackward", swigluBwd);
-  MOR_EXPORT("gatherRows", gatherRows);
-  MOR_EXPORT("scatterAddRows", scatterAddRows);
-  MOR_EXPORT("crossEntropyForward", ceFwd);
-  MOR_EXPORT("crossEntropyBackward", ceBwd);
-  MOR_EXPORT("bceWithLogitsForward", bceFwd);
-  MOR_EXPORT("bceWithLogitsBackward", bceBwd);
-  MOR_EXPORT("unary", unary);
-  MOR_EXPORT("unaryBackward", unaryBwd);
-  MOR_EXPORT("softmaxRows", softmaxRows);
-  MOR_EXPORT("softmaxRowsBackward", softmaxRowsBwd);
-  MOR_EXPORT("logsumexpRows", lseRows);
-  MOR_EXPORT("logsumexpRowsBackward", lseRowsBwd);
-  MOR_EXPORT("topkRows", topkRows);
-  MOR_EXPORT("sum", sum);
-  MOR_EXPORT("sumSquares", sumSquares);
-  MOR_EXPORT("sumRows", sumRows);
-  MOR_EXPORT("sumCols", sumCols);
-  MOR_EXPORT("scaleRows", scaleRows);
-  MOR_EXPORT("rowDot", rowDot);
-  MOR_EXPORT("add", binary<mor::add>);
-  MOR_EXPORT("mul", binary<mor::mul>);
-  MOR_EXPORT("scale", scale);
-  MOR_EXPORT("axpy", axpy);
-  MOR_EXPORT("fill", fill);
-  MOR_EXPORT("adamwStep", adamw);
+  for (const Export& x : kExports) {
+    napi_value f;
+    napi_create_function(env, x.name, NAPI_AUTO_LENGTH, entry, const_cast<Export*>(&x), &f);
+    exports.Set(x.name, Napi::Value(env, f));
+  }
   return exports;
 }
 

@@ -1,11 +1,15 @@
 /**
- * The native backend: a thin wrapper over the C++17 Node-API addon in native/ (built by
- * scripts/build-native.mjs into build/Release/mor_native.node).
+ * The native backend: the C++17 Node-API addon in native/ (built by scripts/build-native.mjs into
+ * build/Release/mor_native.node), bound to the Backend contract through one table.
  *
- * The wrapper only turns the interface's option objects into positional arguments; the addon
- * checks every buffer's type (Float32Array / Int32Array, else DtypeError) and length (ShapeError),
- * and index/target ranges (ArgumentError), so native code never reads or writes out of bounds.
- * Outputs must have exactly the length the contract gives them.
+ * The contract (backend.ts) is the only place a kernel's signature is written. KERNELS below has
+ * one row per kernel saying how the method reaches the addon export of the same name: either the
+ * export takes the contract's arguments as they are and *is* the method, or the row turns the
+ * contract's option objects into the export's positional arguments (its order is in the comment
+ * above each binding in native/src/addon.cc) and makes the few checks only JS can make, through
+ * the shared helpers below. The addon checks every buffer's type (Float32Array / Int32Array, else
+ * DtypeError) and length (ShapeError), and index/target ranges (ArgumentError), so native code
+ * never reads or writes out of bounds. Outputs must have exactly the length the contract gives them.
  *
  * Environment: MOR_GEMM=openblas|builtin picks the initial GEMM provider; MOR_NATIVE_ADDON=path
  * loads another build of the addon.
@@ -20,193 +24,133 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ArgumentError, BackendUnavailableError, DtypeError, ShapeError } from '../errors.js';
-import type {
-  AdamWArgs,
-  AttentionLayout,
-  Backend,
-  BackendInfo,
-  FloatArray,
-  GemmArgs,
-  DecodeLayerArgs,
-  GemmProvider,
-  PackedLayer,
-  PackedWeight,
-  PagedAttentionLayout,
-  UnaryOp,
-} from './backend.js';
+import type { Backend, BackendInfo, GemmProvider, PackedLayer, PackedWeight, PagedAttentionLayout, UnaryOp } from './backend.js';
 
-/** The addon's exports (see native/src/addon.cc). Float buffers are checked natively. */
-interface NativeBinding {
+/** The addon's exports that are not kernels (see native/src/addon.cc). */
+interface AddonControl {
   init(shapeError: unknown, dtypeError: unknown, argumentError: unknown): void;
   info(): { simd: string; threads: number; gemmProvider: 'openblas' | 'builtin'; haveOpenBLAS: boolean };
   setGemmProvider(provider: number): boolean;
   setNumThreads(n: number): void;
   rawSgemmGflops(m: number, n: number, k: number, iterations: number): number | null;
-  gemm(
-    transA: boolean,
-    transB: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    beta: number,
-    batch: number,
-    strideA: number,
-    strideB: number,
-    strideC: number,
-    a: FloatArray,
-    b: FloatArray,
-    c: FloatArray,
-  ): void;
   packedWeightSize(n: number, k: number): number;
-  decodeLayer(
-    n: number,
-    d: number,
-    inter: number,
-    numHeads: number,
-    numKvHeads: number,
-    headDim: number,
-    scale: number,
-    blockSize: number,
-    eps: number,
-    ropeTheta: number,
-    qPos: Int32Array,
-    posPool: Int32Array,
-    streams: Int32Array,
-    blockTables: Int32Array,
-    kvSlots: Int32Array,
-    h: Float32Array,
-    inputNorm: Float32Array,
-    postNorm: Float32Array,
-    qkv: Float32Array,
-    o: Float32Array,
-    gateUp: Float32Array,
-    down: Float32Array,
-    kPool: Float32Array,
-    vPool: Float32Array,
-    out: Float32Array,
-  ): void;
-  packWeight(n: number, k: number, w: Float32Array, dst: Float32Array): void;
-  gemmPacked(m: number, n: number, k: number, a: Float32Array, packed: Float32Array, c: Float32Array, accumulate: boolean): void;
-  attentionForward(
-    numHeads: number,
-    numKvHeads: number,
-    headDim: number,
-    scale: number,
-    segments: Int32Array,
-    qPos: Int32Array,
-    kPos: Int32Array,
-    q: FloatArray,
-    k: FloatArray,
-    v: FloatArray,
-    out: FloatArray,
-    lse: FloatArray,
-  ): void;
-  attentionBackward(
-    numHeads: number,
-    numKvHeads: number,
-    headDim: number,
-    scale: number,
-    segments: Int32Array,
-    qPos: Int32Array,
-    kPos: Int32Array,
-    q: FloatArray,
-    k: FloatArray,
-    v: FloatArray,
-    out: FloatArray,
-    lse: FloatArray,
-    dOut: FloatArray,
-    dQ: FloatArray,
-    dK: FloatArray,
-    dV: FloatArray,
-  ): void;
-  attentionPaged(
-    numHeads: number,
-    numKvHeads: number,
-    headDim: number,
-    scale: number,
-    blockSize: number,
-    qPos: Int32Array,
-    posPool: Int32Array,
-    streams: Int32Array,
-    blockTables: Int32Array,
-    q: FloatArray,
-    kPool: FloatArray,
-    vPool: FloatArray,
-    out: FloatArray,
-  ): void;
-  rope(
-    x: FloatArray,
-    pos: Int32Array,
-    nHeads: number,
-    headDim: number,
-    theta: number,
-    inverse: boolean,
-    out: FloatArray,
-  ): void;
-  rmsnormForward(x: FloatArray, w: FloatArray, eps: number, out: FloatArray, rstd: FloatArray): void;
-  rmsnormBackward(x: FloatArray, w: FloatArray, rstd: FloatArray, dOut: FloatArray, dX: FloatArray, dW: FloatArray): void;
-  swigluForward(gate: FloatArray, up: FloatArray, out: FloatArray): void;
-  swigluBackward(gate: FloatArray, up: FloatArray, dOut: FloatArray, dGate: FloatArray, dUp: FloatArray): void;
-  gatherRows(src: FloatArray, idx: Int32Array, cols: number, out: FloatArray): void;
-  scatterAddRows(src: FloatArray, idx: Int32Array, cols: number, out: FloatArray): void;
-  crossEntropyForward(
-    logits: FloatArray,
-    targets: Int32Array,
-    vocab: number,
-    ignoreIndex: number,
-    losses: FloatArray,
-    lse: FloatArray,
-  ): number;
-  crossEntropyBackward(
-    logits: FloatArray,
-    targets: Int32Array,
-    vocab: number,
-    ignoreIndex: number,
-    lse: FloatArray,
-    dLoss: FloatArray,
-    dLogits: FloatArray,
-  ): void;
-  bceWithLogitsForward(z: FloatArray, t: FloatArray, out: FloatArray): void;
-  bceWithLogitsBackward(z: FloatArray, t: FloatArray, dOut: FloatArray, dZ: FloatArray, dT: FloatArray): void;
-  unary(op: number, x: FloatArray, out: FloatArray): void;
-  unaryBackward(op: number, x: FloatArray, y: FloatArray, dOut: FloatArray, dX: FloatArray): void;
-  softmaxRows(x: FloatArray, cols: number, out: FloatArray): void;
-  softmaxRowsBackward(y: FloatArray, dOut: FloatArray, cols: number, dX: FloatArray): void;
-  logsumexpRows(x: FloatArray, cols: number, out: FloatArray): void;
-  logsumexpRowsBackward(x: FloatArray, lse: FloatArray, dOut: FloatArray, cols: number, dX: FloatArray): void;
-  topkRows(x: FloatArray, cols: number, k: number, byIndex: boolean, indices: Int32Array, values: FloatArray): void;
-  sum(x: FloatArray): number;
-  sumSquares(x: FloatArray): number;
-  sumRows(x: FloatArray, cols: number, out: FloatArray): void;
-  sumCols(x: FloatArray, cols: number, out: FloatArray): void;
-  scaleRows(x: FloatArray, s: FloatArray, cols: number, out: FloatArray): void;
-  rowDot(a: FloatArray, b: FloatArray, cols: number, out: FloatArray): void;
-  add(a: FloatArray, b: FloatArray, out: FloatArray): void;
-  mul(a: FloatArray, b: FloatArray, out: FloatArray): void;
-  scale(a: FloatArray, s: number, out: FloatArray): void;
-  axpy(alpha: number, x: FloatArray, y: FloatArray): void;
-  fill(x: FloatArray, value: number): void;
-  adamwStep(
-    param: FloatArray,
-    grad: FloatArray,
-    m: FloatArray,
-    v: FloatArray,
-    lr: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    weightDecay: number,
-    step: number,
-  ): void;
+}
+
+/** A kernel export: positional typed arrays, numbers and booleans, checked natively. */
+type Export = (...args: unknown[]) => unknown;
+
+type KernelName = Exclude<keyof Backend, 'name' | 'info' | 'setGemmProvider' | 'setNumThreads'>;
+type Kernels = Pick<Backend, KernelName>;
+type Addon = AddonControl & Readonly<Record<KernelName, Export>>;
+
+/** A row of KERNELS: DIRECT, or a function building the method once over its export f. */
+const DIRECT = 'direct';
+type Binding<K extends KernelName> = typeof DIRECT | ((f: Export, addon: AddonControl) => Kernels[K]);
+
+// ---- shared checks (what the addon cannot see: option names, which backend packed a weight) ----
+
+const UNARY_OPS: Readonly<Record<UnaryOp, number>> = { sigmoid: 0, tanh: 1, silu: 2, gelu: 3 };
+const TOPK_ORDERS: Readonly<Record<'value' | 'index', number>> = { value: 0, index: 1 };
+const PROVIDER_IDS: Readonly<Record<'builtin' | 'openblas', number>> = { builtin: 0, openblas: 1 };
+
+/** The addon's id for an option value; ArgumentError naming the choices for any other. */
+function optionId<T extends string>(fn: string, name: string, ids: Readonly<Record<T, number>>, value: T): number {
+  if (Object.hasOwn(ids, value)) return ids[value];
+  const keys = Object.keys(ids);
+  const choices = keys.length === 2 ? `'${keys[0]}' or '${keys[1]}'` : `one of ${keys.join(', ')}`;
+  throw new ArgumentError(`${fn}: ${name} must be ${choices}, got '${String(value)}'`);
+}
+
+/** The packed floats of w, which this backend must have packed. */
+function packedData(fn: string, w: PackedWeight): Float32Array {
+  if (w.backend !== 'native') throw new ArgumentError(`${fn}: weight packed by the '${w.backend}' backend; repack it with 'native'`);
+  return w.data;
+}
+
+/** D of a decoder layer's packed weights, after checking they are native and fit each other and the heads. */
+function decodeLayerWidth(w: PackedLayer, l: PagedAttentionLayout): number {
+  for (const p of [w.qkv, w.o, w.gateUp, w.down]) packedData('decodeLayer', p);
+  const d = w.inputNorm.length;
+  if (w.qkv.k !== d || w.o.n !== d || w.gateUp.k !== d || w.down.n !== d || w.gateUp.n !== 2 * w.down.k || w.qkv.n !== (l.numHeads + 2 * l.numKvHeads) * l.headDim || w.o.k !== l.numHeads * l.headDim) {
+    throw new ShapeError(`decodeLayer: packed weights qkv (${w.qkv.n}, ${w.qkv.k}), o (${w.o.n}, ${w.o.k}), gateUp (${w.gateUp.n}, ${w.gateUp.k}), down (${w.down.n}, ${w.down.k}) do not fit D = ${d} and the attention heads`);
+  }
+  return d;
+}
+
+// ---- the binding table ---------------------------------------------------------------------------
+
+const KERNELS: { readonly [K in KernelName]: Binding<K> } = {
+  gemm: (f) => (g, a, b, c) =>
+    f(g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.beta, g.batch ?? 1, g.strideA ?? g.m * g.k, g.strideB ?? g.k * g.n, g.strideC ?? g.m * g.n, a, b, c),
+  packWeight: (f, addon) => (w, n, k) => {
+    if (!Number.isInteger(n) || !Number.isInteger(k) || n < 1 || k < 1) throw new ArgumentError(`packWeight: (n, k) = (${n}, ${k}) must be positive integers`);
+    if (w.length !== n * k) throw new ShapeError(`packWeight: w has ${w.length} elements, (n, k) = (${n}, ${k}) needs ${n * k}`);
+    const data = new Float32Array(addon.packedWeightSize(n, k));
+    f(n, k, w, data);
+    return { backend: 'native', n, k, data };
+  },
+  gemmPacked: (f) => (m, a, w, c, accumulate) => f(m, w.n, w.k, a, packedData('gemmPacked', w), c, accumulate),
+  decodeLayer: (f) => (args, h, w, kPool, vPool, out) => {
+    const l = args.attention;
+    const d = decodeLayerWidth(w, l);
+    if (h.length % d !== 0) throw new ShapeError(`decodeLayer: h has ${h.length} elements, not a multiple of D = ${d}`);
+    f(h.length / d, d, w.down.k, l.numHeads, l.numKvHeads, l.headDim, l.scale, l.blockSize, args.eps, args.ropeTheta,
+      l.qPos, l.posPool, l.streams, l.blockTables, args.kvSlots,
+      h, w.inputNorm, w.postNorm, w.qkv.data, w.o.data, w.gateUp.data, w.down.data, kPool, vPool, out);
+  },
+  attentionForward: (f) => (l, q, k, v, out, lse) =>
+    f(l.numHeads, l.numKvHeads, l.headDim, l.scale, l.segments, l.qPos, l.kPos, q, k, v, out, lse),
+  attentionBackward: (f) => (l, q, k, v, out, lse, dOut, dQ, dK, dV) =>
+    f(l.numHeads, l.numKvHeads, l.headDim, l.scale, l.segments, l.qPos, l.kPos, q, k, v, out, lse, dOut, dQ, dK, dV),
+  attentionPaged: (f) => (l, q, kPool, vPool, out) =>
+    f(l.numHeads, l.numKvHeads, l.headDim, l.scale, l.blockSize, l.qPos, l.posPool, l.streams, l.blockTables, q, kPool, vPool, out),
+  rope: DIRECT,
+  rmsnormForward: DIRECT,
+  rmsnormBackward: DIRECT,
+  swigluForward: DIRECT,
+  swigluBackward: DIRECT,
+  gatherRows: DIRECT,
+  scatterAddRows: DIRECT,
+  crossEntropyForward: DIRECT,
+  crossEntropyBackward: DIRECT,
+  bceWithLogitsForward: DIRECT,
+  bceWithLogitsBackward: DIRECT,
+  unary: (f) => (op, x, out) => f(optionId('unary', 'op', UNARY_OPS, op), x, out),
+  unaryBackward: (f) => (op, x, y, dOut, dX) => f(optionId('unary', 'op', UNARY_OPS, op), x, y, dOut, dX),
+  softmaxRows: DIRECT,
+  softmaxRowsBackward: DIRECT,
+  logsumexpRows: DIRECT,
+  logsumexpRowsBackward: DIRECT,
+  topkRows: (f) => (x, cols, k, order, indices, values) => f(x, cols, k, optionId('topkRows', 'order', TOPK_ORDERS, order), indices, values),
+  sum: DIRECT,
+  sumSquares: DIRECT,
+  sumRows: DIRECT,
+  sumCols: DIRECT,
+  scaleRows: DIRECT,
+  rowDot: DIRECT,
+  add: DIRECT,
+  mul: DIRECT,
+  scale: DIRECT,
+  axpy: DIRECT,
+  fill: DIRECT,
+  adamwStep: (f) => (param, grad, m, v, o) => f(param, grad, m, v, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.step),
+};
+
+/** The kernel methods, generated from KERNELS over the addon's exports. */
+function bindKernels(addon: Addon, path: string): Kernels {
+  const methods: Partial<Record<KernelName, unknown>> = {};
+  for (const name of Object.keys(KERNELS) as KernelName[]) {
+    const f = addon[name];
+    if (typeof f !== 'function') throw new BackendUnavailableError(`native addon at ${path} lacks the '${name}' kernel (rebuild it with \`npm run build:native\`)`);
+    const row: Binding<KernelName> = KERNELS[name];
+    methods[name] = row === DIRECT ? f : row(f, addon);
+  }
+  return methods as Kernels;
 }
 
 const ADDON_FILE = join('build', 'Release', 'mor_native.node');
 
-const UNARY_OPS: Readonly<Record<UnaryOp, number>> = { sigmoid: 0, tanh: 1, silu: 2, gelu: 3 };
-const PROVIDER_IDS: Readonly<Record<'builtin' | 'openblas', number>> = { builtin: 0, openblas: 1 };
-
-let binding: NativeBinding | null = null;
+let binding: Addon | null = null;
 let backend: Backend | null = null;
 let loadError: string | null = null;
 
@@ -243,7 +187,7 @@ function setRuntimeDefaults(): void {
   }
 }
 
-function loadBinding(): NativeBinding {
+function loadBinding(): Addon {
   if (binding) return binding;
   const path = addonPath();
   if (!existsSync(path)) {
@@ -259,7 +203,7 @@ function loadBinding(): NativeBinding {
   } catch (e) {
     throw new BackendUnavailableError(`native addon at ${path} failed to load: ${(e as Error).message}`);
   }
-  const b = raw as NativeBinding;
+  const b = raw as Addon;
   if (typeof b.init !== 'function' || typeof b.gemm !== 'function') {
     throw new BackendUnavailableError(`native addon at ${path} is not the mor_native addon (exports missing)`);
   }
@@ -268,355 +212,43 @@ function loadBinding(): NativeBinding {
   return b;
 }
 
-class NativeBackend implements Backend {
-  readonly name = 'native' as const;
-  private readonly b: NativeBinding;
-  private readonly providers: readonly GemmProvider[];
-
-  constructor(b: NativeBinding) {
-    this.b = b;
-    this.providers = Object.freeze(
-      b.info().haveOpenBLAS ? (['openblas', 'builtin'] as GemmProvider[]) : (['builtin'] as GemmProvider[]),
-    );
-    const want = process.env['MOR_GEMM'];
-    if ((want === undefined || want === '') && b.info().simd === 'avx512') this.b.setGemmProvider(PROVIDER_IDS['builtin']);
-    if (want !== undefined && want !== '') {
-      if (want === 'openblas' || want === 'builtin') {
-        if (this.providers.includes(want)) this.b.setGemmProvider(PROVIDER_IDS[want]);
-        else process.emitWarning(`MOR_GEMM=${want}: not available in this build; using ${this.providers[0]}`);
-      } else {
-        process.emitWarning(`MOR_GEMM=${want}: expected 'openblas' or 'builtin'; ignored`);
+/** The native Backend over a loaded addon. */
+function createNativeBackend(addon: Addon, path: string): Backend {
+  const providers: readonly GemmProvider[] = Object.freeze(
+    addon.info().haveOpenBLAS ? (['openblas', 'builtin'] as GemmProvider[]) : (['builtin'] as GemmProvider[]),
+  );
+  const want = process.env['MOR_GEMM'];
+  if ((want === undefined || want === '') && addon.info().simd === 'avx512') addon.setGemmProvider(PROVIDER_IDS['builtin']);
+  if (want !== undefined && want !== '') {
+    if (want === 'openblas' || want === 'builtin') {
+      if (providers.includes(want)) addon.setGemmProvider(PROVIDER_IDS[want]);
+      else process.emitWarning(`MOR_GEMM=${want}: not available in this build; using ${providers[0]}`);
+    } else {
+      process.emitWarning(`MOR_GEMM=${want}: expected 'openblas' or 'builtin'; ignored`);
+    }
+  }
+  return {
+    name: 'native',
+    info(): BackendInfo {
+      const i = addon.info();
+      return { backend: 'native', gemmProvider: i.gemmProvider, gemmProviders: providers, threads: i.threads, simd: i.simd };
+    },
+    setGemmProvider(provider: GemmProvider): void {
+      if (!providers.includes(provider) || (provider !== 'openblas' && provider !== 'builtin')) {
+        throw new ArgumentError(
+          `native backend: GEMM provider '${String(provider)}' is not available; expected one of ${providers.join(', ')}`,
+        );
       }
-    }
-  }
-
-  info(): BackendInfo {
-    const i = this.b.info();
-    return {
-      backend: 'native',
-      gemmProvider: i.gemmProvider,
-      gemmProviders: this.providers,
-      threads: i.threads,
-      simd: i.simd,
-    };
-  }
-
-  setGemmProvider(provider: GemmProvider): void {
-    if (!this.providers.includes(provider) || (provider !== 'openblas' && provider !== 'builtin')) {
-      throw new ArgumentError(
-        `native backend: GEMM provider '${String(provider)}' is not available; expected one of ${this.providers.join(', ')}`,
-      );
-    }
-    this.b.setGemmProvider(PROVIDER_IDS[provider]);
-  }
-
-  setNumThreads(n: number): void {
-    if (!Number.isInteger(n) || n < 1) {
-      throw new ArgumentError(`native backend: setNumThreads expects an integer ≥ 1, got ${n}`);
-    }
-    this.b.setNumThreads(n);
-  }
-
-  gemm(args: GemmArgs, a: FloatArray, b: FloatArray, c: FloatArray): void {
-    const { m, n, k } = args;
-    this.b.gemm(
-      args.transA,
-      args.transB,
-      m,
-      n,
-      k,
-      args.alpha,
-      args.beta,
-      args.batch ?? 1,
-      args.strideA ?? m * k,
-      args.strideB ?? k * n,
-      args.strideC ?? m * n,
-      a,
-      b,
-      c,
-    );
-  }
-
-  packWeight(w: Float32Array, n: number, k: number): PackedWeight {
-    if (!Number.isInteger(n) || !Number.isInteger(k) || n < 1 || k < 1) throw new ArgumentError(`packWeight: (n, k) = (${n}, ${k}) must be positive integers`);
-    if (w.length !== n * k) throw new ShapeError(`packWeight: w has ${w.length} elements, (n, k) = (${n}, ${k}) needs ${n * k}`);
-    const data = new Float32Array(this.b.packedWeightSize(n, k));
-    this.b.packWeight(n, k, w, data);
-    return { backend: 'native', n, k, data };
-  }
-
-  gemmPacked(m: number, a: Float32Array, w: PackedWeight, c: Float32Array, accumulate: boolean): void {
-    if (w.backend !== 'native') throw new ArgumentError(`gemmPacked: weight packed by the '${w.backend}' backend; repack it with 'native'`);
-    this.b.gemmPacked(m, w.n, w.k, a, w.data, c, accumulate);
-  }
-
-  decodeLayer(args: DecodeLayerArgs, h: Float32Array, w: PackedLayer, kPool: Float32Array, vPool: Float32Array, out: Float32Array): void {
-    const l = args.attention;
-    for (const p of [w.qkv, w.o, w.gateUp, w.down]) {
-      if (p.backend !== 'native') throw new ArgumentError(`decodeLayer: weight packed by the '${p.backend}' backend; repack it with 'native'`);
-    }
-    const d = w.inputNorm.length;
-    if (w.qkv.k !== d || w.o.n !== d || w.gateUp.k !== d || w.down.n !== d || w.gateUp.n !== 2 * w.down.k || w.qkv.n !== (l.numHeads + 2 * l.numKvHeads) * l.headDim || w.o.k !== l.numHeads * l.headDim) {
-      throw new ShapeError(`decodeLayer: packed weights qkv (${w.qkv.n}, ${w.qkv.k}), o (${w.o.n}, ${w.o.k}), gateUp (${w.gateUp.n}, ${w.gateUp.k}), down (${w.down.n}, ${w.down.k}) do not fit D = ${d} and the attention heads`);
-    }
-    if (h.length % d !== 0) throw new ShapeError(`decodeLayer: h has ${h.length} elements, not a multiple of D = ${d}`);
-    this.b.decodeLayer(
-      h.length / d,
-      d,
-      w.down.k,
-      l.numHeads,
-      l.numKvHeads,
-      l.headDim,
-      l.scale,
-      l.blockSize,
-      args.eps,
-      args.ropeTheta,
-      l.qPos,
-      l.posPool,
-      l.streams,
-      l.blockTables,
-      args.kvSlots,
-      h,
-      w.inputNorm,
-      w.postNorm,
-      w.qkv.data,
-      w.o.data,
-      w.gateUp.data,
-      w.down.data,
-      kPool,
-      vPool,
-      out,
-    );
-  }
-
-  attentionForward(
-    l: AttentionLayout,
-    q: FloatArray,
-    k: FloatArray,
-    v: FloatArray,
-    out: FloatArray,
-    lse: FloatArray,
-  ): void {
-    this.b.attentionForward(l.numHeads, l.numKvHeads, l.headDim, l.scale, l.segments, l.qPos, l.kPos, q, k, v, out, lse);
-  }
-
-  attentionBackward(
-    l: AttentionLayout,
-    q: FloatArray,
-    k: FloatArray,
-    v: FloatArray,
-    out: FloatArray,
-    lse: FloatArray,
-    dOut: FloatArray,
-    dQ: FloatArray,
-    dK: FloatArray,
-    dV: FloatArray,
-  ): void {
-    this.b.attentionBackward(
-      l.numHeads,
-      l.numKvHeads,
-      l.headDim,
-      l.scale,
-      l.segments,
-      l.qPos,
-      l.kPos,
-      q,
-      k,
-      v,
-      out,
-      lse,
-      dOut,
-      dQ,
-      dK,
-      dV,
-    );
-  }
-
-  attentionPaged(l: PagedAttentionLayout, q: FloatArray, kPool: FloatArray, vPool: FloatArray, out: FloatArray): void {
-    this.b.attentionPaged(
-      l.numHeads,
-      l.numKvHeads,
-      l.headDim,
-      l.scale,
-      l.blockSize,
-      l.qPos,
-      l.posPool,
-      l.streams,
-      l.blockTables,
-      q,
-      kPool,
-      vPool,
-      out,
-    );
-  }
-
-  rope(
-    x: FloatArray,
-    pos: Int32Array,
-    nHeads: number,
-    headDim: number,
-    theta: number,
-    inverse: boolean,
-    out: FloatArray,
-  ): void {
-    this.b.rope(x, pos, nHeads, headDim, theta, inverse, out);
-  }
-
-  rmsnormForward(x: FloatArray, w: FloatArray, eps: number, out: FloatArray, rstd: FloatArray): void {
-    this.b.rmsnormForward(x, w, eps, out, rstd);
-  }
-
-  rmsnormBackward(
-    x: FloatArray,
-    w: FloatArray,
-    rstd: FloatArray,
-    dOut: FloatArray,
-    dX: FloatArray,
-    dW: FloatArray,
-  ): void {
-    this.b.rmsnormBackward(x, w, rstd, dOut, dX, dW);
-  }
-
-  swigluForward(gate: FloatArray, up: FloatArray, out: FloatArray): void {
-    this.b.swigluForward(gate, up, out);
-  }
-
-  swigluBackward(gate: FloatArray, up: FloatArray, dOut: FloatArray, dGate: FloatArray, dUp: FloatArray): void {
-    this.b.swigluBackward(gate, up, dOut, dGate, dUp);
-  }
-
-  gatherRows(src: FloatArray, idx: Int32Array, cols: number, out: FloatArray): void {
-    this.b.gatherRows(src, idx, cols, out);
-  }
-
-  scatterAddRows(src: FloatArray, idx: Int32Array, cols: number, out: FloatArray): void {
-    this.b.scatterAddRows(src, idx, cols, out);
-  }
-
-  crossEntropyForward(
-    logits: FloatArray,
-    targets: Int32Array,
-    vocab: number,
-    ignoreIndex: number,
-    losses: FloatArray,
-    lse: FloatArray,
-  ): number {
-    return this.b.crossEntropyForward(logits, targets, vocab, ignoreIndex, losses, lse);
-  }
-
-  crossEntropyBackward(
-    logits: FloatArray,
-    targets: Int32Array,
-    vocab: number,
-    ignoreIndex: number,
-    lse: FloatArray,
-    dLoss: FloatArray,
-    dLogits: FloatArray,
-  ): void {
-    this.b.crossEntropyBackward(logits, targets, vocab, ignoreIndex, lse, dLoss, dLogits);
-  }
-
-  bceWithLogitsForward(z: FloatArray, t: FloatArray, out: FloatArray): void {
-    this.b.bceWithLogitsForward(z, t, out);
-  }
-
-  bceWithLogitsBackward(z: FloatArray, t: FloatArray, dOut: FloatArray, dZ: FloatArray, dT: FloatArray): void {
-    this.b.bceWithLogitsBackward(z, t, dOut, dZ, dT);
-  }
-
-  unary(op: UnaryOp, x: FloatArray, out: FloatArray): void {
-    this.b.unary(unaryId(op), x, out);
-  }
-
-  unaryBackward(op: UnaryOp, x: FloatArray, y: FloatArray, dOut: FloatArray, dX: FloatArray): void {
-    this.b.unaryBackward(unaryId(op), x, y, dOut, dX);
-  }
-
-  softmaxRows(x: FloatArray, cols: number, out: FloatArray): void {
-    this.b.softmaxRows(x, cols, out);
-  }
-
-  softmaxRowsBackward(y: FloatArray, dOut: FloatArray, cols: number, dX: FloatArray): void {
-    this.b.softmaxRowsBackward(y, dOut, cols, dX);
-  }
-
-  logsumexpRows(x: FloatArray, cols: number, out: FloatArray): void {
-    this.b.logsumexpRows(x, cols, out);
-  }
-
-  logsumexpRowsBackward(x: FloatArray, lse: FloatArray, dOut: FloatArray, cols: number, dX: FloatArray): void {
-    this.b.logsumexpRowsBackward(x, lse, dOut, cols, dX);
-  }
-
-  topkRows(
-    x: FloatArray,
-    cols: number,
-    k: number,
-    order: 'value' | 'index',
-    indices: Int32Array,
-    values: FloatArray,
-  ): void {
-    if (order !== 'value' && order !== 'index') {
-      throw new ArgumentError(`topkRows: order must be 'value' or 'index', got '${String(order)}'`);
-    }
-    this.b.topkRows(x, cols, k, order === 'index', indices, values);
-  }
-
-  sum(x: FloatArray): number {
-    return this.b.sum(x);
-  }
-
-  sumSquares(x: FloatArray): number {
-    return this.b.sumSquares(x);
-  }
-
-  sumRows(x: FloatArray, cols: number, out: FloatArray): void {
-    this.b.sumRows(x, cols, out);
-  }
-
-  sumCols(x: FloatArray, cols: number, out: FloatArray): void {
-    this.b.sumCols(x, cols, out);
-  }
-
-  add(a: FloatArray, b: FloatArray, out: FloatArray): void {
-    this.b.add(a, b, out);
-  }
-
-  mul(a: FloatArray, b: FloatArray, out: FloatArray): void {
-    this.b.mul(a, b, out);
-  }
-
-  scaleRows(x: FloatArray, s: FloatArray, cols: number, out: FloatArray): void {
-    this.b.scaleRows(x, s, cols, out);
-  }
-
-  rowDot(a: FloatArray, b: FloatArray, cols: number, out: FloatArray): void {
-    this.b.rowDot(a, b, cols, out);
-  }
-
-  scale(a: FloatArray, s: number, out: FloatArray): void {
-    this.b.scale(a, s, out);
-  }
-
-  axpy(alpha: number, x: FloatArray, y: FloatArray): void {
-    this.b.axpy(alpha, x, y);
-  }
-
-  fill(x: FloatArray, value: number): void {
-    this.b.fill(x, value);
-  }
-
-  adamwStep(param: FloatArray, grad: FloatArray, m: FloatArray, v: FloatArray, args: AdamWArgs): void {
-    this.b.adamwStep(param, grad, m, v, args.lr, args.beta1, args.beta2, args.eps, args.weightDecay, args.step);
-  }
-}
-
-function unaryId(op: UnaryOp): number {
-  const id = UNARY_OPS[op] as number | undefined;
-  if (id === undefined) {
-    throw new ArgumentError(`unary: op must be one of ${Object.keys(UNARY_OPS).join(', ')}, got '${String(op)}'`);
-  }
-  return id;
+      addon.setGemmProvider(PROVIDER_IDS[provider]);
+    },
+    setNumThreads(n: number): void {
+      if (!Number.isInteger(n) || n < 1) {
+        throw new ArgumentError(`native backend: setNumThreads expects an integer ≥ 1, got ${n}`);
+      }
+      addon.setNumThreads(n);
+    },
+    ...bindKernels(addon, path),
+  };
 }
 
 /**
@@ -626,7 +258,7 @@ function unaryId(op: UnaryOp): number {
 export function loadNativeBackend(): Backend {
   if (backend) return backend;
   try {
-    backend = new NativeBackend(loadBinding());
+    backend = createNativeBackend(loadBinding(), addonPath());
     loadError = null;
     return backend;
   } catch (e) {
@@ -650,7 +282,7 @@ export function nativeLoadError(): string | null {
  * the JS-facing gemm. null when the addon is built without OpenBLAS or is unavailable.
  */
 export function rawSgemmGflops(m: number, n: number, k: number, iterations: number): number | null {
-  let b: NativeBinding;
+  let b: Addon;
   try {
     b = loadBinding();
   } catch {

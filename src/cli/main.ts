@@ -1,8 +1,8 @@
 /**
  * The `mor` command. Argument parsing and printing only: every subcommand calls into the library.
  */
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { join, resolve } from 'node:path';
+import { Command } from 'commander';
+import { resolve } from 'node:path';
 import { ArgumentError, MorError } from '../errors.js';
 import { getBackend, setBackend } from '../backend/index.js';
 import type { BackendName } from '../backend/backend.js';
@@ -13,15 +13,16 @@ import { targetCapacity } from '../model/mor-config.js';
 import { countParams } from '../model/params.js';
 import { forwardFlopsPerToken, trainFlopsPerToken } from '../model/flops.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
-import { prepareData, runTraining, type TrainRunOptions } from '../train/run.js';
+import { prepareData } from '../train/run.js';
 import { depthSweep, evaluateNll } from '../train/evaluate.js';
 import type { Model } from '../model/model.js';
 import { DepthView } from './depth-view.js';
 import { Tokenizer } from '../data/tokenizer.js';
 import { generateText, textRequest, type TextGenerateOptions } from '../infer/generate.js';
 import { Engine } from '../infer/engine.js';
-import { ProgressPrinter } from './progress.js';
-import { DEFAULT_COMPARE_PRESETS, runComparison } from '../train/compare.js';
+import { collect, int, log, num } from './flags.js';
+import { EXIT_CODES_HELP, EXIT_OK, exitCodeFor } from './exit-codes.js';
+import { registerCompareCommand, registerDemoCommand, registerTrainCommand } from './train.js';
 import { readFileSync } from 'node:fs';
 
 function chooseBackend(name: string | undefined): void {
@@ -30,26 +31,6 @@ function chooseBackend(name: string | undefined): void {
     throw new MorError('E_ARGUMENT', `--backend '${name}': expected 'ref' or 'native'`);
   }
   setBackend(name as BackendName);
-}
-
-function int(name: string, min = 0) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got '${v}'`);
-    return n;
-  };
-}
-
-function num(name: string, min = 0) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`${name} must be a number ≥ ${min}, got '${v}'`);
-    return n;
-  };
-}
-
-function collect(v: string, prev: string[]): string[] {
-  return [...prev, v];
 }
 
 function configFrom(opts: { preset?: string; config?: string }): ModelConfig {
@@ -63,94 +44,6 @@ function configFrom(opts: { preset?: string; config?: string }): ModelConfig {
     return validateConfig(raw);
   }
   return preset(opts.preset ?? 'small-rec2');
-}
-
-const log = (s: string): void => {
-  process.stderr.write(`${s}\n`);
-};
-
-interface TrainFlags {
-  preset?: string;
-  config?: string;
-  data: string[];
-  textField?: string;
-  tokenizer?: string;
-  steps?: number;
-  tokens?: number;
-  flops?: number;
-  batch?: number;
-  seqLen?: number;
-  gradAccum?: number;
-  lr?: number;
-  schedule?: 'wsd' | 'cosine' | 'constant';
-  warmup?: number;
-  seed?: number;
-  out: string;
-  resume?: string;
-  evalEvery?: number;
-  evalBatches?: number;
-  saveEvery?: number;
-  cacheDir?: string;
-  json?: boolean;
-}
-
-/** Build TrainRunOptions from flags, leaving out what was not given (exactOptionalPropertyTypes). */
-function trainOptions(f: TrainFlags, extra: Partial<TrainRunOptions> = {}): TrainRunOptions {
-  const o: Record<string, unknown> = { outDir: f.out, data: f.data, ...extra };
-  const map: Array<[keyof TrainFlags, keyof TrainRunOptions]> = [
-    ['preset', 'preset'], ['config', 'configPath'], ['textField', 'textField'], ['tokenizer', 'tokenizerPath'],
-    ['steps', 'steps'], ['tokens', 'tokens'], ['flops', 'flops'], ['batch', 'batchSize'], ['seqLen', 'seqLen'],
-    ['gradAccum', 'gradAccum'], ['lr', 'lr'], ['schedule', 'schedule'], ['warmup', 'warmup'], ['seed', 'seed'],
-    ['resume', 'resume'], ['evalEvery', 'evalEvery'], ['evalBatches', 'evalBatches'], ['saveEvery', 'saveEvery'],
-    ['cacheDir', 'cacheDir'],
-  ];
-  for (const [from, to] of map) if (f[from] !== undefined) o[to] = f[from];
-  return o as unknown as TrainRunOptions;
-}
-
-async function trainCommand(f: TrainFlags, extra: Partial<TrainRunOptions> = {}) {
-  let stop = false;
-  const onSigint = (): void => {
-    if (stop) process.exit(130);
-    stop = true;
-    log('\ninterrupted: saving a checkpoint (Ctrl-C again to quit without saving)');
-  };
-  process.on('SIGINT', onSigint);
-  const progress = new ProgressPrinter(process.stderr, f.json === true);
-  try {
-    const result = await runTraining(trainOptions(f, { ...extra, onLog: log, onMetrics: (m) => progress.update(m), shouldStop: () => stop }));
-    progress.done();
-    log(`${result.interrupted ? 'stopped' : 'finished'} at step ${result.state.step}; checkpoint: ${result.checkpointDir}`);
-    return result;
-  } finally {
-    process.off('SIGINT', onSigint);
-  }
-}
-
-function addTrainFlags(cmd: Command): Command {
-  return cmd
-    .option('--preset <name>', `model preset (${PRESET_NAMES.join(', ')})`)
-    .option('--config <file>', 'model config.json instead of a preset')
-    .option('--data <path>', 'corpus file or folder (.txt, .jsonl, .parquet); repeatable; default: the built-in corpus', collect, [])
-    .option('--text-field <name>', 'text field of .jsonl / column of .parquet', 'text')
-    .option('--tokenizer <file>', 'tokenizer.json to use (default: train a BPE on the corpus)')
-    .option('--steps <n>', 'budget in optimiser steps', int('--steps', 1))
-    .option('--tokens <n>', 'budget in training tokens', num('--tokens', 1))
-    .option('--flops <n>', 'budget in training FLOPs (e.g. 1e15)', num('--flops', 1))
-    .option('--batch <n>', 'sequences per micro-batch', int('--batch', 1))
-    .option('--seq-len <n>', 'tokens per sequence (default: the model context)', int('--seq-len', 2))
-    .option('--grad-accum <n>', 'micro-batches per optimiser step', int('--grad-accum', 1))
-    .option('--lr <x>', 'peak learning rate', num('--lr'))
-    .addOption(new Option('--schedule <kind>', 'learning-rate schedule').choices(['wsd', 'cosine', 'constant']))
-    .option('--warmup <n>', 'warmup steps (default 5% of the run)', int('--warmup', 0))
-    .option('--seed <n>', 'seed for init and data order', int('--seed', 0))
-    .option('--out <dir>', 'output directory (checkpoint/, metrics.jsonl)', 'runs/latest')
-    .option('--resume <dir>', 'resume from a checkpoint directory')
-    .option('--eval-every <n>', 'validate every n steps (0: at the end only)', int('--eval-every', 0))
-    .option('--eval-batches <n>', 'validation batches per evaluation', int('--eval-batches', 1))
-    .option('--save-every <n>', 'checkpoint every n steps (0: at the end only)', int('--save-every', 0))
-    .option('--cache-dir <dir>', 'where tokenizers and token caches are kept', '.mor-cache')
-    .option('--json', 'print metrics as JSON lines instead of a progress line');
 }
 
 interface SampleFlags {
@@ -301,6 +194,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     .option('--backend <name>', "kernel backend: 'native' (C++ addon, default when built) or 'ref' (TypeScript)")
     .showHelpAfterError()
+    .addHelpText('after', EXIT_CODES_HELP)
     .exitOverride()
     .hook('preAction', () => chooseBackend(program.opts<{ backend?: string }>().backend));
 
@@ -354,9 +248,7 @@ export function buildProgram(): Command {
       }
     });
 
-  addTrainFlags(program.command('train').description('train a model (preset or config) on the built-in corpus or your data')).action(async (f: TrainFlags) => {
-    await trainCommand(f);
-  });
+  registerTrainCommand(program);
 
   program
     .command('eval')
@@ -397,64 +289,9 @@ export function buildProgram(): Command {
       await sampleAndPrint(o.model, o.prompt.length ? o.prompt : [''], o);
     });
 
-  program
-    .command('compare')
-    .description('train several models at one equal training-FLOPs budget and compare validation NLL (markdown + JSON)')
-    .option('--presets <list>', 'comma-separated presets', DEFAULT_COMPARE_PRESETS.join(','))
-    .option('--flops <n>', 'training FLOPs per model', num('--flops', 1), 4e13)
-    .option('--data <path>', 'corpus (default: the built-in corpus); repeatable', collect, [])
-    .option('--batch <n>', 'sequences per batch', int('--batch', 1), 8)
-    .option('--seq-len <n>', 'tokens per sequence', int('--seq-len', 2), 256)
-    .option('--lr <x>', 'peak learning rate', num('--lr'), 3e-3)
-    .option('--seed <n>', 'seed', int('--seed', 0), 0)
-    .option('--eval-batches <n>', 'validation batches (default: the whole split)', int('--eval-batches', 1))
-    .option('--out <dir>', 'output directory', 'runs/compare')
-    .option('--cache-dir <dir>', 'token cache location', '.mor-cache')
-    .action(async (o: { presets: string; flops: number; data: string[]; batch: number; seqLen: number; lr: number; seed: number; evalBatches?: number; out: string; cacheDir: string }) => {
-      const presets = o.presets.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
-      for (const name of presets) preset(name); // fail fast on a typo
-      const progress = new ProgressPrinter(process.stderr, false);
-      const rows = await runComparison({
-        presets,
-        flops: o.flops,
-        outDir: o.out,
-        data: o.data,
-        batchSize: o.batch,
-        seqLen: o.seqLen,
-        lr: o.lr,
-        seed: o.seed,
-        cacheDir: o.cacheDir,
-        ...(o.evalBatches !== undefined ? { evalBatches: o.evalBatches } : {}),
-        onLog: log,
-        onMetrics: (_name, m) => progress.update(m),
-      });
-      progress.done();
-      console.log(readFileSync(join(resolve(o.out), 'compare.md'), 'utf8'));
-      log(`${rows.length} models; results in ${join(resolve(o.out), 'compare.json')} and compare.md`);
-    });
+  registerCompareCommand(program);
 
-  addTrainFlags(
-    program
-      .command('demo')
-      .description('train a small recursive model on the built-in corpus in a few minutes, evaluate it and print samples'),
-  ).action(async (f: TrainFlags) => {
-    const flags: TrainFlags = {
-      ...f,
-      preset: f.preset ?? (f.config ? undefined : 'demo-rec2') as string,
-      steps: f.steps ?? 800,
-      batch: f.batch ?? 16,
-      lr: f.lr ?? 3e-3,
-      evalBatches: f.evalBatches ?? 16,
-      evalEvery: f.evalEvery ?? 200,
-      out: f.out === 'runs/latest' ? 'runs/demo' : f.out,
-    };
-    const result = await trainCommand(flags);
-    if (result.finalEval) {
-      const { nll } = result.finalEval;
-      log(`validation NLL ${nll.toFixed(3)} (perplexity ${Math.exp(nll).toFixed(1)})`);
-    }
-    await sampleAndPrint(result.checkpointDir, ['The President', 'Congress shall', 'In the year'], { maxTokens: 60, temperature: 0.8, topK: 40, topP: 0.95, seed: 1 });
-  });
+  registerDemoCommand(program, sampleAndPrint);
 
   return program;
 }
@@ -463,16 +300,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv as string[]);
-    return 0;
+    return EXIT_OK;
   } catch (e) {
-    if (e instanceof CommanderError) {
-      // --help and --version exit through here with code 0; usage errors were already printed.
-      return e.exitCode;
-    }
-    if (e instanceof MorError) {
-      console.error(`mor: ${e.message}`);
-      return 2;
-    }
-    throw e;
+    return exitCodeFor(e, (line) => console.error(line));
   }
 }

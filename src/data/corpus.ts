@@ -14,7 +14,9 @@
  * (hyparquet's built-in codecs); other codecs get a DataError naming the file.
  *
  * Rows or lines with an empty or null text are skipped; a corpus that yields no document with
- * text at all is an error. Every failure is a DataError that names the file (and line).
+ * text at all is an error. Every failure is a DataError that names the file (and line); a .txt
+ * file that is not text (a NUL byte, or not valid UTF-8) is one, never trained on. Files in a
+ * folder with other extensions are skipped and listed in one log line.
  */
 import { createReadStream, promises as fs } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -22,6 +24,9 @@ import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { DataError } from '../errors.js';
+
+/** A corpus path given does not exist (a usage error for the CLI, exit code 2). */
+export class CorpusPathNotFoundError extends DataError {}
 
 export interface Document {
   /** Stable identifier (decides the train/validation split). */
@@ -34,6 +39,8 @@ export interface CorpusOptions {
   textField?: string;
   /** JSON field / parquet column that holds a document id, used when present (default "id"). */
   idField?: string;
+  /** Where the one line listing skipped files goes (default: nowhere). */
+  log?: (line: string) => void;
 }
 
 /** One input file as the token-cache manifest records it. */
@@ -69,7 +76,11 @@ export class Corpus implements AsyncIterable<Document> {
     private readonly roots: readonly string[],
     private readonly textField: string,
     private readonly idField: string,
+    private readonly log: (line: string) => void = () => {},
   ) {}
+
+  /** The skipped-files line is logged once, though the files are listed for every pass. */
+  private skippedLogged = false;
 
   /** The built-in State of the Union corpus. */
   static default(): Corpus {
@@ -83,7 +94,7 @@ export class Corpus implements AsyncIterable<Document> {
     const textField = options.textField ?? 'text';
     const idField = options.idField ?? 'id';
     if (textField === '') throw new DataError('textField must not be empty');
-    return new Corpus('paths', list, textField, idField);
+    return new Corpus('paths', list, textField, idField, options.log);
   }
 
   /** The input files with sizes and modification times, in reading order. */
@@ -129,6 +140,7 @@ export class Corpus implements AsyncIterable<Document> {
 
   private async listFiles(): Promise<InputFile[]> {
     const out: InputFile[] = [];
+    const skipped: string[] = [];
     for (const root of this.roots) {
       const abs = path.resolve(root);
       let st;
@@ -136,11 +148,12 @@ export class Corpus implements AsyncIterable<Document> {
         st = await fs.stat(abs);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        throw new DataError(code === 'ENOENT' ? `corpus path not found: ${root}` : `cannot access corpus path ${root}: ${(e as Error).message}`);
+        if (code === 'ENOENT') throw new CorpusPathNotFoundError(`corpus path not found: ${root}`);
+        throw new DataError(`cannot access corpus path ${root}: ${(e as Error).message}`);
       }
       if (st.isDirectory()) {
         const found: InputFile[] = [];
-        await walk(abs, abs, found);
+        await walk(abs, abs, found, skipped);
         if (found.length === 0) {
           throw new DataError(`corpus folder ${root} holds no ${SUPPORTED.join(', ')} files`);
         }
@@ -152,6 +165,10 @@ export class Corpus implements AsyncIterable<Document> {
         }
         out.push({ abs, rel: path.basename(abs), ext, size: st.size, mtimeMs: st.mtimeMs });
       }
+    }
+    if (skipped.length > 0 && !this.skippedLogged) {
+      this.skippedLogged = true;
+      this.log(describeSkipped(skipped));
     }
     return out;
   }
@@ -241,7 +258,16 @@ export class Corpus implements AsyncIterable<Document> {
   }
 }
 
-async function walk(root: string, dir: string, out: InputFile[]): Promise<void> {
+const SKIPPED_SHOWN = 20;
+
+/** "skipped 3 files with other extensions: a.png, b.bin, c.md" (at most SKIPPED_SHOWN named). */
+function describeSkipped(skipped: readonly string[]): string {
+  const shown = skipped.slice(0, SKIPPED_SHOWN).join(', ');
+  const more = skipped.length > SKIPPED_SHOWN ? ` and ${skipped.length - SKIPPED_SHOWN} more` : '';
+  return `skipped ${skipped.length} file${skipped.length === 1 ? '' : 's'} with other extensions than ${SUPPORTED.join(', ')}: ${shown}${more}`;
+}
+
+async function walk(root: string, dir: string, out: InputFile[], skipped: string[]): Promise<void> {
   let entries;
   try {
     entries = await fs.readdir(dir, { withFileTypes: true });
@@ -259,23 +285,41 @@ async function walk(root: string, dir: string, out: InputFile[]): Promise<void> 
       throw new DataError(`cannot access ${abs}: ${(e as Error).message}`);
     }
     if (st.isDirectory()) {
-      await walk(root, abs, out);
+      await walk(root, abs, out, skipped);
     } else if (st.isFile()) {
       const ext = path.extname(ent.name).toLowerCase();
-      if (!SUPPORTED.includes(ext)) continue;
       const rel = path.relative(root, abs).split(path.sep).join('/');
+      if (!SUPPORTED.includes(ext)) {
+        skipped.push(rel);
+        continue;
+      }
       out.push({ abs, rel, ext, size: st.size, mtimeMs: st.mtimeMs });
     }
   }
 }
 
-async function* readTxt(file: InputFile): AsyncGenerator<Document> {
-  let text: string;
+/**
+ * The text of a .txt file, refusing one that is not text: a NUL byte (no text file has one) or
+ * bytes that are not UTF-8. A byte-order mark is kept as before (`ignoreBOM`).
+ */
+export function decodeTextFile(bytes: Uint8Array, file: string): string {
+  const nul = bytes.indexOf(0);
+  if (nul !== -1) throw new DataError(`${file}: expected a UTF-8 text file, got a binary file (NUL byte at offset ${nul})`);
   try {
-    text = await fs.readFile(file.abs, 'utf8');
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    throw new DataError(`${file}: expected a UTF-8 text file, got bytes that are not valid UTF-8`);
+  }
+}
+
+async function* readTxt(file: InputFile): AsyncGenerator<Document> {
+  let bytes: Buffer;
+  try {
+    bytes = await fs.readFile(file.abs);
   } catch (e) {
     throw new DataError(`cannot read ${file.abs}: ${(e as Error).message}`);
   }
+  const text = decodeTextFile(bytes, file.abs);
   if (text.length > 0) yield { id: file.rel, text };
 }
 

@@ -7,11 +7,19 @@
  *   <dir>/optimizer.safetensors  AdamW moments "<name>.m", "<name>.v"; steps in metadata
  *   <dir>/trainer_state.json   step, data cursor, RNG state, counters (free-form JSON)
  *
- * Saving is atomic at the directory level: everything is written into a sibling temporary
- * directory, which then replaces the old checkpoint by rename. A crash or Ctrl-C mid-save
- * leaves the previous checkpoint intact.
+ * Saving is crash-safe at the directory level. In the parent directory:
+ *
+ *   1. write   .checkpoint.tmp-PID/      (a kill here leaves checkpoint/ as it was)
+ *   2. rename  checkpoint/ → checkpoint.prev/
+ *   3. rename  .checkpoint.tmp-PID/ → checkpoint/
+ *   4. remove  checkpoint.prev/
+ *
+ * Between 2 and 3 there is no checkpoint/ but checkpoint.prev/ holds the previous one, and
+ * loadCheckpoint reads it from there. The next save first repairs what a kill left: it moves a
+ * lone checkpoint.prev/ back, removes a checkpoint.prev/ beside a complete checkpoint/, and
+ * removes temporaries of processes that are no longer running.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { validateConfig, type ModelConfig } from '../model/config.js';
 import { assembleParams, type ModelParams } from '../model/params.js';
@@ -23,11 +31,78 @@ import type { AdamW } from './optim.js';
 
 export { CheckpointError };
 
+/** The checkpoint directory named does not exist (a usage error for the CLI, exit code 2). */
+export class CheckpointNotFoundError extends CheckpointError {}
+
 export interface SaveOptions {
   /** tokenizer.json content (a JSON string or object). */
   tokenizer?: string | object;
   optimizer?: AdamW;
   trainerState?: unknown;
+  /**
+   * Called at each point between the steps of the swap (for tests: throwing here is a crash at
+   * that point; nothing is cleaned up after it).
+   */
+  onSavePoint?: (point: SavePoint) => void;
+}
+
+/** The points between the steps of a save (see the file comment). */
+export type SavePoint = 'files-written' | 'old-moved-aside' | 'new-in-place';
+export const SAVE_POINTS: readonly SavePoint[] = ['files-written', 'old-moved-aside', 'new-in-place'];
+
+/** Where the previous checkpoint waits during a swap. */
+export function previousCheckpointDir(dir: string): string {
+  return `${dir}.prev`;
+}
+
+const TMP_PATTERN = /^\.(.+)\.(?:tmp|old)-(\d+)$/;
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Everything on disk that belongs to checkpoint `dir`: itself, its previous copy, and the
+ * temporaries of saves (those of running processes only when `includeLive`).
+ */
+export function checkpointPaths(dir: string, includeLive = true): string[] {
+  const parent = dirname(dir);
+  const base = basename(dir);
+  const out = [dir, previousCheckpointDir(dir)].filter((p) => existsSync(p));
+  if (!existsSync(parent)) return out;
+  for (const name of readdirSync(parent)) {
+    const m = TMP_PATTERN.exec(name);
+    if (m && m[1] === base && (includeLive || !processAlive(Number(m[2])))) out.push(join(parent, name));
+  }
+  return out;
+}
+
+/** Undo what a killed save left behind (see the file comment); the checkpoint itself is kept. */
+function repairInterruptedSave(dir: string): void {
+  const prev = previousCheckpointDir(dir);
+  if (existsSync(prev)) {
+    if (existsSync(dir)) rmSync(prev, { recursive: true, force: true });
+    else renameSync(prev, dir);
+  }
+  for (const p of checkpointPaths(dir, false)) if (p !== dir) rmSync(p, { recursive: true, force: true });
+}
+
+function fsyncPath(path: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    fsyncSync(fd);
+  } catch {
+    // fsync of a directory is not possible everywhere (Windows); the rename order still holds
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 function writeCheckpointFiles(dir: string, model: Model, opts: SaveOptions): void {
@@ -57,26 +132,35 @@ function writeCheckpointFiles(dir: string, model: Model, opts: SaveOptions): voi
   }
 }
 
-/** Save a checkpoint directory atomically (see the file comment). */
+/** Save a checkpoint directory crash-safely (see the file comment). */
 export function saveCheckpoint(dir: string, model: Model, opts: SaveOptions = {}): void {
   const parent = dirname(dir);
   mkdirSync(parent, { recursive: true });
+  repairInterruptedSave(dir);
   const tmp = join(parent, `.${basename(dir)}.tmp-${process.pid}`);
-  const old = join(parent, `.${basename(dir)}.old-${process.pid}`);
+  const prev = previousCheckpointDir(dir);
+  const point = opts.onSavePoint ?? (() => {});
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp);
   try {
     writeCheckpointFiles(tmp, model, opts);
+    for (const name of readdirSync(tmp)) fsyncPath(join(tmp, name));
+    fsyncPath(tmp);
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
-  if (existsSync(dir)) {
-    renameSync(dir, old);
-    renameSync(tmp, dir);
-    rmSync(old, { recursive: true, force: true });
-  } else {
-    renameSync(tmp, dir);
+  point('files-written');
+  const hadOld = existsSync(dir);
+  if (hadOld) {
+    renameSync(dir, prev);
+    point('old-moved-aside');
+  }
+  renameSync(tmp, dir);
+  fsyncPath(parent);
+  if (hadOld) {
+    point('new-in-place');
+    rmSync(prev, { recursive: true, force: true });
   }
 }
 
@@ -109,8 +193,10 @@ export interface LoadOptions {
 }
 
 /** Load a checkpoint directory; every problem is a CheckpointError naming the file. */
-export async function loadCheckpoint(dir: string, opts: LoadOptions = {}): Promise<LoadedCheckpoint> {
-  if (!existsSync(dir)) throw new CheckpointError(`checkpoint directory not found: ${dir}`);
+export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Promise<LoadedCheckpoint> {
+  // a save killed between its two renames leaves the previous checkpoint under <dir>.prev
+  const dir = !existsSync(path) && existsSync(previousCheckpointDir(path)) ? previousCheckpointDir(path) : path;
+  if (!existsSync(dir)) throw new CheckpointNotFoundError(`checkpoint directory not found: ${path}`);
   let config: ModelConfig;
   try {
     config = validateConfig(readJson(join(dir, 'config.json'), 'config.json'));

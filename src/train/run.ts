@@ -6,65 +6,45 @@
  *   <out>/metrics.jsonl    one JSON object per step / validation
  *   <out>/checkpoint/      the latest checkpoint (see checkpoint.ts)
  */
-import { appendFileSync, mkdirSync, readFileSync, existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { appendFileSync, mkdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ArgumentError, MorError } from '../errors.js';
 import { getBackend } from '../backend/index.js';
 import { measureGemmPeak } from '../backend/peak.js';
 import { validateConfig, type ModelConfig } from '../model/config.js';
 import { preset } from '../model/presets.js';
 import { createModel, type Model } from '../model/model.js';
-import { countParams, } from '../model/params.js';
+import { countParams } from '../model/params.js';
 import { trainFlopsPerToken } from '../model/flops.js';
 import { Corpus } from '../data/corpus.js';
 import { Tokenizer } from '../data/tokenizer.js';
 import { trainBpe } from '../data/bpe-train.js';
-import { buildTokenCache, loadTokens, isValidationId, DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, type TokenArray } from '../data/dataset.js';
+import { buildTokenCache, loadTokens, isValidationId, DEFAULT_SPLIT_SEED, type TokenArray } from '../data/dataset.js';
 import { TrainLoader, type LoaderCursor } from '../data/loader.js';
 import { sha256Hex } from '../data/util.js';
 import { evaluateNll } from './evaluate.js';
-import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { checkpointPaths, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { defaultWarmup, fieldsResumeRefuses, resolveRunConfig, type RunBudget, type RunConfigInput } from './run-config.js';
+import { writeFileAtomicSync } from '../util/fs.js';
 import { createOptimizer, trainLoop, type TrainerState } from './trainer.js';
 import type { ScheduleKind } from './schedule.js';
 import { byteLevelToBytes } from '../data/byte-level.js';
 
-export interface TrainRunOptions {
-  /** Preset name (default 'small-rec2') or a config object / config.json path. */
-  readonly preset?: string;
-  readonly configPath?: string;
-  /** Corpus paths; empty = the built-in default corpus. */
-  readonly data?: readonly string[];
-  readonly textField?: string;
-  /** tokenizer.json to use instead of training one. */
-  readonly tokenizerPath?: string;
-  /** Budget: exactly one of steps, tokens, flops (default steps 200). */
-  readonly steps?: number;
-  readonly tokens?: number;
-  readonly flops?: number;
-  readonly batchSize?: number;
-  /** Default: the model's max_position_embeddings. */
-  readonly seqLen?: number;
-  readonly gradAccum?: number;
-  readonly lr?: number;
-  readonly schedule?: ScheduleKind;
-  /** Warmup steps (default 5% of the run, at least 1). */
-  readonly warmup?: number;
-  readonly seed?: number;
-  readonly outDir: string;
-  /** Resume from this checkpoint directory (continues its run to its original budget). */
-  readonly resume?: string;
-  readonly evalEvery?: number;
-  readonly evalBatches?: number;
-  readonly saveEvery?: number;
-  /** Cache directory for tokenizers and token caches (default <cwd>/.mor-cache). */
-  readonly cacheDir?: string;
-  readonly valFraction?: number;
+/**
+ * A run as the library starts it: the settings (run-config.ts: typed, defaults in one place)
+ * plus a checkpoint to resume and the progress callbacks.
+ */
+export interface TrainRunOptions extends RunConfigInput {
+  /**
+   * Continue the run whose checkpoint this is, in place: the output directory is the
+   * checkpoint's parent. Everything but the budget comes from the checkpoint; a budget given
+   * here (steps, tokens or flops) extends or shortens the run, other settings are refused.
+   */
+  readonly resume?: string | undefined;
   /** Progress output: a callback per metrics record (the CLI draws its progress line here). */
-  readonly onMetrics?: (m: Record<string, unknown>) => void;
-  readonly onLog?: (line: string) => void;
-  readonly shouldStop?: () => boolean;
-  /** Measure the GEMM peak for MFU (default true). */
-  readonly measureMfu?: boolean;
+  readonly onMetrics?: ((m: Record<string, unknown>) => void) | undefined;
+  readonly onLog?: ((line: string) => void) | undefined;
+  readonly shouldStop?: (() => boolean) | undefined;
 }
 
 /** What a run stores in trainer_state.json, enough to resume exactly. */
@@ -131,7 +111,7 @@ export async function prepareData(opts: {
   valFraction: number;
   log: (s: string) => void;
 }): Promise<PreparedData> {
-  const corpus = opts.data.length ? Corpus.fromPaths(opts.data.map((p) => resolve(p)), { textField: opts.textField }) : Corpus.default();
+  const corpus = opts.data.length ? Corpus.fromPaths(opts.data.map((p) => resolve(p)), { textField: opts.textField, log: opts.log }) : Corpus.default();
   const fingerprint = await corpus.fingerprint();
   let tokenizer: Tokenizer;
   if (opts.tokenizerJson) tokenizer = Tokenizer.fromJSON(opts.tokenizerJson);
@@ -173,7 +153,6 @@ export async function prepareData(opts: {
   return { tokenizer, train, val, valBytesPerToken: val.length ? bytes / val.length : 0 };
 }
 
-export { evaluateNll };
 
 export interface TrainRunResult {
   model: Model;
@@ -184,71 +163,137 @@ export interface TrainRunResult {
   finalEval: { nll: number; tokens: number } | null;
 }
 
-/** Run (or resume) a training run. */
+/** Optimiser steps a budget buys at `tokensPerStep` tokens per step of sequences of `seqLen`. */
+function stepsForBudget(budget: RunBudget, c: ModelConfig, seqLen: number, tokensPerStep: number): number {
+  if (budget.kind === 'steps') return budget.value;
+  if (budget.kind === 'tokens') return Math.ceil(budget.value / tokensPerStep);
+  return Math.ceil(budget.value / (trainFlopsPerToken(c, seqLen) * tokensPerStep));
+}
+
+/**
+ * A new run may not silently take over a folder that holds another one: refuse, or with
+ * `overwrite` remove what the new run would replace (its checkpoint and metrics, nothing else).
+ */
+function claimOutDir(outDir: string, overwrite: boolean, log: (s: string) => void): void {
+  const metrics = join(outDir, 'metrics.jsonl');
+  const owned = [...checkpointPaths(join(outDir, 'checkpoint')), ...(existsSync(metrics) ? [metrics] : [])];
+  if (owned.length === 0) return;
+  const names = owned.map((p) => basename(p)).join(', ');
+  if (!overwrite) {
+    throw new ArgumentError(
+      `${outDir} holds another run (${names}): expected an empty or new output folder; ` +
+        `pass --overwrite (overwrite: true) to replace it, or resume it from ${join(outDir, 'checkpoint')}`,
+    );
+  }
+  for (const p of owned) rmSync(p, { recursive: true, force: true });
+  log(`overwrite: removed ${names} from ${outDir}`);
+}
+
+/**
+ * After a kill, metrics.jsonl may hold steps the checkpoint never saw; the resumed run will log
+ * them again. Keep only the records up to the checkpoint's step (a torn last line goes too),
+ * rewriting the file atomically.
+ */
+export function trimMetrics(path: string, step: number): number {
+  if (!existsSync(path)) return 0;
+  const lines = readFileSync(path, 'utf8').split('\n').filter((l) => l.trim() !== '');
+  const kept = lines.filter((l) => {
+    try {
+      const rec = JSON.parse(l) as { step?: unknown };
+      return typeof rec.step === 'number' && rec.step <= step;
+    } catch {
+      return false;
+    }
+  });
+  const dropped = lines.length - kept.length;
+  if (dropped > 0) writeFileAtomicSync(path, kept.map((l) => l + '\n').join(''));
+  return dropped;
+}
+
+/** Run (or resume, in place) a training run. */
 export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
-  const log = o.onLog ?? (() => {});
-  const outDir = resolve(o.outDir);
-  const cacheDir = resolve(o.cacheDir ?? '.mor-cache');
+  const { resume, onMetrics, onLog, shouldStop, ...input } = o;
+  const log = onLog ?? (() => {});
+  if (resume !== undefined) {
+    const refused = fieldsResumeRefuses(input);
+    if (refused.length > 0) {
+      throw new ArgumentError(
+        `resume keeps every setting of the run but its budget: expected at most steps, tokens or flops, got ${refused.join(', ')}`,
+      );
+    }
+  }
+  const cfg = resolveRunConfig(input);
+  // resume continues in place: the run's folder is the checkpoint's parent
+  const outDir = resume !== undefined ? dirname(resolve(resume)) : cfg.outDir;
+  if (resume !== undefined && input.outDir !== undefined && cfg.outDir !== outDir) {
+    throw new ArgumentError(`resume continues the run in place: expected the output folder ${outDir} (the checkpoint's parent), got ${cfg.outDir}`);
+  }
   const checkpointDir = join(outDir, 'checkpoint');
 
   let model: Model;
   let saved: SavedRun | null = null;
   let optimizerState: Awaited<ReturnType<typeof loadCheckpoint>>['optimizerState'] = null;
   let tokenizerJson: string | null = null;
-  if (o.resume) {
-    const ck = await loadCheckpoint(o.resume);
+  if (resume !== undefined) {
+    const ck = await loadCheckpoint(resume);
     model = ck.model;
     optimizerState = ck.optimizerState;
     tokenizerJson = ck.tokenizerJson;
     const ts = ck.trainerState as SavedRun | null;
-    if (ts?.format !== 'mor-trainer-state') throw new MorError('E_CHECKPOINT', `${o.resume} has no trainer state to resume from`);
+    if (ts?.format !== 'mor-trainer-state') throw new MorError('E_CHECKPOINT', `${resume} has no trainer state to resume from`);
     saved = ts;
-    log(`resuming ${o.resume} at step ${ts.state.step} of ${ts.options.totalSteps}`);
   } else {
-    const config = o.configPath ? loadConfigFile(o.configPath) : preset(o.preset ?? 'small-rec2');
-    model = createModel(config, o.seed ?? 0);
+    const config = cfg.configPath !== null ? loadConfigFile(cfg.configPath) : preset(cfg.preset);
+    model = createModel(config, cfg.seed);
   }
   const c = model.config;
 
-  const seqLen = saved?.options.seqLen ?? o.seqLen ?? c.max_position_embeddings;
+  const seqLen = saved?.options.seqLen ?? cfg.seqLen ?? c.max_position_embeddings;
   if (seqLen > c.max_position_embeddings) throw new ArgumentError(`seq-len ${seqLen} exceeds the model's context ${c.max_position_embeddings}`);
-  const batchSize = saved?.options.batchSize ?? o.batchSize ?? 8;
-  const gradAccum = saved?.options.gradAccum ?? o.gradAccum ?? 1;
+  const batchSize = saved?.options.batchSize ?? cfg.batchSize;
+  const gradAccum = saved?.options.gradAccum ?? cfg.gradAccum;
   const tokensPerStep = batchSize * seqLen * gradAccum;
-  const budgets = [o.steps, o.tokens, o.flops].filter((x) => x !== undefined).length;
-  if (!saved && budgets > 1) throw new ArgumentError('give one budget: steps, tokens or flops');
-  const totalSteps =
-    saved?.options.totalSteps ??
-    (o.tokens !== undefined
-      ? Math.ceil(o.tokens / tokensPerStep)
-      : o.flops !== undefined
-        ? Math.ceil(o.flops / (trainFlopsPerToken(c, seqLen) * tokensPerStep))
-        : (o.steps ?? 200));
+  const budgetGiven = input.steps !== undefined || input.tokens !== undefined || input.flops !== undefined;
+  const totalSteps = saved && !budgetGiven ? saved.options.totalSteps : stepsForBudget(cfg.budget, c, seqLen, tokensPerStep);
   if (!(totalSteps >= 1)) throw new ArgumentError(`the budget gives ${totalSteps} steps; it must give at least 1`);
-  const options: SavedRun['options'] = saved?.options ?? {
-    totalSteps,
-    batchSize,
-    seqLen,
-    gradAccum,
-    lr: o.lr ?? 3e-3,
-    schedule: o.schedule ?? 'wsd',
-    warmup: o.warmup ?? Math.max(1, Math.round(totalSteps * 0.05)),
-    seed: o.seed ?? 0,
-    data: (o.data ?? []).map((p) => resolve(p)),
-    textField: o.textField ?? 'text',
-    valFraction: o.valFraction ?? DEFAULT_VAL_FRACTION,
-    evalEvery: o.evalEvery ?? 0,
-    evalBatches: o.evalBatches ?? 8,
-    saveEvery: o.saveEvery ?? 0,
-  };
+  if (saved && totalSteps < saved.state.step) {
+    throw new ArgumentError(`the checkpoint is at step ${saved.state.step}: expected a budget of at least that many steps, got ${totalSteps}`);
+  }
+  const options: SavedRun['options'] = saved
+    ? { ...saved.options, totalSteps }
+    : {
+        totalSteps,
+        batchSize,
+        seqLen,
+        gradAccum,
+        lr: cfg.lr,
+        schedule: cfg.schedule,
+        warmup: cfg.warmup ?? defaultWarmup(totalSteps),
+        seed: cfg.seed,
+        data: [...cfg.data],
+        textField: cfg.textField,
+        valFraction: cfg.valFraction,
+        evalEvery: cfg.evalEvery,
+        evalBatches: cfg.evalBatches,
+        saveEvery: cfg.saveEvery,
+      };
+  const metricsPath = join(outDir, 'metrics.jsonl');
+  if (saved) {
+    const extended = totalSteps !== saved.options.totalSteps ? ` (budget changed from ${saved.options.totalSteps} steps)` : '';
+    log(`resuming ${resume ?? ''} at step ${saved.state.step} of ${totalSteps}${extended}`);
+    const dropped = trimMetrics(metricsPath, saved.state.step);
+    if (dropped > 0) log(`metrics.jsonl: dropped ${dropped} records past the checkpoint's step ${saved.state.step}`);
+  } else {
+    claimOutDir(outDir, cfg.overwrite, log);
+  }
 
   const data = await prepareData({
     data: options.data,
     textField: options.textField,
     vocabSize: c.vocab_size,
-    tokenizerPath: o.tokenizerPath,
+    tokenizerPath: cfg.tokenizerPath ?? undefined,
     tokenizerJson,
-    cacheDir,
+    cacheDir: cfg.cacheDir,
     valFraction: options.valFraction,
     log,
   });
@@ -269,8 +314,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
   const state: TrainerState = saved?.state ?? { step: 0, tokensSeen: 0, flopsSeen: 0, elapsedSeconds: 0, dataState: loader.cursor(), lastLoss: null };
 
   mkdirSync(outDir, { recursive: true });
-  const metricsPath = join(outDir, 'metrics.jsonl');
-  const peak = o.measureMfu === false ? undefined : measureGemmPeak(getBackend());
+  const peak = !cfg.measureMfu ? undefined : measureGemmPeak(getBackend());
   const tokJson = JSON.stringify(data.tokenizer.toJSON());
   const save = (s: TrainerState, opt: typeof optimizer): void => {
     const run: SavedRun = { format: 'mor-trainer-state', version: 1, state: s, options };
@@ -289,12 +333,12 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     evaluate,
     save,
     saveEvery: options.saveEvery,
-    ...(o.shouldStop ? { shouldStop: o.shouldStop } : {}),
+    ...(shouldStop ? { shouldStop } : {}),
     ...(peak !== undefined ? { peakGflops: peak } : {}),
     onMetrics: (m) => {
       if (m['type'] === 'eval') finalEval = { nll: m['val_nll'] as number, tokens: m['val_tokens'] as number };
       appendFileSync(metricsPath, JSON.stringify({ ...m, total_steps: options.totalSteps }) + '\n');
-      o.onMetrics?.({ ...m, total_steps: options.totalSteps });
+      onMetrics?.({ ...m, total_steps: options.totalSteps });
     },
   });
   return { model, state: result.state, interrupted: result.interrupted, checkpointDir, data, finalEval };
