@@ -23,6 +23,7 @@ import { Engine } from '../infer/engine.js';
 import { collect, int, log, num } from './flags.js';
 import { EXIT_CODES_HELP, EXIT_OK, exitCodeFor } from './exit-codes.js';
 import { registerCompareCommand, registerDemoCommand, registerTrainCommand } from './train.js';
+import { registerServeCommand } from './serve.js';
 import { readFileSync } from 'node:fs';
 
 function chooseBackend(name: string | undefined): void {
@@ -110,8 +111,8 @@ async function sampleAndPrint(modelDir: string, prompts: string[], f: SampleFlag
   for (const prompt of prompts) textRequest(engine, tok, prompt, request(undefined));
   for (const prompt of prompts) {
     process.stdout.write(`--- ${JSON.stringify(prompt)}\n${prompt}`);
-    const onText = (piece: string, depths: readonly number[]): void => {
-      process.stdout.write(view ? view.paint(piece, depths) : piece);
+    const onText: TextGenerateOptions['onText'] = (piece, tokens) => {
+      process.stdout.write(view ? view.paint(piece, tokens.map((t) => t.depth)) : piece);
     };
     const r = await generateText(engine, tok, prompt, request(onText));
     process.stdout.write('\n');
@@ -290,6 +291,7 @@ export function buildProgram(): Command {
     });
 
   registerCompareCommand(program);
+  registerServeCommand(program);
 
   registerDemoCommand(program, sampleAndPrint);
 

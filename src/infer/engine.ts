@@ -20,7 +20,7 @@ import type { Model } from '../model/model.js';
 import { headDim } from '../model/config.js';
 import { PagedKVPool } from './kv-pool.js';
 import { ModelRunner, type DepthControl, type SequenceKV, type TokenState } from './runner.js';
-import { sampleToken, validateSampling, type SamplingOptions } from './sampler.js';
+import { sampleToken, tokenLogprob, validateSampling, type SamplingOptions, type TokenLogprob } from './sampler.js';
 
 export type BatchingMode = 'depth' | 'sequence' | 'static';
 
@@ -33,14 +33,20 @@ export interface StepRunner {
   releaseSequence(seq: SequenceKV): void;
   sequenceBytes(seq: SequenceKV): number;
   newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, control: DepthControl): TokenState[];
-  prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl): { logits: Float32Array; depths: Int32Array };
+  /** Logits of the last prompt token (V), or of every prompt token (n, V) with allLogits. */
+  prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl, allLogits?: boolean): { logits: Float32Array; depths: Int32Array };
   enter(rows: TokenState[], ids: Int32Array): void;
   block(rows: TokenState[]): void;
   exit(rows: TokenState[], wantLogits: readonly boolean[]): Float32Array;
 }
 
 export interface RequestOptions extends SamplingOptions {
+  /** Tokens to generate at most (≥ 1; 0 allowed with `echo`: score the prompt only). */
   readonly maxTokens: number;
+  /** Report each generated token's log-probability and its `logprobs` most likely alternatives (0: the token's own only). */
+  readonly logprobs?: number;
+  /** Also score the prompt: each prompt token's log-probability given the tokens before it (the first has none). */
+  readonly echo?: boolean;
   readonly seed?: number;
   /** Stop when this token is sampled (it is not emitted). */
   readonly eosId?: number;
@@ -64,6 +70,10 @@ export interface RequestResult {
   readonly finishReason: FinishReason;
   /** Recursions each generated token ran (its depth). */
   readonly depths: number[];
+  /** With `logprobs`: per generated token; else null. */
+  readonly logprobs: TokenLogprob[] | null;
+  /** With `echo`: per prompt token (null for the first, which nothing predicts); else null. */
+  readonly promptLogprobs: Array<TokenLogprob | null> | null;
   /** Milliseconds from submit to the first token, and to the last. */
   readonly firstTokenMs: number;
   readonly totalMs: number;
@@ -80,6 +90,8 @@ export class RequestHandle implements AsyncIterable<number> {
   cancelRequested = false;
   /** Recursions each token streamed so far ran (depths[i] belongs to the i-th token). */
   readonly depths: number[] = [];
+  /** With `logprobs`: the log-probability of each token streamed so far. */
+  readonly logprobs: TokenLogprob[] = [];
 
   constructor(readonly id: number) {
     this.result = new Promise((resolve) => {
@@ -92,8 +104,9 @@ export class RequestHandle implements AsyncIterable<number> {
   }
 
   /** @internal engine → handle */
-  push(token: number, depth: number): void {
+  push(token: number, depth: number, logprob: TokenLogprob | null): void {
     this.depths.push(depth);
+    if (logprob) this.logprobs.push(logprob);
     this.buffered.push(token);
     this.wake();
   }
@@ -135,6 +148,8 @@ interface Request {
   readonly context: number[];
   readonly generated: number[];
   readonly depths: number[];
+  readonly logprobs: TokenLogprob[];
+  promptLogprobs: Array<TokenLogprob | null> | null;
   readonly submittedAt: number;
   firstTokenAt: number;
   seq: SequenceKV | null;
@@ -234,7 +249,11 @@ export class Engine {
     validateSampling(opts);
     if (promptLength < 1) throw new ArgumentError('a request needs a prompt of at least one token');
     if (promptLength >= this.contextLength) throw new ArgumentError(`prompt of ${promptLength} tokens leaves no room in the context of ${this.contextLength}`);
-    if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 1) throw new ArgumentError(`maxTokens must be an integer ≥ 1, got ${opts.maxTokens}`);
+    const least = opts.echo ? 0 : 1;
+    if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < least) throw new ArgumentError(`maxTokens must be an integer ≥ ${least}${opts.echo ? '' : ' (0 only with echo)'}, got ${opts.maxTokens}`);
+    if (opts.logprobs !== undefined && (!Number.isInteger(opts.logprobs) || opts.logprobs < 0 || opts.logprobs > 20)) {
+      throw new ArgumentError(`logprobs must be an integer in [0, 20], got ${String(opts.logprobs)}`);
+    }
     const nr = this.runner.numRecursions;
     if (opts.maxDepth !== undefined && (!Number.isInteger(opts.maxDepth) || opts.maxDepth < 1 || opts.maxDepth > nr)) {
       throw new ArgumentError(`maxDepth must be an integer in [1, ${nr}], got ${opts.maxDepth}`);
@@ -258,6 +277,8 @@ export class Engine {
       context: Array.from(prompt),
       generated: [],
       depths: [],
+      logprobs: [],
+      promptLogprobs: null,
       submittedAt: performance.now(),
       firstTokenAt: 0,
       seq: null,
@@ -312,6 +333,8 @@ export class Engine {
       tokens: r.generated,
       finishReason: reason,
       depths: r.depths,
+      logprobs: r.opts.logprobs !== undefined ? r.logprobs : null,
+      promptLogprobs: r.promptLogprobs,
       firstTokenMs: r.firstTokenAt ? r.firstTokenAt - r.submittedAt : now - r.submittedAt,
       totalMs: now - r.submittedAt,
     });
@@ -326,11 +349,13 @@ export class Engine {
       this.finish(r, 'eos');
       return false;
     }
+    const lp = o.logprobs !== undefined ? tokenLogprob(row, token, o.logprobs) : null;
     r.generated.push(token);
     r.context.push(token);
     r.depths.push(depth);
+    if (lp) r.logprobs.push(lp);
     if (r.firstTokenAt === 0) r.firstTokenAt = performance.now();
-    r.handle.push(token, depth);
+    r.handle.push(token, depth, lp);
     if (o.shouldStop?.(r.generated)) {
       this.finish(r, 'stop');
       return false;
@@ -367,10 +392,22 @@ export class Engine {
       if (this.reservedBlocks() + need > this.runner.pool.numBlocks) break; // wait for memory
       this.waiting.shift();
       r.seq = this.runner.newSequence();
-      const { logits, depths } = this.runner.prefill(r.seq, r.prompt, r.control);
+      const echo = r.opts.echo === true;
+      const { logits, depths } = this.runner.prefill(r.seq, r.prompt, r.control, echo);
       this.running.push(r);
+      const n = r.prompt.length;
+      const V = logits.length / (echo ? n : 1);
+      const rowOf = (i: number): Float32Array => {
+        const row = logits.subarray(i * V, (i + 1) * V);
+        return r.opts.vocabLimit === undefined ? row : row.subarray(0, r.opts.vocabLimit);
+      };
+      if (echo) r.promptLogprobs = Array.from(r.prompt, (t, i) => (i === 0 ? null : tokenLogprob(rowOf(i - 1), t, r.opts.logprobs ?? 0)));
+      if (r.opts.maxTokens === 0) {
+        this.finish(r, 'max_tokens');
+        continue;
+      }
       // the first generated token comes from the last prompt token's pass
-      this.accept(r, logits, depths[depths.length - 1] as number);
+      this.accept(r, logits.subarray((echo ? n - 1 : 0) * V, (echo ? n : 1) * V), depths[depths.length - 1] as number);
     }
     // static batching: finished requests leave, nobody joins until the batch is empty
   }

@@ -2,9 +2,10 @@
  * Generation through the engine: token-level `generate` for one prompt, and text-level
  * `generateText` with a tokenizer, stop strings and streaming of decoded text.
  */
+import type { TokenLogprob } from './sampler.js';
 import { ArgumentError } from '../errors.js';
 import type { Model } from '../model/model.js';
-import { Engine, type RequestOptions, type RequestResult } from './engine.js';
+import { Engine, type RequestHandle, type RequestOptions, type RequestResult } from './engine.js';
 
 export interface GenerateOptions extends Omit<RequestOptions, 'shouldStop'> {
   /** Called with each new token id as it is produced. */
@@ -66,8 +67,19 @@ export interface TextCodec {
 export interface TextGenerateOptions extends Omit<RequestOptions, 'shouldStop' | 'eosId' | 'vocabLimit'> {
   /** Stop when the generated text contains one of these (the text is cut before it). */
   readonly stop?: readonly string[];
-  /** Called with each new piece of decoded text and the depths (recursions) of the tokens that completed it. */
-  readonly onText?: (piece: string, depths: readonly number[]) => void;
+  /** Called with each new piece of decoded text and the tokens that completed it (id, depth, log-probability). */
+  readonly onText?: (piece: string, tokens: readonly StreamedToken[]) => void;
+  /** Called with the engine's handle once the request is queued (to cancel it, say). */
+  readonly onHandle?: (handle: RequestHandle) => void;
+}
+
+/** A generated token as generateText streams it. */
+export interface StreamedToken {
+  readonly id: number;
+  /** Recursions it ran. */
+  readonly depth: number;
+  /** With the `logprobs` option; else null. */
+  readonly logprob: TokenLogprob | null;
 }
 
 export interface TextGenerateResult extends RequestResult {
@@ -88,10 +100,13 @@ export async function generateText(
   const { input, request, stops } = textRequest(engine, codec, prompt, opts);
   const { onText } = opts;
   const handle = engine.submit(input, request);
+  opts.onHandle?.(handle);
   let emitted = '';
-  let told = 0; // tokens whose depths were passed to onText
+  let told = 0; // tokens already passed to onText
+  const sofar: number[] = [];
+  const streamed = (from: number, to: number): StreamedToken[] =>
+    sofar.slice(from, to).map((id, k) => ({ id, depth: handle.depths[from + k] as number, logprob: handle.logprobs[from + k] ?? null }));
   const consumer = (async () => {
-    const sofar: number[] = [];
     for await (const t of handle) {
       sofar.push(t);
       const text = cutAtStop(codec.decode(sofar), stops);
@@ -100,7 +115,7 @@ export async function generateText(
       let stable = text.endsWith('\uFFFD') ? text.slice(0, -1) : text;
       stable = stable.slice(0, stable.length - stopPrefixTail(stable, stops));
       if (stable.length > emitted.length && stable.startsWith(emitted)) {
-        onText?.(stable.slice(emitted.length), handle.depths.slice(told, sofar.length));
+        onText?.(stable.slice(emitted.length), streamed(told, sofar.length));
         told = sofar.length;
         emitted = stable;
       }
@@ -110,7 +125,7 @@ export async function generateText(
   const r = await handle.result;
   await consumer;
   const text = cutAtStop(codec.decode(r.tokens), stops);
-  if (text.length > emitted.length && text.startsWith(emitted)) onText?.(text.slice(emitted.length), r.depths.slice(told));
+  if (text.length > emitted.length && text.startsWith(emitted)) onText?.(text.slice(emitted.length), streamed(told, sofar.length));
   return { ...r, text };
 }
 
@@ -123,7 +138,7 @@ export function textRequest(engine: Engine, codec: TextCodec, prompt: string, op
   const input = ids.length ? ids : Int32Array.of(codec.eosId);
   const stops = opts.stop ?? [];
   if (stops.some((s) => s.length === 0)) throw new ArgumentError('stop strings must not be empty');
-  const { stop: _stop, onText: _onText, ...rest } = opts;
+  const { stop: _stop, onText: _onText, onHandle: _onHandle, ...rest } = opts;
   const request: RequestOptions = {
     ...rest,
     eosId: codec.eosId,

@@ -424,10 +424,10 @@ export class ModelRunner {
 
   /**
    * Prefill: run a prompt's tokens through enter → recursions → exit as one batch per stage,
-   * filling the sequence's KV streams; returns the logits of the last prompt token (V) and the
-   * depth each prompt token reached.
+   * filling the sequence's KV streams; returns the logits of the last prompt token (V) — of
+   * every prompt token (n, V) with `allLogits` — and the depth each prompt token reached.
    */
-  prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl): { logits: Float32Array; depths: Int32Array } {
+  prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl, allLogits = false): { logits: Float32Array; depths: Int32Array } {
     const rows = this.newTokens(seq, ids, seq.streams[0]?.length ?? 0, control);
     this.enter(rows, ids);
     for (;;) {
@@ -435,7 +435,7 @@ export class ModelRunner {
       if (live.length === 0) break;
       this.block(live);
     }
-    const want = rows.map((_, i) => i === rows.length - 1);
+    const want = rows.map((_, i) => allLogits || i === rows.length - 1);
     const logits = this.exit(rows, want);
     return { logits, depths: Int32Array.from(rows, (r) => r.depth) };
   }

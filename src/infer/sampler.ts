@@ -1,6 +1,7 @@
 /**
- * Next-token sampling from one row of logits: greedy, temperature, top-k, top-p (nucleus) and
- * repetition penalty, drawing from a seeded Rng so a request with a seed is reproducible.
+ * Next-token sampling from one row of logits: greedy, temperature, top-k, top-p (nucleus),
+ * repetition / frequency / presence penalties and logit bias, drawing from a seeded Rng so a
+ * request with a seed is reproducible; and the log-probabilities of a chosen token.
  */
 import { ArgumentError } from '../errors.js';
 import { Rng } from '../util/rng.js';
@@ -14,6 +15,30 @@ export interface SamplingOptions {
   readonly topP?: number;
   /** > 1 discourages tokens already in the context (CTRL-style: divide positive logits, multiply negative). */
   readonly repetitionPenalty?: number;
+  /** OpenAI-style: subtract this × (times the id occurs in the context) from its logit. Default 0. */
+  readonly frequencyPenalty?: number;
+  /** OpenAI-style: subtract this from the logit of every id that occurs in the context. Default 0. */
+  readonly presencePenalty?: number;
+  /** Added to the logits of these ids before sampling (OpenAI's logit_bias; −100 about bans, +100 about forces). */
+  readonly logitBias?: ReadonlyMap<number, number>;
+}
+
+/** A token's log-probability under the model (raw logits, before any sampling adjustment) and the top alternatives. */
+export interface TokenLogprob {
+  readonly token: number;
+  readonly logprob: number;
+  /** The `topN` most likely ids with their log-probabilities, most likely first. */
+  readonly top: ReadonlyArray<{ readonly token: number; readonly logprob: number }>;
+}
+
+/** log softmax(logits)[token] and the topN best ids' log-probabilities.  logits (V) */
+export function tokenLogprob(logits: Float32Array, token: number, topN: number): TokenLogprob {
+  const m = maxOf(logits);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) total += Math.exp((logits[i] as number) - m);
+  const lse = m + Math.log(total);
+  const top = topN > 0 ? Array.from(bestIds(logits, Math.min(topN, logits.length)), (id) => ({ token: id, logprob: (logits[id] as number) - lse })) : [];
+  return { token, logprob: (logits[token] as number) - lse, top };
 }
 
 export function validateSampling(o: SamplingOptions): void {
@@ -22,6 +47,35 @@ export function validateSampling(o: SamplingOptions): void {
   if (!Number.isInteger(topK) || topK < 0) throw new ArgumentError(`topK must be an integer ≥ 0, got ${topK}`);
   if (!(topP > 0 && topP <= 1)) throw new ArgumentError(`topP must be in (0, 1], got ${topP}`);
   if (!(repetitionPenalty > 0) || !Number.isFinite(repetitionPenalty)) throw new ArgumentError(`repetitionPenalty must be > 0, got ${repetitionPenalty}`);
+  for (const [name, v] of [['frequencyPenalty', o.frequencyPenalty], ['presencePenalty', o.presencePenalty]] as const) {
+    if (v !== undefined && !Number.isFinite(v)) throw new ArgumentError(`${name} must be a finite number, got ${v}`);
+  }
+  for (const [id, b] of o.logitBias ?? []) {
+    if (!Number.isInteger(id) || id < 0 || !Number.isFinite(b)) throw new ArgumentError(`logitBias maps token ids (integers ≥ 0) to finite numbers, got ${id} → ${b}`);
+  }
+}
+
+/**
+ * The logits sampling draws from: the model's, with the repetition penalty (CTRL-style), the
+ * frequency and presence penalties over `context`, and the logit bias applied. A copy when any applies.
+ */
+function adjustedLogits(logits: Float32Array, o: SamplingOptions, context: ArrayLike<number>): Float32Array {
+  const { repetitionPenalty = 1, frequencyPenalty = 0, presencePenalty = 0, logitBias } = o;
+  const penalise = context.length > 0 && (repetitionPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0);
+  if (!penalise && (logitBias === undefined || logitBias.size === 0)) return logits;
+  const x = logits.slice();
+  if (penalise) {
+    const counts = new Map<number, number>();
+    for (let i = 0; i < context.length; i++) counts.set(context[i] as number, (counts.get(context[i] as number) ?? 0) + 1);
+    for (const [id, n] of counts) {
+      let v = x[id];
+      if (v === undefined) continue;
+      if (repetitionPenalty !== 1) v = v > 0 ? v / repetitionPenalty : v * repetitionPenalty;
+      x[id] = v - frequencyPenalty * n - presencePenalty;
+    }
+  }
+  for (const [id, b] of logitBias ?? []) if (id < x.length) x[id] = (x[id] as number) + b;
+  return x;
 }
 
 function argmax(x: ArrayLike<number>): number {
@@ -97,17 +151,8 @@ export function bestIds(x: Float32Array, k: number): Int32Array {
  * repetition penalty).
  */
 export function sampleToken(logits: Float32Array, o: SamplingOptions, rng: Rng, context: ArrayLike<number> = []): number {
-  const { temperature = 1, topK = 0, topP = 1, repetitionPenalty = 1 } = o;
-  let x: Float32Array = logits;
-  if (repetitionPenalty !== 1 && context.length > 0) {
-    x = logits.slice();
-    const seen = new Set<number>();
-    for (let i = 0; i < context.length; i++) seen.add(context[i] as number);
-    for (const id of seen) {
-      const v = x[id];
-      if (v !== undefined) x[id] = v > 0 ? v / repetitionPenalty : v * repetitionPenalty;
-    }
-  }
+  const { temperature = 1, topK = 0, topP = 1 } = o;
+  const x = adjustedLogits(logits, o, context);
   if (temperature === 0) return argmax(x);
   const V = x.length;
   if ((topK === 0 || topK >= V) && topP >= 1) {
