@@ -35,7 +35,7 @@ const ui = {
   template: $('column-template'),
 };
 
-/** @type {Array<{id: string, mor?: {num_recursions: number, routing: string|null, threshold: number|null}}>} */
+/** @type {Array<{id: string, context_length?: number, mor?: {num_recursions: number, routing: string|null, threshold: number|null}}>} */
 let models = [];
 let controller = null;
 
@@ -70,7 +70,11 @@ async function loadModels() {
     showError('');
     applyModel();
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
+    if (err instanceof ApiError && err.status === 503) {
+      // the server listens before the model is loaded: ask again shortly
+      ui.modelDesc.textContent = err.body?.error?.message ?? 'the model is loading…';
+      setTimeout(loadModels, 500);
+    } else if (err instanceof ApiError && err.status === 401) {
       ui.apiKeyRow.hidden = false;
       ui.modelDesc.textContent = '';
       showError(getApiKey() ? 'The API key was refused.' : 'This server needs an API key.');
@@ -106,6 +110,11 @@ function applyModel() {
   if (expert && typeof m.mor.threshold === 'number') {
     ui.threshold.value = String(m.mor.threshold);
     ui.thresholdOut.value = fmt(m.mor.threshold, 2);
+  }
+  const ctx = m?.context_length;
+  if (Number.isInteger(ctx) && ctx > 0) {
+    ui.maxTokens.max = String(ctx);
+    if (Number(ui.maxTokens.value) > ctx) ui.maxTokens.value = String(ctx);
   }
   renderLegend(nr);
 }
@@ -152,27 +161,27 @@ class Column {
     }
   }
 
-  /** Append a streamed piece: its text split over one span per token that completed it. */
-  addPiece(text, depths) {
+  /**
+   * Append a streamed piece: one span per token that completed it. `lp` is the chunk's
+   * logprobs object (requested with logprobs: 0): its per-token texts split the piece exactly
+   * when they add up to it, and each token's log-probability goes into its tooltip.
+   */
+  addPiece(text, depths, lp) {
     if (!text && depths.length === 0) return;
     if (this.tFirst === null && depths.length > 0) this.tFirst = performance.now();
     if (depths.length === 0) {
       this.out.append(text); // text without a token of its own (e.g. a flushed tail)
       return;
     }
-    const chars = Array.from(text);
-    // A piece holds several tokens when one character needed more than one byte-level token;
-    // share its characters out so that every token still has a span of its own.
-    let at = 0;
+    const texts = splitPiece(text, depths.length, lp?.tokens);
     depths.forEach((d, i) => {
-      const take = i === depths.length - 1 ? chars.length - at : Math.floor(chars.length / depths.length);
       const span = document.createElement('span');
       const depth = Number.isInteger(d) && d >= 1 ? d : 1;
       span.className = `tok d${Math.min(depth, 8)}`;
       span.dataset.depth = String(depth);
-      span.title = `depth ${depth}`;
-      span.textContent = chars.slice(at, at + take).join('');
-      at += take;
+      const logprob = lp?.token_logprobs?.[i];
+      span.title = `depth ${depth}${typeof logprob === 'number' ? ` · logprob ${logprob.toFixed(2)}` : ''}`;
+      span.textContent = texts[i];
       this.out.append(span);
       if (depth < this.counts.length) this.counts[depth]++;
       this.tokens++;
@@ -208,6 +217,25 @@ class Column {
   }
 }
 
+/**
+ * The piece's text as `n` token texts: the server's per-token texts when they add up to the
+ * piece; otherwise (a character that took several byte-level tokens) its characters shared
+ * out evenly, so that every token still has a span of its own.
+ */
+function splitPiece(text, n, tokenTexts) {
+  if (n === 1) return [text];
+  if (Array.isArray(tokenTexts) && tokenTexts.length === n && tokenTexts.join('') === text) return tokenTexts;
+  const chars = Array.from(text);
+  const out = [];
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    const take = i === n - 1 ? chars.length - at : Math.floor(chars.length / n);
+    out.push(chars.slice(at, at + take).join(''));
+    at += take;
+  }
+  return out;
+}
+
 // ---- generation -------------------------------------------------------------------------
 
 function num(input) {
@@ -226,6 +254,7 @@ function requestBody(maxDepth) {
     top_k: num(ui.topK),
     seed: num(ui.seed),
     stream: true,
+    logprobs: 0, // per-token texts and log-probabilities, for the token spans
     mor: { max_depth: maxDepth },
   };
   if (m?.mor?.routing === 'expert_choice') body.mor.threshold = num(ui.threshold);
@@ -241,7 +270,7 @@ async function runColumn(col, signal) {
       (chunk) => {
         const choice = chunk.choices?.[0];
         if (!choice) return;
-        col.addPiece(choice.text ?? '', choice.mor?.depths ?? []);
+        col.addPiece(choice.text ?? '', choice.mor?.depths ?? [], choice.logprobs);
         if (choice.finish_reason) col.finish(choice.finish_reason, choice.mor?.mean_depth);
       },
       signal,
