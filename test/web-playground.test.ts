@@ -78,6 +78,18 @@ async function setRange(page: Page, id: string, value: number): Promise<void> {
   })()`);
 }
 
+async function outputText(page: Page): Promise<string> {
+  return (await page.evaluate(`document.querySelector('#columns .column .output').textContent`)) as string;
+}
+
+/** The same completion without streaming, straight from the API. */
+async function apiText(url: string, body: Record<string, unknown>): Promise<string> {
+  const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  assert.equal(res.status, 200);
+  const j = (await res.json()) as { choices: Array<{ text: string }> };
+  return j.choices[0]?.text ?? '';
+}
+
 /** Waits until the playground is no longer generating; fails with the page's error message if it failed. */
 async function finished(page: Page, expected: 'done' | 'stopped'): Promise<void> {
   await page.waitForSelector('body:not([data-state="running"])');
@@ -140,7 +152,20 @@ test('web playground and runs page in a real browser', { timeout: 90_000 }, asyn
     checkColumn(single, nr);
     assert.notEqual(await page.textContent('.column .s-ttft'), '–', 'time to first token shown');
     assert.notEqual(await page.textContent('.column .s-mean'), '–', 'mean depth shown');
+    assert.equal(await outputText(page), await apiText(server.url, { prompt: 'the union is', max_tokens: 24, seed: 7, temperature: 0, top_p: 0.95, top_k: 40, mor: { max_depth: nr, threshold: 0.5 } }), 'the page shows the completion the API gives');
     await page.screenshot({ path: join(shots, 'playground.png'), fullPage: true });
+
+    // --- sampled hot: pieces that hold several tokens (a character split over byte tokens) lose no text
+    await page.fill('#temperature', '1.5');
+    await page.fill('#seed', '3');
+    await page.click('#generate');
+    await finished(page, 'done');
+    const [hot] = await columns(page);
+    assert.ok(hot);
+    checkColumn(hot, nr);
+    assert.equal(await outputText(page), await apiText(server.url, { prompt: 'the union is', max_tokens: 24, seed: 3, temperature: 1.5, top_p: 0.95, top_k: 40, mor: { max_depth: nr, threshold: 0.5 } }));
+    await page.fill('#temperature', '0');
+    await page.fill('#seed', '7');
 
     // --- Stop aborts the request; the server serves the next one
     await page.evaluate(`document.getElementById('generate').click(); document.getElementById('stop').click()`);
