@@ -198,6 +198,23 @@ test('web playground and runs page in a real browser', { timeout: 90_000 }, asyn
     await page.screenshot({ path: join(shots, 'runs.png'), fullPage: true });
 
     assert.deepEqual(problems, []);
+
+    // --- a server with an API key: the page loads, asks for the key, then generates with it
+    const locked = await startServer({ modelDir, port: 0, apiKey: 'sekret' });
+    try {
+      await page.goto(`${locked.url}/`);
+      await page.waitForSelector('#apikey', { state: 'visible' });
+      assert.match((await page.textContent('#error')) ?? '', /API key/);
+      await page.fill('#apikey', 'sekret');
+      await page.press('#apikey', 'Enter');
+      await page.waitForFunction(`/recursion/.test(document.getElementById('model-desc').textContent)`);
+      await page.fill('#max_tokens', '4');
+      await page.click('#generate');
+      await finished(page, 'done');
+      checkColumn((await columns(page))[0] as ColumnView, nr);
+    } finally {
+      await locked.close();
+    }
   } finally {
     await context?.close();
     await server.close();

@@ -33,7 +33,7 @@ async function loadRuns() {
     const list = Array.isArray(runs) ? runs : [];
     ui.run.replaceChildren(...list.map((r) => new Option(`${r.name} (${r.records} records)`, r.name)));
     if (list.length === 0) {
-      ui.desc.textContent = 'no runs yet: train with `mor train --out <runs dir>/<name>`';
+      ui.desc.textContent = 'no runs: start the server with --runs DIR, a folder of training runs (each `mor train --out DIR/NAME` writes one)';
       clearCharts();
       setState('empty');
       return;
