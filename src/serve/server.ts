@@ -13,6 +13,7 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -75,7 +76,6 @@ export interface MorServer {
 
 /** The package's web/ folder (the playground), from this file's place in dist/src/serve/. */
 const WEB_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../web');
-const PACKAGE_DIR = resolve(WEB_DIR, '..');
 
 type State = 'loading' | 'ready' | 'shutting_down';
 
@@ -372,8 +372,15 @@ export async function startServer(options: ServeOptions): Promise<MorServer> {
   // ---- the playground: web/ and the vendored files it names in web/vendor.json
   const vendorFile = join(WEB_DIR, 'vendor.json');
   if (existsSync(vendorFile)) {
+    // "pkg/dist/file.js": "node_modules/pkg/dist/file.js" — resolved through Node's module
+    // resolution, so a dependency npm hoisted above this package is found too
+    const require = createRequire(import.meta.url);
     const vendor = JSON.parse(readFileSync(vendorFile, 'utf8')) as Record<string, string>;
-    for (const [url, file] of Object.entries(vendor)) app.get(`/vendor/${url}`, serveStatic({ path: join(PACKAGE_DIR, file) }));
+    for (const url of Object.keys(vendor)) {
+      const pkg = url.startsWith('@') ? url.split('/').slice(0, 2).join('/') : (url.split('/')[0] as string);
+      const file = join(dirname(require.resolve(`${pkg}/package.json`)), url.slice(pkg.length + 1));
+      app.get(`/vendor/${url}`, serveStatic({ path: file }));
+    }
   }
   app.get('/runs', serveStatic({ path: join(WEB_DIR, 'runs.html') }));
   app.get('/*', serveStatic({ root: WEB_DIR }));
