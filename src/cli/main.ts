@@ -25,6 +25,7 @@ import { EXIT_CODES_HELP, EXIT_OK, exitCodeFor } from './exit-codes.js';
 import { registerCompareCommand, registerDemoCommand, registerTrainCommand } from './train.js';
 import { registerServeCommand } from './serve.js';
 import { readFileSync } from 'node:fs';
+import { definedOnly } from '../util/defined.js';
 
 function chooseBackend(name: string | undefined): void {
   if (name === undefined) return;
@@ -100,12 +101,7 @@ async function sampleAndPrint(modelDir: string, prompts: string[], f: SampleFlag
     topK: f.topK,
     topP: f.topP,
     seed: f.seed,
-    ...(f.repetitionPenalty !== undefined ? { repetitionPenalty: f.repetitionPenalty } : {}),
-    ...(f.stop !== undefined ? { stop: f.stop } : {}),
-    ...(f.maxDepth !== undefined ? { maxDepth: f.maxDepth } : {}),
-    ...(f.threshold !== undefined ? { threshold: f.threshold } : {}),
-    ...(f.exitConfidence !== undefined ? { exitConfidence: f.exitConfidence } : {}),
-    ...(onText ? { onText } : {}),
+    ...definedOnly({ repetitionPenalty: f.repetitionPenalty, stop: f.stop, maxDepth: f.maxDepth, threshold: f.threshold, exitConfidence: f.exitConfidence, onText }),
   });
   // every prompt's request is checked before anything is printed
   for (const prompt of prompts) textRequest(engine, tok, prompt, request(undefined));

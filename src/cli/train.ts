@@ -16,6 +16,7 @@ import type { ScheduleKind } from '../train/schedule.js';
 import { ArgumentError } from '../errors.js';
 import { ProgressPrinter } from './progress.js';
 import { collect, int, log, num } from './flags.js';
+import { definedOnly } from '../util/defined.js';
 import { CommandExit, EXIT_INTERRUPTED } from './exit-codes.js';
 
 interface TrainFlags {
@@ -220,9 +221,7 @@ export function registerCompareCommand(program: Command): void {
         lr: o.lr,
         seed: o.seed,
         cacheDir: o.cacheDir,
-        ...(o.seqLen !== undefined ? { seqLen: o.seqLen } : {}),
-        ...(o.evalBatches !== undefined ? { evalBatches: o.evalBatches } : {}),
-        ...(o.overwrite !== undefined ? { overwrite: o.overwrite } : {}),
+        ...definedOnly({ seqLen: o.seqLen, evalBatches: o.evalBatches, overwrite: o.overwrite }),
         onLog: log,
         onMetrics: (_name, m) => progress.update(m),
       });
