@@ -3,6 +3,7 @@
 //    "latency_ms_p99","kv_bytes","mean_depth", ...}
 //   {"bench":"decode","model":"small","batch":1,"tokens_per_s"}
 //   {"bench":"prefill","model":"small","prompt_tokens":256,"tokens_per_s"}
+//   {"bench":"prefill_kvshare","model","twin","tokens_per_s","twin_tokens_per_s","vs_twin"}
 //
 // Models are random-initialised (speed does not depend on the weights' values). A random
 // router sits near sigmoid(z) = 0.5, so each MoR model gets ONE router threshold, calibrated
@@ -138,6 +139,22 @@ async function runConfig(name: string, model: Model, threshold: number, batching
   return record;
 }
 
+/** Prefill tokens/s of one 256-token prompt through the runner (best of 3; the engine would also want room to generate). */
+function prefillRate(model: Model, threshold: number): number {
+  const rng = new Rng(3);
+  const runner = new ModelRunner(model, new PagedKVPool(1024, 16, model.config.num_key_value_heads * headDim(model.config)));
+  const runs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const seq = runner.newSequence();
+    const ids = Int32Array.from({ length: 256 }, () => rng.nextInt(model.config.vocab_size));
+    const t0 = performance.now();
+    runner.prefill(seq, ids, { maxDepth: runner.numRecursions, threshold, exitConfidence: null });
+    runs.push(performance.now() - t0);
+    runner.releaseSequence(seq);
+  }
+  return Math.round(256 / (Math.min(...runs) / 1000));
+}
+
 async function main(): Promise<void> {
   emit({ bench: 'info', ...getBackend().info() });
   // single-request decode and prefill of `small`
@@ -146,23 +163,22 @@ async function main(): Promise<void> {
     const rng = new Rng(3);
     const engine = new Engine(model, { maxBatch: 1 });
     const prompt = Int32Array.from({ length: 256 - 1 }, () => rng.nextInt(8192));
-    // prefill: one 256-token prompt through the runner (the engine would also want room to generate)
-    const runner = new ModelRunner(model, new PagedKVPool(512, 16, model.config.num_key_value_heads * headDim(model.config)));
-    const runs: number[] = [];
-    for (let i = 0; i < 3; i++) {
-      const seq = runner.newSequence();
-      const ids = Int32Array.from({ length: 256 }, () => rng.nextInt(8192));
-      const t0 = performance.now();
-      runner.prefill(seq, ids, { maxDepth: runner.numRecursions, threshold: 0.5, exitConfidence: null });
-      runs.push(performance.now() - t0);
-      runner.releaseSequence(seq);
-    }
-    emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, tokens_per_s: Math.round(256 / (Math.min(...runs) / 1000)) });
+    emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, tokens_per_s: prefillRate(model, 0.5) });
     const h = engine.submit(prompt.subarray(0, 16), { maxTokens: 128, temperature: 0 });
     await engine.runUntilIdle();
     const r = await h.result;
     const decodeTokens = r.tokens.length - 1;
     emit({ bench: 'decode', model: 'small', batch: 1, tokens: decodeTokens, tokens_per_s: Math.round(decodeTokens / ((r.totalMs - r.firstTokenMs) / 1000)) });
+  }
+
+  // KV sharing at prefill: against each one's recursion-wise twin (Cycle sharing skips the
+  // deeper recursions of non-final prompt tokens; Middle-Cycle cannot, see runner.prefill)
+  for (const [shared, twin] of [['small-mor3-kvshare-cycle', 'small-mor3-cycle'], ['small-mor3-kvshare', 'small-mor3']] as const) {
+    const rates = [shared, twin].map((name) => {
+      const model = createModel(preset(name), 1);
+      return prefillRate(model, calibrateThreshold(model).threshold);
+    });
+    emit({ bench: 'prefill_kvshare', model: shared, twin, prompt_tokens: 256, tokens_per_s: rates[0], twin_tokens_per_s: rates[1], vs_twin: Math.round(((rates[0] as number) / (rates[1] as number)) * 100) / 100 });
   }
 
   const names = process.argv.slice(2).length ? process.argv.slice(2) : ['small', 'small-rec3', 'small-mor2', 'small-mor3', 'small-mor4'];

@@ -425,13 +425,19 @@ export class ModelRunner {
   /**
    * Prefill: run a prompt's tokens through enter → recursions → exit as one batch per stage,
    * filling the sequence's KV streams; returns the logits of the last prompt token (V) — of
-   * every prompt token (n, V) with `allLogits` — and the depth each prompt token reached.
+   * every prompt token (n, V) with `allLogits` — and the depth each prompt token ran.
    */
   prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl, allLogits = false): { logits: Float32Array; depths: Int32Array } {
     const rows = this.newTokens(seq, ids, seq.streams[0]?.length ?? 0, control);
     this.enter(rows, ids);
+    // Under recursive KV sharing with Cycle sharing, deeper recursions store no K/V and no
+    // unique last layer needs a token's final state: only the last prompt token (whose logits
+    // are wanted) goes deeper than recursion 1. (Middle-Cycle's last layer writes K/V from every
+    // token's final state, so there every token runs its full depth.)
+    const last = rows[rows.length - 1] as TokenState;
+    const skipDeeper = this.config.mor?.kv_strategy === 'share' && !this.hasUniqueEnds && !allLogits;
     for (;;) {
-      const live = rows.filter((r) => r.next === 'block');
+      const live = rows.filter((r) => r.next === 'block' && (!skipDeeper || r.depth === 0 || r === last));
       if (live.length === 0) break;
       this.block(live);
     }
