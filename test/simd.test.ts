@@ -8,17 +8,13 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { loadNativeBackend, nativeLoadError, SIMD_VARIANTS } from '../src/backend/native.js';
+import { SIMD_VARIANTS } from '../src/backend/native.js';
 import type { Backend } from '../src/backend/backend.js';
 import { ArgumentError, BackendUnavailableError } from '../src/errors.js';
+import { nativeBackend } from './helpers/backends.js';
 
-let native: Backend | null = null;
-try {
-  native = loadNativeBackend();
-} catch {
-  native = null;
-}
-const skip = native === null ? `native addon unavailable: ${nativeLoadError() ?? 'unknown'}` : false;
+const { backend: native, reason } = nativeBackend();
+const skip = native === null ? reason : false;
 const BIN = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 const NATIVE = new URL('../src/backend/native.js', import.meta.url).href;
 
