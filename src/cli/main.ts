@@ -228,7 +228,8 @@ export function buildProgram(): Command {
       console.log(`backend        ${info.backend}`);
       console.log(`gemm provider  ${info.gemmProvider} (available: ${info.gemmProviders.join(', ')})`);
       console.log(`threads        ${info.threads}`);
-      console.log(`simd           ${info.simd}`);
+      console.log(`simd           ${info.simd}${info.simdAvailable ? ` (this CPU runs: ${info.simdAvailable.join(', ')}; MOR_SIMD picks one)` : ''}`);
+      if (info.cpu !== undefined) console.log(`cpu            ${info.cpu}`);
       if (out['model'] !== undefined) {
         const c = out['config'] as ModelConfig;
         const rec = c.recursion ? `${c.recursion.sharing}, ${c.recursion.num_recursions} recursions, LoRA rank ${c.recursion.lora_rank}` : 'none';
