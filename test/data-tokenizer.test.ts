@@ -3,8 +3,7 @@
 // special tokens, errors), and the fast encoder giving the library's exact ids.
 import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile, mkdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { Corpus } from '../src/data/corpus.js';
@@ -13,6 +12,7 @@ import { Tokenizer } from '../src/data/tokenizer.js';
 import { EOS_TOKEN, GPT2_PATTERN_SOURCE } from '../src/data/byte-level.js';
 import { Rng } from '../src/data/util.js';
 import { ArgumentError, DataError } from '../src/errors.js';
+import { withTempDir } from './helpers/temp-dir.js';
 
 let sample: string[] = []; // a few State of the Union addresses
 let trained: BpeTokenizerJson;
@@ -208,8 +208,7 @@ describe('Tokenizer', () => {
     const reordered = Object.fromEntries(Object.entries(trained).reverse());
     assert.equal(Tokenizer.fromJSON(reordered).hash, tok.hash);
     assert.equal(Tokenizer.fromJSON(JSON.stringify(trained)).hash, tok.hash);
-    const dir = await mkdtemp(path.join(tmpdir(), 'mor-tok-'));
-    try {
+    await withTempDir('mor-tok-', async (dir) => {
       const file = path.join(dir, 'tokenizer.json');
       await tok.save(file);
       const again = await Tokenizer.fromFile(file);
@@ -219,9 +218,7 @@ describe('Tokenizer', () => {
       await assert.rejects(Tokenizer.fromFile(path.join(dir, 'missing.json')), DataError);
       await writeFile(path.join(dir, 'bad.json'), '{"model": ');
       await assert.rejects(Tokenizer.fromFile(path.join(dir, 'bad.json')), /not valid JSON/);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   test('rejects JSON that is not a tokenizer', () => {
@@ -321,15 +318,12 @@ describe('foreign tokenizer layouts', () => {
     assert.equal(Tokenizer.fromJSON(renamed).eosToken, '</s>');
     assert.equal(Tokenizer.fromJSON(renamed, { eosToken: '<pad>' }).eosId, 1000);
     assert.equal(Tokenizer.fromJSON(renamed).vocabSize, 1001);
-    const dir = await mkdtemp(path.join(tmpdir(), 'mor-tok-'));
-    try {
+    await withTempDir('mor-tok-', async (dir) => {
       await mkdir(path.join(dir, 'm'));
       await writeFile(path.join(dir, 'm', 'tokenizer.json'), JSON.stringify(renamed));
       await writeFile(path.join(dir, 'm', 'tokenizer_config.json'), JSON.stringify({ eos_token: { content: '<pad>' } }));
       assert.equal((await Tokenizer.fromFile(path.join(dir, 'm'))).eosId, 1000);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
     const none = variant((j) => {
       const model = j['model'] as { vocab: Record<string, number> };
       delete model.vocab[EOS_TOKEN];
