@@ -346,3 +346,26 @@ describe('fast encoder on corpus text', () => {
     }
   });
 });
+
+describe('WordLevel tokenizer.json', () => {
+  const wordLevel = (unk: string | null): Record<string, unknown> => ({
+    version: '1.0',
+    model: { type: 'WordLevel', vocab: { '<unk>': 0, hello: 1, world: 2, [EOS_TOKEN]: 3 }, unk_token: unk },
+    pre_tokenizer: { type: 'Whitespace' },
+    added_tokens: [{ id: 3, content: EOS_TOKEN, special: true }],
+  });
+
+  test('unknown pieces map to the unk token', () => {
+    const t = Tokenizer.fromJSON(wordLevel('<unk>'));
+    assert.deepEqual(Array.from(t.encode('hello there world')), [1, 0, 2]);
+    assert.deepEqual(Array.from(t.encode(`nobody ${EOS_TOKEN} hello`)), [0, 3, 1]);
+    assert.equal(t.decode([1, 0, 2]), 'hello <unk> world');
+  });
+
+  test('without a usable unk token an unknown piece is a DataError that says why', () => {
+    assert.throws(() => Tokenizer.fromJSON(wordLevel(null)).encode('hello there'), (e: unknown) =>
+      e instanceof DataError && /no id for the piece "there" and it has no unk token/.test(e.message));
+    assert.throws(() => Tokenizer.fromJSON(wordLevel('<nope>')).encode('there'), (e: unknown) =>
+      e instanceof DataError && /its unk token '<nope>' is not in the vocabulary/.test(e.message));
+  });
+});

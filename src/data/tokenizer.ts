@@ -45,6 +45,10 @@ export class Tokenizer {
   private readonly json: Json;
   private readonly lib: HfTokenizer;
   private readonly fastEncoder: FastByteLevelBpe | null;
+  /** model.unk_token, when the model names one. */
+  private readonly unkToken: string | null;
+  /** Its id, or undefined when the named token is not in the vocabulary. */
+  private readonly unkId: number | undefined;
 
   private constructor(json: Json, options: TokenizerOptions) {
     const config: Json = { ...(options.config ?? {}) };
@@ -86,6 +90,12 @@ export class Tokenizer {
     }
     this.eosToken = eos;
     this.eosId = eosId;
+
+    // The library leaves a piece it cannot map as an undefined id (WordLevel ignores its
+    // unk_token), so unknown pieces are mapped to the unk token here.
+    const unk = (model as Json)['unk_token'];
+    this.unkToken = typeof unk === 'string' ? unk : null;
+    this.unkId = this.unkToken === null ? undefined : this.lib.token_to_id(this.unkToken);
 
     const pre = this.lib.pre_tokenizer;
     const libPreTokenize: PreTokenizeFn | null =
@@ -141,11 +151,14 @@ export class Tokenizer {
   /** encode() through @huggingface/tokenizers itself: the reference the fast path is checked against. */
   encodeWithLibrary(text: string): Int32Array {
     if (text.length === 0) return new Int32Array(0);
-    const ids = this.lib.encode(text, { add_special_tokens: false }).ids;
+    const { ids, tokens } = this.lib.encode(text, { add_special_tokens: false });
     const out = new Int32Array(ids.length);
     for (let i = 0; i < ids.length; i++) {
-      const id = ids[i];
-      if (id === undefined) throw new DataError(`tokenizer produced no id for a piece of text and has no unk token`);
+      const id = ids[i] ?? this.unkId;
+      if (id === undefined) {
+        const why = this.unkToken === null ? 'it has no unk token' : `its unk token '${this.unkToken}' is not in the vocabulary`;
+        throw new DataError(`tokenizer has no id for the piece ${JSON.stringify(tokens[i] ?? '')} and ${why}`);
+      }
       out[i] = id;
     }
     return out;
