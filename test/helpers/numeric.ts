@@ -83,3 +83,18 @@ export function dot(r: ArrayLike<number>, y: ArrayLike<number>): number {
   for (let i = 0; i < r.length; i++) acc += r[i]! * y[i]!;
   return acc;
 }
+
+/**
+ * The central difference (L(x + h·e_i) − L(x − h·e_i)) / 2h: the one finite-difference rule of
+ * the gradient checks. x[i] is perturbed in place and restored; `loss` reads x (directly or
+ * through a tensor that views it). For float32 x, the perturbed values round to float32.
+ */
+export function centralDifference(x: { [i: number]: number }, i: number, h: number, loss: () => number): number {
+  const xi = x[i]!;
+  x[i] = xi + h;
+  const plus = loss();
+  x[i] = xi - h;
+  const minus = loss();
+  x[i] = xi;
+  return (plus - minus) / (2 * h);
+}
