@@ -12,6 +12,7 @@ import {
   attention, gatherRows, embedding, scatterAddRows, crossEntropy, bceWithLogits, unary, topk,
 } from '../src/tensor/index.js';
 import { Rng } from '../src/util/rng.js';
+import { centralDifference } from './helpers/numeric.js';
 
 function randParam(rng: Rng, shape: number[], name: string, amp = 1): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -41,13 +42,7 @@ function checkGrad(rng: Rng, f: (xs: Tensor[]) => Tensor, inputs: Tensor[], opts
     const gmax = Math.max(1e-3, ...Array.from(g, Math.abs));
     const idxs = Array.from({ length: Math.min(12, data.length) }, () => Math.floor(rng.next() * data.length));
     for (const i of idxs) {
-      const orig = data[i] as number;
-      data[i] = orig + eps;
-      const lp = lossOf();
-      data[i] = orig - eps;
-      const lm = lossOf();
-      data[i] = orig;
-      const fd = (lp - lm) / (2 * eps);
+      const fd = centralDifference(data, i, eps, lossOf);
       const an = g[i] as number;
       assert.ok(Math.abs(fd - an) <= tol * gmax, `${x.name}[${i}]: tape ${an}, finite difference ${fd} (scale ${gmax})`);
     }

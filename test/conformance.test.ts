@@ -4,6 +4,10 @@
  * reference). Inputs are seeded random (never zero, never all equal, odd sizes), and already
  * float32-representable, so both runs see identical values. The metric is normwise:
  *   err = max|got − ref| / max(max|ref|, tiny)
+ * Sizes run from 1 to past the native backend's threading thresholds (GEMM 300x260x520, attention
+ * over 600 rows, 100k-element pointwise kernels), so its threaded paths are compared too. A few
+ * cases whose float32 arithmetic is the contract (rope at large positions, correctly rounded
+ * add/mul/scale) compare with the ref backend run in float32 instead.
  * A second group of hand-computed cases checks the specification itself, not just agreement.
  */
 import { after, before, describe, test } from 'node:test';
@@ -21,7 +25,14 @@ import { backendVariantsUnderTest, refBackend } from './helpers/backends.js';
 import { Rng, randomFloats, randomInts, uniformFloats } from './helpers/rng.js';
 import { F32, F64, assertClose, assertScalarClose } from './helpers/numeric.js';
 import type { Dtype } from './helpers/numeric.js';
-import { HEAD_CONFIGS, causalSequences, causalSubset, separateKeys } from './helpers/attention-layouts.js';
+import {
+  HEAD_CONFIGS,
+  causalSequences,
+  causalSubset,
+  decodeAfterCache,
+  repeatedKeyPositions,
+  separateKeys,
+} from './helpers/attention-layouts.js';
 import type { AttentionCase, Heads } from './helpers/attention-layouts.js';
 
 /**
@@ -38,6 +49,7 @@ const TOL = {
   attentionPaged: 2e-5,
   decodeLayer: 1e-4, // RoPE's float32 angles (see rope)
   rope: 1e-4,
+  ropeFloat32: 1e-5, // vs ref in float32: the same float32 angles, cos/sin rounding apart
   rmsnormForward: 1e-5,
   rmsnormBackward: 3e-5,
   swigluForward: 1e-5,
@@ -62,6 +74,7 @@ const TOL = {
   scaleRows: 1e-6,
   rowDot: 1e-5,
   elementwise: 1e-6, // add, mul, scale, axpy
+  elementwiseExact: 0, // add, mul, scale vs ref in float32: one correctly rounded operation each
   fill: 0,
   adamwStep: 1e-5, // after 5 steps
 } as const;
@@ -74,13 +87,17 @@ interface Case {
   kernel: Kernel;
   label: string;
   run: (be: Backend, dt: Dtype) => Outputs;
+  /** The dtype the ref backend runs in for the expected outputs (F64 unless stated). */
+  refDtype: Dtype;
 }
 
 const cases: Case[] = [];
-const addCase = (kernel: Kernel, label: string, run: Case['run']): void => {
-  cases.push({ kernel, label, run });
+const addCase = (kernel: Kernel, label: string, run: Case['run'], refDtype: Dtype = F64): void => {
+  cases.push({ kernel, label, run, refDtype });
 };
 const rng = new Rng(20240611);
+/** An output buffer full of NaN: a kernel must write every element. */
+const nans = (dt: Dtype, n: number): FloatArray => dt.from(new Float64Array(n).fill(NaN));
 
 // ---- gemm -----------------------------------------------------------------------------------
 
@@ -132,6 +149,38 @@ for (const [transA, transB] of TRANS) {
   gemmCase('gemm', { transA, transB, m: 32, n: 40, k: 33, alpha: 0.5, beta: 0.25 });
 }
 gemmCase('gemm', { transA: false, transB: false, m: 7, n: 33, k: 17, alpha: 2, beta: 0 }, 'nan');
+
+/**
+ * Every (m, n) in {1, 7, 33, 129}² with k in {1, 33, 129}, and the sizes that take the native
+ * threaded paths (a large square, tall and wide skinny products): one case per shape, with the
+ * four transposes, beta 0 (C holds NaN, which must not be read) and beta 0.5.
+ */
+function gemmShapeCase(kernel: Kernel, m: number, n: number, k: number): void {
+  const a = randomFloats(rng, m * k);
+  const b = randomFloats(rng, k * n);
+  const c0 = randomFloats(rng, m * n);
+  addCase(kernel, `m=${m} n=${n} k=${k} all transposes, alpha=1.5, beta=0 (C holds NaN) and 0.5`, (be, dt) => {
+    const out: Outputs = {};
+    for (const [transA, transB] of TRANS) {
+      for (const beta of [0, 0.5]) {
+        const c = beta === 0 ? nans(dt, m * n) : dt.from(c0);
+        be.gemm({ transA, transB, m, n, k, alpha: 1.5, beta }, dt.from(a), dt.from(b), c);
+        out[`c ${transA ? 'A^T' : 'A'}·${transB ? 'B^T' : 'B'} beta=${beta}`] = c;
+      }
+    }
+    return out;
+  });
+}
+for (const m of [1, 7, 33, 129]) for (const n of [1, 7, 33, 129]) for (const k of [1, 33, 129]) gemmShapeCase('gemm', m, n, k);
+for (const [m, n, k] of [
+  [9, 300, 40],
+  [300, 9, 40],
+  [2, 1000, 64],
+  [20, 2000, 64],
+] as const) {
+  gemmShapeCase('gemm', m, n, k);
+}
+gemmShapeCase('gemmLongK', 300, 260, 520);
 // Packed weights (inference): c = a·Wᵀ (+ c). The float64 reference is gemm with transB, the
 // definition gemmPacked promises. Row counts cross the kernel's row tiles (1..12 rows, then
 // near-equal tiles), columns its 32-wide panels (tails), k the long-k case.
@@ -182,6 +231,15 @@ gemmCase('gemm', {
   strideC: 7 * 5 + 3,
 });
 
+// Batches with a broadcast A (stride 0) and gaps between the C matrices, up to the threaded sizes.
+for (const [m, n, k, batch] of [
+  [7, 33, 5, 3],
+  [16, 16, 16, 12],
+  [64, 64, 64, 4],
+] as const) {
+  gemmCase('gemm', { transA: false, transB: true, m, n, k, alpha: 1, beta: 1, batch, strideA: 0, strideB: k * n, strideC: m * n + 3 });
+}
+
 // ---- attention --------------------------------------------------------------------------------
 
 function attentionCases(): AttentionCase[] {
@@ -191,6 +249,29 @@ function attentionCases(): AttentionCase[] {
     out.push(causalSubset(heads, rng, [{ seqLen: 50, count: 13 }, { seqLen: 20, count: 5 }]));
     out.push(separateKeys(heads));
   }
+  // Edge shapes: one-token sequences, head dims 1, 3, 64 and 129, GQA up to 3, long sequences.
+  const h = (numHeads: number, numKvHeads: number, headDim: number): Heads => ({ numHeads, numKvHeads, headDim });
+  out.push(causalSequences(h(2, 2, 8), [1, 1]));
+  out.push(causalSequences(h(2, 1, 7), [33, 33]));
+  out.push(causalSequences(h(3, 1, 64), [129, 129]));
+  out.push(causalSequences(h(3, 3, 1), [100, 100]));
+  out.push(causalSubset(h(6, 3, 33), rng, [{ seqLen: 200, count: 70 }, { seqLen: 200, count: 70 }]));
+  out.push(causalSubset(h(4, 2, 16), rng, [{ seqLen: 20, count: 7 }, { seqLen: 20, count: 7 }]));
+  out.push(causalSubset(h(4, 2, 3), rng, [{ seqLen: 15, count: 5 }, { seqLen: 15, count: 5 }]));
+  out.push(repeatedKeyPositions(h(4, 4, 64), rng, 40));
+  out.push(repeatedKeyPositions(h(6, 2, 129), rng, 33));
+  for (const [H, KVH, HD, numNew] of [
+    [8, 2, 64, 1],
+    [6, 3, 32, 3],
+    [3, 1, 16, 2],
+    [1, 1, 48, 1],
+    [2, 2, 64, 5],
+  ] as const) {
+    out.push(decodeAfterCache(h(H, KVH, HD), numNew));
+  }
+  // Three sequences of 200 tokens: the native kernels' threaded paths (by row, by head).
+  out.push(causalSequences(h(4, 1, 32), [200, 200, 200]));
+  out.push(causalSequences(h(8, 8, 32), [200, 200, 200]));
   return out;
 }
 
@@ -202,17 +283,17 @@ for (const ac of attentionCases()) {
   const dOut = randomFloats(rng, ac.nq * H * HD);
   const label = `${ac.mode} Nq=${ac.nq} Nk=${ac.nk} H=${H} KVH=${KVH} HD=${HD}`;
   const forward = (be: Backend, dt: Dtype, layout: AttentionLayout) => {
-    const out = dt.zeros(ac.nq * H * HD);
-    const lse = dt.zeros(ac.nq * H);
+    const out = nans(dt, ac.nq * H * HD);
+    const lse = nans(dt, ac.nq * H);
     be.attentionForward(layout, dt.from(q), dt.from(k), dt.from(v), out, lse);
     return { out, lse };
   };
   addCase('attentionForward', label, (be, dt) => forward(be, dt, ac.layout));
   addCase('attentionBackward', label, (be, dt) => {
     const { out, lse } = forward(be, dt, ac.layout);
-    const dQ = dt.zeros(q.length);
-    const dK = dt.zeros(k.length);
-    const dV = dt.zeros(v.length);
+    const dQ = nans(dt, q.length);
+    const dK = nans(dt, k.length);
+    const dV = nans(dt, v.length);
     be.attentionBackward(ac.layout, dt.from(q), dt.from(k), dt.from(v), out, lse, dt.from(dOut), dQ, dK, dV);
     return { dQ, dK, dV };
   });
@@ -489,6 +570,16 @@ for (const [N, nHeads, HD] of [
 ] as const) {
   const x = randomFloats(rng, N * nHeads * HD);
   const pos = randomInts(rng, N, 0, 512);
+  // Positions up to 70000, past the native backend's cached angle table. At such positions the
+  // float32 angle convention is the contract (see TOL.rope), so the reference is ref in float32.
+  const far = Int32Array.from({ length: N }, (_, i) => (i === 0 ? 70000 : (i * 37) % 5000));
+  addCase('ropeFloat32', `N=${N} heads=${nHeads} HD=${HD} positions up to 70000, forward and inverse in place`, (be, dt) => {
+    const out = dt.zeros(x.length);
+    be.rope(dt.from(x), far, nHeads, HD, 10000, false, out);
+    const back = dt.from(out);
+    be.rope(back, far, nHeads, HD, 10000, true, back);
+    return { out, back };
+  }, F32);
   for (const inverse of [false, true]) {
     addCase('rope', `N=${N} heads=${nHeads} HD=${HD} inverse=${inverse}`, (be, dt) => {
       const out = dt.zeros(x.length);
@@ -506,6 +597,7 @@ for (const [N, nHeads, HD] of [
 for (const [N, D] of [
   [1, 7],
   [33, 129],
+  [600, 256],
 ] as const) {
   const x = randomFloats(rng, N * D, 2);
   const w = randomFloats(rng, D);
@@ -519,14 +611,14 @@ for (const [N, D] of [
   addCase('rmsnormForward', `N=${N} D=${D}`, forward);
   addCase('rmsnormBackward', `N=${N} D=${D}`, (be, dt) => {
     const { rstd } = forward(be, dt);
-    const dX = dt.zeros(N * D);
-    const dW = dt.zeros(D);
+    const dX = nans(dt, N * D);
+    const dW = nans(dt, D);
     be.rmsnormBackward(dt.from(x), dt.from(w), rstd, dt.from(dOut), dX, dW);
     return { dX, dW };
   });
 }
 
-for (const n of [1, 33 * 129]) {
+for (const n of [1, 33 * 129, 100_003]) {
   const gate = randomFloats(rng, n, 4);
   const up = randomFloats(rng, n);
   const dOut = randomFloats(rng, n);
@@ -547,9 +639,12 @@ for (const [R, C, N] of [
   [1, 1, 1],
   [17, 33, 40],
   [129, 7, 7],
+  [37, 129, 50],
+  [37, 512, 300],
 ] as const) {
   const src = randomFloats(rng, R * C);
   const idx = randomInts(rng, N, 0, R); // repeats included
+  if (N > 1) idx[1] = idx[0]!; // and at least one
   addCase('gatherRows', `R=${R} C=${C} N=${N}`, (be, dt) => {
     const out = dt.zeros(N * C);
     be.gatherRows(dt.from(src), idx, C, out);
@@ -567,9 +662,11 @@ for (const [R, C, N] of [
 // ---- losses -----------------------------------------------------------------------------------
 
 for (const [N, V] of [
+  [1, 1],
   [1, 7],
   [33, 129],
   [7, 1000],
+  [40, 1000],
 ] as const) {
   const logits = randomFloats(rng, N * V, 4);
   const targets = randomInts(rng, N, 0, V);
@@ -584,22 +681,26 @@ for (const [N, V] of [
   addCase('crossEntropyForward', `N=${N} V=${V}`, forward);
   addCase('crossEntropyBackward', `N=${N} V=${V}`, (be, dt) => {
     const { lse } = forward(be, dt);
-    const dLogits = dt.zeros(N * V);
+    const dLogits = nans(dt, N * V);
     be.crossEntropyBackward(dt.from(logits), targets, V, -100, lse, dt.from(dLoss), dLogits);
     return { dLogits };
   });
 }
 
-for (const n of [1, 129]) {
-  const z = randomFloats(rng, n, 6);
+for (const [n, scale] of [
+  [1, 6],
+  [129, 6],
+  [129, 30], // large logits: the stable form matters
+] as const) {
+  const z = randomFloats(rng, n, scale);
   const t = uniformFloats(rng, n, 0, 1);
   const dOut = randomFloats(rng, n);
-  addCase('bceWithLogitsForward', `N=${n}`, (be, dt) => {
+  addCase('bceWithLogitsForward', `N=${n} |z| ≤ ${scale}`, (be, dt) => {
     const out = dt.zeros(n);
     be.bceWithLogitsForward(dt.from(z), dt.from(t), out);
     return { out };
   });
-  addCase('bceWithLogitsBackward', `N=${n}`, (be, dt) => {
+  addCase('bceWithLogitsBackward', `N=${n} |z| ≤ ${scale}`, (be, dt) => {
     const dZ = dt.zeros(n);
     const dT = dt.zeros(n);
     be.bceWithLogitsBackward(dt.from(z), dt.from(t), dt.from(dOut), dZ, dT);
@@ -610,15 +711,15 @@ for (const n of [1, 129]) {
 // ---- pointwise and row-wise -------------------------------------------------------------------
 
 const UNARY_OPS: readonly UnaryOp[] = ['sigmoid', 'tanh', 'silu', 'gelu'];
-for (const op of UNARY_OPS) {
-  const x = Float64Array.from([...randomFloats(rng, 129, 5), -12, 12, -30, 30]);
+for (const [op, n] of UNARY_OPS.flatMap((op) => [[op, 129], [op, 70_001]] as const)) {
+  const x = Float64Array.from([...randomFloats(rng, n, n > 129 ? 8 : 5), -12, 12, -30, 30]);
   const dOut = randomFloats(rng, x.length);
   addCase('unary', `${op} N=${x.length}`, (be, dt) => {
     const out = dt.zeros(x.length);
     be.unary(op, dt.from(x), out);
     return { out };
   });
-  addCase('unary', `${op} in place`, (be, dt) => {
+  addCase('unary', `${op} N=${x.length} in place`, (be, dt) => {
     const xy = dt.from(x);
     be.unary(op, xy, xy);
     return { out: xy };
@@ -635,9 +736,12 @@ for (const op of UNARY_OPS) {
 }
 
 for (const [R, C] of [
+  [1, 1],
   [1, 129],
   [7, 33],
   [33, 1],
+  [129, 129],
+  [300, 1000],
 ] as const) {
   const x = randomFloats(rng, R * C, 5);
   const dOut = randomFloats(rng, R * C);
@@ -674,6 +778,33 @@ for (const [R, C] of [
 }
 
 {
+  // A row of −Infinity (every key masked) has logsumexp −Infinity; so has a row of one −Infinity.
+  const [R, C] = [7, 33];
+  const x = randomFloats(rng, R * C, 10);
+  x.fill(-Infinity, 3 * C, 4 * C);
+  x[5 * C] = -Infinity;
+  addCase('logsumexpRows', `R=${R} C=${C} with an all −Infinity row`, (be, dt) => {
+    const out = nans(dt, R);
+    be.logsumexpRows(dt.from(x), C, out);
+    return { out };
+  });
+}
+
+{
+  // Distinct random values: the k largest of each row, in both orders.
+  const [R, C, k] = [20, 129, 17];
+  const x = randomFloats(rng, R * C);
+  for (const order of ['value', 'index'] as const) {
+    addCase('topkRows', `R=${R} C=${C} k=${k} order=${order}`, (be, dt) => {
+      const indices = new Int32Array(R * k);
+      const values = dt.zeros(R * k);
+      be.topkRows(dt.from(x), C, k, order, indices, values);
+      return { indices, values };
+    });
+  }
+}
+
+{
   // Values on a coarse grid so rows have many ties (ties go to the lower column index).
   const [R, C] = [7, 33];
   const x = Float64Array.from(randomInts(rng, R * C, -4, 4), (q) => q / 4);
@@ -689,16 +820,20 @@ for (const [R, C] of [
   }
 }
 
-for (const n of [1, 129, 10007]) {
+for (const n of [1, 129, 10007, 300_001]) {
   const x = randomFloats(rng, n);
   addCase('sum', `N=${n}`, (be, dt) => ({ sum: be.sum(dt.from(x)) }));
   addCase('sumSquares', `N=${n}`, (be, dt) => ({ sumSquares: be.sumSquares(dt.from(x)) }));
 }
 
 for (const [R, C] of [
+  [1, 1],
   [1, 7],
   [7, 1],
   [33, 129],
+  [129, 7],
+  [5000, 3],
+  [300, 1000],
 ] as const) {
   const x = randomFloats(rng, R * C);
   addCase('sumRows', `R=${R} C=${C}`, (be, dt) => {
@@ -725,9 +860,19 @@ for (const [R, C] of [
   });
 }
 
-for (const n of [1, 129]) {
+for (const n of [1, 129, 100_001]) {
   const a = randomFloats(rng, n);
   const b = randomFloats(rng, n);
+  addCase('elementwiseExact', `add/mul/scale N=${n}, then add with all three aliased`, (be, dt) => {
+    const sumOut = dt.zeros(n);
+    be.add(dt.from(a), dt.from(b), sumOut);
+    const prodOut = dt.zeros(n);
+    be.mul(dt.from(a), dt.from(b), prodOut);
+    const scaled = dt.from(a);
+    be.scale(scaled, 3, scaled);
+    be.add(scaled, scaled, scaled);
+    return { sumOut, prodOut, scaled };
+  }, F32);
   addCase('elementwise', `add/mul/scale/axpy N=${n}`, (be, dt) => {
     const sumOut = dt.zeros(n);
     be.add(dt.from(a), dt.from(b), sumOut);
@@ -772,13 +917,29 @@ for (const weightDecay of [0, 0.1]) {
   });
 }
 
+{
+  // One large step from a non-zero state (the threaded path), torch.optim.AdamW's arithmetic.
+  const n = 70_001;
+  const param0 = randomFloats(rng, n);
+  const m0 = randomFloats(rng, n, 0.1);
+  const v0 = Float64Array.from(randomFloats(rng, n, 0.01), Math.abs);
+  const g = randomFloats(rng, n);
+  addCase('adamwStep', `N=${n} step 3 from a non-zero state`, (be, dt) => {
+    const param = dt.from(param0);
+    const m = dt.from(m0);
+    const v = dt.from(v0);
+    be.adamwStep(param, dt.from(g), m, v, { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 3 });
+    return { param, m, v };
+  });
+}
+
 // ---- run: float32 on each backend vs float64 on ref --------------------------------------------
 
 const expectedCache = new Map<Case, Outputs>();
 function expectedOf(c: Case): Outputs {
   let e = expectedCache.get(c);
   if (!e) {
-    e = c.run(refBackend(), F64);
+    e = c.run(refBackend(), c.refDtype);
     expectedCache.set(c, e);
   }
   return e;
@@ -840,6 +1001,16 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
           const args: GemmArgs = { transA: false, transB: false, m: 2, n: 3, k: 1, alpha: 1, beta: 0 };
           be.gemm(args, Float32Array.of(1, 2), Float32Array.of(1, 2, 3), c);
           assert.deepEqual(Array.from(c), [1, 2, 3, 2, 4, 6]);
+        });
+      });
+      test(`gemm with k = 0 writes alpha·0 + beta·C (beta 0: zeros, NaN in C not read)${tag(provider)}`, () => {
+        withGemmProvider(be, provider, () => {
+          const c = Float32Array.of(1, 2, NaN, 4);
+          be.gemm({ transA: false, transB: false, m: 2, n: 2, k: 0, alpha: 1, beta: 0 }, new Float32Array(0), new Float32Array(0), c);
+          assert.deepEqual(Array.from(c), [0, 0, 0, 0]);
+          const d = Float32Array.of(1, 2, 3, 4);
+          be.gemm({ transA: true, transB: true, m: 2, n: 2, k: 0, alpha: 1, beta: 0.5 }, new Float32Array(0), new Float32Array(0), d);
+          assert.deepEqual(Array.from(d), [0.5, 1, 1.5, 2]);
         });
       });
       test(`gemm with padded strideC leaves the gaps untouched${tag(provider)}`, () => {
@@ -1081,6 +1252,14 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
       close(out, [x0 * Math.cos(1) - x2 * Math.sin(1), -x3, x2 * Math.cos(1) + x0 * Math.sin(1), x1], 'HD=4 90°', 1e-6);
       be.rope(out, Int32Array.of(1), 1, 4, 4 / (Math.PI * Math.PI), true, out);
       close(out, Array.from(x), 'inverse undoes forward', 1e-6);
+      // ... also at positions past the native backend's cached angle table, in place
+      const r = new Rng(31);
+      const pos = Int32Array.from({ length: 33 }, (_, i) => (i === 0 ? 70000 : (i * 37) % 5000));
+      const y = Float32Array.from(randomFloats(r, 33 * 2 * 64));
+      const rotated = new Float32Array(y.length);
+      be.rope(y, pos, 2, 64, 10000, false, rotated);
+      be.rope(rotated, pos, 2, 64, 10000, true, rotated);
+      assertClose(rotated, y, 1e-6, `${be.name} inverse undoes forward up to position 70000`);
     });
 
     test('rope in float32 follows PyTorch (HF Llama) at large positions', () => {
@@ -1141,6 +1320,36 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
       be.topkRows(f32(1, 0, 3, 1), 4, 2, 'index', idx2, val2);
       assert.deepEqual(Array.from(idx2), [0, 2]);
       close(val2, [1, 3], 'index-order values');
+      // two rows; the second in decreasing order, so value order and index order agree
+      const x = f32(1, 3, 3, 2, 0, 3, /* row 1 */ 5, 4, 3, 2, 1, 0);
+      const idx = new Int32Array(6);
+      const val = new Float32Array(6);
+      be.topkRows(x, 6, 3, 'value', idx, val);
+      assert.deepEqual(Array.from(idx), [1, 2, 5, 0, 1, 2]);
+      assert.deepEqual(Array.from(val), [3, 3, 3, 5, 4, 3]);
+      be.topkRows(x, 6, 3, 'index', idx, val);
+      assert.deepEqual(Array.from(idx), [1, 2, 5, 0, 1, 2]);
+      // a tie at the top, then the next value
+      be.topkRows(f32(0.5, 9, -1, 9, 7), 5, 3, 'value', indices, values);
+      assert.deepEqual(Array.from(indices), [1, 3, 4]);
+      be.topkRows(f32(0.5, 9, -1, 9, 7), 5, 3, 'index', indices, values);
+      assert.deepEqual(Array.from(indices), [1, 3, 4]);
+      assert.deepEqual(Array.from(values), [9, 9, 7]);
+    });
+
+    test('pointwise kernels on subarray views touch only their own elements', () => {
+      for (const n of [1, 33, 100_001]) {
+        const big = Float32Array.from(randomFloats(new Rng(n), n + 8));
+        const before = Float32Array.from(big);
+        const view = big.subarray(3, 3 + n); // a byte offset of 12 into the buffer
+        be.add(view, view, view);
+        for (let i = 0; i < n + 8; i++) {
+          const want = i >= 3 && i < 3 + n ? Math.fround(2 * before[i]!) : before[i]!;
+          if (big[i] !== want) assert.fail(`${be.name} add on a view of ${n}: element ${i} is ${big[i]}, expected ${want}`);
+        }
+        be.fill(view, 1.25);
+        assert.ok(view.every((v) => v === 1.25) && big[2] === before[2] && big[3 + n] === before[3 + n], `${be.name} fill on a view of ${n}`);
+      }
     });
 
     test('reductions and gather/scatter', () => {

@@ -16,7 +16,7 @@ import type { AttentionLayout, Backend, GemmArgs, UnaryOp } from '../src/backend
 import { erf, erfc } from '../src/backend/ref/special.js';
 import { backendsUnderTest, refBackend } from './helpers/backends.js';
 import { Rng, randomFloats, randomInts, uniformFloats } from './helpers/rng.js';
-import { assertClose, dot } from './helpers/numeric.js';
+import { assertClose, centralDifference, dot } from './helpers/numeric.js';
 import { HEAD_CONFIGS, causalSequences, causalSubset, separateKeys } from './helpers/attention-layouts.js';
 
 const STEP = 1e-5;
@@ -31,16 +31,7 @@ const rng = new Rng(7031);
  */
 function checkGradient(label: string, x: Float64Array, analytic: Float64Array, loss: () => number, tol = GRAD_TOL): void {
   assert.equal(analytic.length, x.length, `${label}: gradient length`);
-  const numeric = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const xi = x[i]!;
-    x[i] = xi + STEP;
-    const plus = loss();
-    x[i] = xi - STEP;
-    const minus = loss();
-    x[i] = xi;
-    numeric[i] = (plus - minus) / (2 * STEP);
-  }
+  const numeric = Float64Array.from({ length: x.length }, (_, i) => centralDifference(x, i, STEP, loss));
   assertClose(analytic, numeric, tol, `${label} vs finite differences`);
 }
 

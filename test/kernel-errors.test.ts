@@ -1,10 +1,11 @@
 /**
- * Kernel-level errors: the native binding's dtype and buffer-length checks, the ref backend's
- * settings, and cross-entropy's target check on every backend.
+ * Kernel-level errors and settings: the native binding's dtype, buffer-length and range checks,
+ * both backends' info() and settings, and cross-entropy's target check on every backend.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AttentionLayout, Backend, GemmProvider, PagedAttentionLayout } from '../src/backend/index.js';
+import type { AttentionLayout, Backend, GemmProvider, PagedAttentionLayout, UnaryOp } from '../src/backend/index.js';
+import { rawSgemmGflops } from '../src/backend/native.js';
 import { ArgumentError, DtypeError, ShapeError } from '../src/errors.js';
 import { backendsUnderTest, nativeBackend, refBackend } from './helpers/backends.js';
 
@@ -69,8 +70,28 @@ describe('native backend: dtype and length checks', () => {
     assert.throws(() => run(Int32Array.of(0), { ...w, o: pack(D, 2 * HD) }), ShapeError, 'o of the wrong width');
   });
 
+  test('bad indices, k, op names and attention layouts throw ArgumentError; Float32 indices DtypeError', { skip }, () => {
+    assert.throws(() => be().gatherRows(f32(4), Int32Array.of(2), 2, f32(2)), ArgumentError, 'gatherRows row 2 of 2');
+    assert.throws(() => be().gatherRows(f32(4), new Float32Array(1) as unknown as Int32Array, 2, f32(2)), DtypeError, 'Float32 indices');
+    assert.throws(() => be().topkRows(f32(6), 3, 4, 'value', new Int32Array(8), f32(8)), ArgumentError, 'k 4 of 3 columns');
+    assert.throws(() => be().unary('relu' as UnaryOp, f32(2), f32(2)), ArgumentError, 'unary relu');
+    const layout: AttentionLayout = {
+      numHeads: 2,
+      numKvHeads: 1,
+      headDim: 2,
+      scale: 1,
+      segments: Int32Array.of(0, 2, 0, 2),
+      qPos: Int32Array.of(0, 1),
+      kPos: Int32Array.of(1, 0), // not sorted
+    };
+    assert.throws(() => be().attentionForward(layout, f32(8), f32(4), f32(4), f32(8), f32(4)), ArgumentError, 'unsorted kPos');
+    const past = { ...layout, kPos: Int32Array.of(0, 1), segments: Int32Array.of(0, 3, 0, 2) };
+    assert.throws(() => be().attentionForward(past, f32(8), f32(4), f32(4), f32(8), f32(4)), ArgumentError, 'segment past the query rows');
+  });
+
   test('too-short buffers throw ShapeError', { skip }, () => {
     const args = { transA: false, transB: false, m: 3, n: 4, k: 5, alpha: 1, beta: 0 };
+    assert.throws(() => be().gemm(args, f32(15), f32(19), f32(12)), ShapeError, 'gemm B (5x4) of 19');
     assert.throws(() => be().gemm(args, f32(15), f32(20), f32(11)), ShapeError, 'gemm C (3x4) of 11');
     assert.throws(() => be().gemm(args, f32(14), f32(20), f32(12)), ShapeError, 'gemm A (3x5) of 14');
     assert.throws(() => be().gemm({ ...args, batch: 2 }, f32(30), f32(40), f32(23)), ShapeError, 'gemm batch C');
@@ -82,6 +103,43 @@ describe('native backend: dtype and length checks', () => {
       ShapeError,
       'cross-entropy losses',
     );
+  });
+});
+
+describe('native backend settings', () => {
+  const { backend, reason } = nativeBackend();
+  const skip = backend === null ? reason : false;
+  const be = (): Backend => backend!;
+
+  test('info()', { skip }, () => {
+    const i = be().info();
+    assert.equal(i.backend, 'native');
+    assert.equal(be().name, 'native');
+    assert.ok(i.gemmProviders.includes('builtin'));
+    assert.ok(i.gemmProviders.includes(i.gemmProvider));
+    assert.ok(['generic', 'avx2', 'avx512', 'avx512bf16'].includes(i.simd), i.simd);
+    assert.ok(i.threads >= 1);
+  });
+
+  test('setGemmProvider and setNumThreads validate; the thread count round-trips', { skip }, () => {
+    assert.throws(() => be().setGemmProvider('typescript'), ArgumentError);
+    assert.throws(() => be().setGemmProvider('cuda' as GemmProvider), ArgumentError);
+    assert.throws(() => be().setNumThreads(0), ArgumentError);
+    assert.throws(() => be().setNumThreads(1.5), ArgumentError);
+    const threads = be().info().threads;
+    try {
+      be().setNumThreads(1);
+      assert.equal(be().info().threads, 1);
+    } finally {
+      be().setNumThreads(threads);
+    }
+    assert.equal(be().info().threads, threads);
+  });
+
+  test('rawSgemmGflops is a positive number with OpenBLAS, else null', { skip }, () => {
+    const g = rawSgemmGflops(64, 64, 64, 3);
+    if (be().info().gemmProviders.includes('openblas')) assert.ok(typeof g === 'number' && g > 0, String(g));
+    else assert.equal(g, null);
   });
 });
 

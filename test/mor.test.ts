@@ -12,6 +12,7 @@ import { forwardFlopsPerSequence } from '../src/model/flops.js';
 import { updateRouterBias } from '../src/model/mor.js';
 import { backward, noGrad, parameter, zeroGrad, type Tensor } from '../src/tensor/tensor.js';
 import { Rng } from '../src/util/rng.js';
+import { centralDifference } from './helpers/numeric.js';
 
 function morConfig(base: string, mor: object, extra: object = {}): ModelConfig {
   const b = preset(base);
@@ -49,16 +50,13 @@ function checkModelGrad(model: Model, ids: Int32Array, batch: number, names: str
     const data = t.f32();
     for (let s = 0; s < 6; s++) {
       const i = rng.nextInt(data.length);
-      const orig = data[i] as number;
-      data[i] = orig + eps;
-      const lp = noGrad(() => forward(model, ids, batch, ids).loss?.item() ?? NaN);
-      const kp = selectionKey(model, ids, batch);
-      data[i] = orig - eps;
-      const lm = noGrad(() => forward(model, ids, batch, ids).loss?.item() ?? NaN);
-      const km = selectionKey(model, ids, batch);
-      data[i] = orig;
-      if (kp !== key || km !== key) continue;
-      const fd = (lp - lm) / (2 * eps);
+      let sameRouting = true; // at both perturbed points
+      const fd = centralDifference(data, i, eps, () => {
+        const loss = noGrad(() => forward(model, ids, batch, ids).loss?.item() ?? NaN);
+        if (selectionKey(model, ids, batch) !== key) sameRouting = false;
+        return loss;
+      });
+      if (!sameRouting) continue;
       assert.ok(Math.abs(fd - (g[i] as number)) <= 0.05 * gmax, `${name}[${i}]: tape ${g[i]}, finite difference ${fd} (scale ${gmax})`);
       checked++;
     }

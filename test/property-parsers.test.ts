@@ -37,15 +37,8 @@ function typedOutcome<T>(fn: () => T, types: readonly (new (...args: never[]) =>
   }
 }
 
-const concat = (chunks: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
-};
+/** The chunks in one fresh buffer of its own (byteOffset 0, so DataViews on .buffer line up). */
+const concat = (chunks: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(chunks));
 
 // ---- safetensors ------------------------------------------------------------------------------
 

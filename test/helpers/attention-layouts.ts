@@ -100,6 +100,37 @@ export function separateKeys(heads: Heads): AttentionCase {
   ]);
 }
 
+/**
+ * Queries against keys with repeated positions (two keys per position, j → ⌊j/2⌋), two segments
+ * of `numQueries` queries and numQueries + 5 keys, each followed by a query and a key row in no
+ * segment. Query positions are random in [−2, numKeys/2 + 2): some see no key, some see all.
+ */
+export function repeatedKeyPositions(heads: Heads, rng: Rng, numQueries: number): AttentionCase {
+  const blocks: Block[] = [];
+  for (let s = 0; s < 2; s++) {
+    const numKeys = numQueries + 5;
+    const kPos = range(numKeys).map((j) => Math.floor(j / 2));
+    const qPos = range(numQueries).map(() => rng.int(-2, Math.floor(numKeys / 2) + 2));
+    blocks.push({ qPos, kPos }, { qPos: [0], kPos: [0], outside: true });
+  }
+  return buildLayout('repeated key positions', heads, blocks);
+}
+
+/**
+ * Decoding shapes: few queries, many keys. Two segments, each a cache of 50 + s keys at 0..49+s
+ * queried by `numNew` tokens at its last positions, except that the second segment's first query
+ * sits 60 positions earlier (it sees no key); each followed by a query and a key row in no segment.
+ */
+export function decodeAfterCache(heads: Heads, numNew: number): AttentionCase {
+  const blocks: Block[] = [];
+  for (let s = 0; s < 2; s++) {
+    const numKeys = 50 + s;
+    const qPos = range(numNew).map((i) => numKeys - numNew + i - (i === 0 && s === 1 ? 60 : 0));
+    blocks.push({ qPos, kPos: range(numKeys) }, { qPos: [0], kPos: [0], outside: true });
+  }
+  return buildLayout('decode after a cache', heads, blocks);
+}
+
 /** Head configurations with GQA ratios H/KVH = 1, 2 and 3 (and odd head dims). */
 export const HEAD_CONFIGS: readonly Heads[] = [
   { numHeads: 2, numKvHeads: 2, headDim: 16 },

@@ -28,6 +28,11 @@ export const F64: Dtype = {
 };
 
 const TINY = 1e-30;
+/**
+ * An all-zero reference (e.g. dQ of a query that sees a single key: softmax over one key is
+ * constant) has no scale of its own; the suite's inputs are O(1), so it is compared absolutely.
+ */
+const ZERO_REFERENCE_SCALE = 1;
 
 export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   if (actual.length !== expected.length) return Infinity;
@@ -43,7 +48,7 @@ export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<num
     maxDiff = Math.max(maxDiff, Math.abs(a - b));
     maxRef = Math.max(maxRef, Math.abs(b));
   }
-  return maxDiff / Math.max(maxRef, TINY);
+  return maxDiff / (maxRef === 0 ? ZERO_REFERENCE_SCALE : Math.max(maxRef, TINY));
 }
 
 /** Index of the largest |a − b| (for failure messages). */
@@ -82,4 +87,19 @@ export function dot(r: ArrayLike<number>, y: ArrayLike<number>): number {
   let acc = 0;
   for (let i = 0; i < r.length; i++) acc += r[i]! * y[i]!;
   return acc;
+}
+
+/**
+ * The central difference (L(x + h·e_i) − L(x − h·e_i)) / 2h: the one finite-difference rule of
+ * the gradient checks. x[i] is perturbed in place and restored; `loss` reads x (directly or
+ * through a tensor that views it). For float32 x, the perturbed values round to float32.
+ */
+export function centralDifference(x: { [i: number]: number }, i: number, h: number, loss: () => number): number {
+  const xi = x[i]!;
+  x[i] = xi + h;
+  const plus = loss();
+  x[i] = xi - h;
+  const minus = loss();
+  x[i] = xi;
+  return (plus - minus) / (2 * h);
 }
