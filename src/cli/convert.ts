@@ -10,7 +10,7 @@ import { SHARING_STRATEGIES, type SharingStrategy } from '../model/config.js';
 import { countParams } from '../model/params.js';
 import type { Model } from '../model/model.js';
 import { checkpointPaths, loadCheckpoint, saveCheckpoint } from '../train/checkpoint.js';
-import { DEPTH_FITS, INIT_RULES, convertModel, planConversion, type ConvertOptions, type DepthFit, type InitRule } from '../convert/convert.js';
+import { ConversionError, DEPTH_FITS, INIT_RULES, convertModel, planConversion, type ConvertOptions, type DepthFit, type InitRule } from '../convert/convert.js';
 import { int, log } from './flags.js';
 
 interface ConvertFlags {
@@ -40,7 +40,9 @@ async function loadConversionSource(dir: string): Promise<{ model: Model; tokeni
 function parseRank(v: string | undefined): number | 'full' | undefined {
   if (v === undefined) return undefined;
   if (v === 'full') return 'full';
-  return v.trim() === '' ? NaN : Number(v);
+  const r = v.trim() === '' ? NaN : Number(v);
+  if (!Number.isFinite(r)) throw new ConversionError(`--lora-rank must be an integer ≥ 1 or 'full', got '${v}'`);
+  return r;
 }
 
 function parseCapacities(v: string | undefined): number[] | undefined {

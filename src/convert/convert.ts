@@ -116,7 +116,7 @@ function requestedRank(source: ModelConfig, rank: number | 'full' | undefined): 
   if (rank === undefined) return 0;
   if (rank === 'full') return Math.max(...LAYER_MATRICES.map((m) => Math.min(...matrixShape(source, m))));
   if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 1) {
-    throw new ConversionError(`--lora-rank must be an integer ≥ 1 or 'full', got ${JSON.stringify(rank)}`);
+    throw new ConversionError(`--lora-rank must be an integer ≥ 1 or 'full', got ${typeof rank === 'number' ? String(rank) : JSON.stringify(rank)}`);
   }
   return rank;
 }
