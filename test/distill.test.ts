@@ -5,7 +5,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableBackends, getBackend, setBackend } from '../src/backend/index.js';
 import { backward, parameter, tensor } from '../src/tensor/tensor.js';
@@ -15,6 +15,7 @@ import { ArgumentError } from '../src/errors.js';
 import { Rng } from '../src/util/rng.js';
 import { relativeError } from './helpers/numeric.js';
 import { useCorpusFolder } from './helpers/temp-dir.js';
+import { writeRepeatedJsonl } from './helpers/corpus.js';
 
 const N = 6;
 const V = 40;
@@ -103,12 +104,7 @@ describe('run settings for --init-from and distillation', () => {
 });
 
 const BIN = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
-const folder = useCorpusFolder('mor-distill-', (dir) => {
-  const file = join(dir, 'corpus.jsonl');
-  const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: `Document ${i}: we the people form a more perfect union. `.repeat(6) }));
-  writeFileSync(file, lines.join('\n') + '\n');
-  return file;
-});
+const folder = useCorpusFolder('mor-distill-', writeRepeatedJsonl);
 
 function mor(cwd: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000, cwd });
