@@ -2,7 +2,7 @@
  * Public API of the package: what a user needs to train, evaluate, inspect and serve a model.
  * Each layer's full surface (tape internals, kernels' shapes, the runner's step functions, …)
  * is a subpath export: `mor-ts/backend`, `mor-ts/tensor`, `mor-ts/nn`, `mor-ts/model`,
- * `mor-ts/data`, `mor-ts/train`, `mor-ts/infer`. test/api.test.ts lists this surface, so it
+ * `mor-ts/data`, `mor-ts/train`, `mor-ts/infer`, `mor-ts/convert`. test/api.test.ts lists this surface, so it
  * changes only on purpose.
  */
 export * from './errors.js';
@@ -37,6 +37,9 @@ export { runTraining, prepareData, type TrainRunOptions, type TrainRunResult, ty
 export { evaluateNll, depthSweep, type DepthSetting, type EvalResult, type SweepPoint } from './train/evaluate.js';
 export { saveCheckpoint, loadCheckpoint, type LoadedCheckpoint, type LoadOptions } from './train/checkpoint.js';
 export { readSafetensors, writeSafetensors } from './util/safetensors.js';
+
+// conversion of pretrained models (Relaxed Recursive Transformers)
+export { convertModel, ConversionError, type ConvertOptions } from './convert/convert.js';
 
 // inference
 export { generate, generateText, type GenerateOptions, type GenerateResult, type TextGenerateOptions, type TextGenerateResult } from './infer/generate.js';

@@ -42,12 +42,12 @@ test('README engine example: streaming handles, depths, generateText with a stop
 });
 
 // The top-level export surface, listed so that it changes only on purpose. Everything else is
-// reached through a layer's subpath export (mor-ts/backend, /tensor, /nn, /model, /data, /train, /infer).
+// reached through a layer's subpath export (mor-ts/backend, /tensor, /nn, /model, /data, /train, /infer, /convert).
 const PUBLIC_API = [
-  'AdamW', 'ArgumentError', 'AutogradError', 'BackendUnavailableError', 'CheckpointError', 'ConfigError', 'Corpus',
+  'AdamW', 'ArgumentError', 'AutogradError', 'BackendUnavailableError', 'CheckpointError', 'ConfigError', 'ConversionError', 'Corpus',
   'DEFAULT_CONFIG', 'DataError', 'DtypeError', 'ENGINE_DEFAULTS', 'Engine', 'EngineError', 'KVPoolExhaustedError', 'MorError',
   'PRESET_NAMES', 'RequestHandle', 'ShapeError', 'Tensor', 'Tokenizer', 'VERSION', 'availableBackends', 'backward',
-  'clipGradNorm', 'countParams', 'createModel', 'createOptimizer', 'depthSweep', 'evaluateNll', 'forward',
+  'clipGradNorm', 'convertModel', 'countParams', 'createModel', 'createOptimizer', 'depthSweep', 'evaluateNll', 'forward',
   'forwardFlopsPerToken', 'generate', 'generateText', 'getBackend', 'loadCheckpoint', 'noGrad', 'prepareData', 'preset',
   'readSafetensors', 'runTraining', 'saveCheckpoint', 'setBackend', 'tensor', 'trainBpe', 'trainFlopsPerToken', 'trainLoop',
   'validateConfig', 'writeSafetensors', 'zeros',
@@ -65,8 +65,9 @@ test('each layer is reachable through its subpath export', async () => {
     'mor-ts/nn': ['decoderLayer', 'causalSegmentsLayout', 'LAYER_MATRICES'],
     'mor-ts/model': ['layerPlan', 'paramTable', 'routedTrunk', 'expertGate', 'tokenChoiceDepths'],
     'mor-ts/data': ['buildTokenCache', 'TrainLoader', 'validationBatches'],
-    'mor-ts/train': ['AdamW', 'learningRate', 'evaluateNll', 'depthSweep'],
+    'mor-ts/train': ['AdamW', 'learningRate', 'evaluateNll', 'depthSweep', 'distillKl'],
     'mor-ts/infer': ['ModelRunner', 'PagedKVPool', 'sampleToken', 'textRequest'],
+    'mor-ts/convert': ['convertModel', 'planConversion', 'truncatedSvd'],
   };
   for (const [path, names] of Object.entries(subpaths)) {
     const mod = (await import(path)) as Record<string, unknown>;

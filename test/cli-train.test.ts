@@ -9,15 +9,11 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RUN_DEFAULTS } from '../src/train/run-config.js';
 import { useCorpusFolder } from './helpers/temp-dir.js';
+import { writeRepeatedJsonl } from './helpers/corpus.js';
 
 const BIN = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 
-const folder = useCorpusFolder('mor-cli-train-', (dir) => {
-  const file = join(dir, 'corpus.jsonl');
-  const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: `Document ${i}: we the people form a more perfect union. `.repeat(6) }));
-  writeFileSync(file, lines.join('\n') + '\n');
-  return file;
-});
+const folder = useCorpusFolder('mor-cli-train-', writeRepeatedJsonl);
 let root: string;
 let corpus: string;
 let cache: string;

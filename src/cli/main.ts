@@ -24,6 +24,7 @@ import { collect, int, log, num } from './flags.js';
 import { EXIT_CODES_HELP, EXIT_OK, exitCodeFor } from './exit-codes.js';
 import { registerCompareCommand, registerDemoCommand, registerTrainCommand } from './train.js';
 import { registerServeCommand } from './serve.js';
+import { registerConvertCommand } from './convert.js';
 import { readFileSync } from 'node:fs';
 import { definedOnly } from '../util/defined.js';
 
@@ -288,6 +289,7 @@ export function buildProgram(): Command {
     });
 
   registerCompareCommand(program);
+  registerConvertCommand(program);
   registerServeCommand(program);
 
   registerDemoCommand(program, sampleAndPrint);

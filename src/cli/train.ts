@@ -43,6 +43,10 @@ interface TrainFlags {
   cacheDir?: string;
   overwrite?: boolean;
   json?: boolean;
+  initFrom?: string;
+  distillFrom?: string;
+  distillWeight?: number;
+  distillTemperature?: number;
 }
 
 /** Flags that --resume accepts; any other flag given would change the run and is refused. */
@@ -101,6 +105,10 @@ function addTrainFlags(cmd: Command, d: HelpDefaults): Command {
       'continue the run of this checkpoint in place (its parent folder); keeps every setting but the budget: ' +
         '--steps / --tokens / --flops extend it, any other flag that would change the run is refused',
     )
+    .option('--init-from <dir>', 'start a new run from this checkpoint\'s config, weights and tokenizer (fresh optimiser; all parameters train), e.g. a `mor convert` output')
+    .option('--distill-from <dir>', 'distil from this teacher checkpoint: the loss adds weight × KL(teacher ‖ student) on the next-token distributions')
+    .option('--distill-weight <x>', `weight of the KL term (default: ${RUN_DEFAULTS.distillWeight})`, num('--distill-weight'))
+    .option('--distill-temperature <x>', `temperature of both distributions in the KL (default: ${RUN_DEFAULTS.distillTemperature})`, num('--distill-temperature'))
     .option('--eval-every <n>', 'validate every n steps (0: at the end only)', int('--eval-every', 0), d.evalEvery)
     .option('--eval-batches <n>', 'validation batches per evaluation', int('--eval-batches', 1), d.evalBatches)
     .option('--save-every <n>', 'checkpoint every n steps (0: at the end and on Ctrl-C only)', int('--save-every', 0), RUN_DEFAULTS.saveEvery)
@@ -133,6 +141,10 @@ function givenRunInput(f: TrainFlags, cmd: Command): RunConfigInput {
     saveEvery: given('saveEvery'),
     cacheDir: given('cacheDir'),
     overwrite: given('overwrite'),
+    initFrom: given('initFrom'),
+    distillFrom: given('distillFrom'),
+    distillWeight: given('distillWeight'),
+    distillTemperature: given('distillTemperature'),
   };
 }
 
@@ -254,7 +266,7 @@ export function registerDemoCommand(program: Command, sample: DemoSampler): void
       ? given
       : {
           ...given,
-          preset: given.preset ?? (given.configPath !== undefined ? undefined : DEMO_DEFAULTS.preset),
+          preset: given.preset ?? (given.configPath !== undefined || given.initFrom !== undefined ? undefined : DEMO_DEFAULTS.preset),
           steps: given.steps ?? (noBudget ? DEMO_DEFAULTS.steps : undefined),
           batchSize: given.batchSize ?? DEMO_DEFAULTS.batchSize,
           lr: given.lr ?? DEMO_DEFAULTS.lr,

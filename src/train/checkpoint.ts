@@ -6,6 +6,7 @@
  *   <dir>/tokenizer.json       the tokenizer (when one is given)
  *   <dir>/optimizer.safetensors  AdamW moments "<name>.m", "<name>.v"; steps in metadata
  *   <dir>/trainer_state.json   step, data cursor, RNG state, counters (free-form JSON)
+ *   <dir>/conversion.json      how `mor convert` made the model (converted checkpoints only)
  *
  * Saving is crash-safe at the directory level. In the parent directory:
  *
@@ -39,6 +40,8 @@ export interface SaveOptions {
   tokenizer?: string | object;
   optimizer?: AdamW;
   trainerState?: unknown;
+  /** Further small files written inside the checkpoint, by name (e.g. conversion.json). */
+  files?: Readonly<Record<string, string>>;
   /**
    * Called at each point between the steps of the swap (for tests: throwing here is a crash at
    * that point; nothing is cleaned up after it).
@@ -130,6 +133,7 @@ function writeCheckpointFiles(dir: string, model: Model, opts: SaveOptions): voi
   if (opts.trainerState !== undefined) {
     writeFileSync(join(dir, 'trainer_state.json'), JSON.stringify(opts.trainerState, null, 2) + '\n');
   }
+  for (const [name, text] of Object.entries(opts.files ?? {})) writeFileSync(join(dir, name), text);
 }
 
 /** Save a checkpoint directory crash-safely (see the file comment). */

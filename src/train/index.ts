@@ -6,3 +6,4 @@ export { runTraining, prepareData, type TrainRunOptions, type TrainRunResult, ty
 export { resolveRunConfig, RUN_DEFAULTS, type RunConfig, type RunConfigInput, type RunBudget } from './run-config.js';
 export { evaluateNll, depthSweep, type DepthSetting, type EvalResult, type SweepPoint } from './evaluate.js';
 export { saveCheckpoint, loadCheckpoint, CheckpointError, type LoadedCheckpoint, type LoadOptions, type SaveOptions } from './checkpoint.js';
+export { distillKl, type DistillOptions } from './distill.js';

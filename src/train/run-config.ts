@@ -57,6 +57,13 @@ export interface RunConfig {
   readonly overwrite: boolean;
   /** Measure the GEMM peak for model FLOPs utilisation. */
   readonly measureMfu: boolean;
+  /**
+   * Start a NEW run from this checkpoint's config and weights (absolute path): fresh optimiser,
+   * step 0, its tokenizer; all parameters train. Null = a preset or config file.
+   */
+  readonly initFrom: string | null;
+  /** Distill from this teacher checkpoint (absolute path), or null. */
+  readonly distill: { readonly from: string; readonly weight: number; readonly temperature: number } | null;
 }
 
 /** The defaults, the only place they are written. */
@@ -84,6 +91,10 @@ export const RUN_DEFAULTS = Object.freeze({
   cacheDir: '.mor-cache',
   overwrite: false,
   measureMfu: true,
+  /** weight of KL(teacher ‖ student) in the loss when distilling */
+  distillWeight: 0.5,
+  /** temperature of both distributions in the KL */
+  distillTemperature: 1,
 });
 
 /** What a caller may give: any subset of the settings, the budget as one of three units. */
@@ -111,12 +122,16 @@ export interface RunConfigInput {
   readonly cacheDir?: string | undefined;
   readonly overwrite?: boolean | undefined;
   readonly measureMfu?: boolean | undefined;
+  readonly initFrom?: string | undefined;
+  readonly distillFrom?: string | undefined;
+  readonly distillWeight?: number | undefined;
+  readonly distillTemperature?: number | undefined;
 }
 
 const INPUT_KEYS: ReadonlySet<string> = new Set<keyof RunConfigInput>([
   'preset', 'configPath', 'tokenizerPath', 'data', 'textField', 'steps', 'tokens', 'flops', 'batchSize', 'seqLen',
   'gradAccum', 'lr', 'schedule', 'warmup', 'seed', 'valFraction', 'evalEvery', 'evalBatches', 'saveEvery', 'outDir',
-  'cacheDir', 'overwrite', 'measureMfu',
+  'cacheDir', 'overwrite', 'measureMfu', 'initFrom', 'distillFrom', 'distillWeight', 'distillTemperature',
 ]);
 
 /**
@@ -180,6 +195,21 @@ export function resolveRunConfig(input: RunConfigInput = {}): Readonly<RunConfig
   if (!Array.isArray(data) || data.some((p) => typeof p !== 'string' || p === '')) fail('data', 'an array of paths', data);
   const valFraction = positive('valFraction', input.valFraction, RUN_DEFAULTS.valFraction);
   if (valFraction >= 1) fail('valFraction', 'a number in (0, 1)', valFraction);
+  if (input.initFrom !== undefined && (input.preset !== undefined || input.configPath !== undefined)) {
+    throw new ArgumentError(`run config 'initFrom': the model comes from the checkpoint; expected no preset or configPath beside it, got ${input.preset !== undefined ? 'preset' : 'configPath'}`);
+  }
+  if (input.distillFrom === undefined) {
+    const stray = (['distillWeight', 'distillTemperature'] as const).filter((k) => input[k] !== undefined);
+    if (stray.length > 0) fail(stray[0] as string, 'distillFrom beside it (a teacher to distill from)', input[stray[0] as 'distillWeight']);
+  }
+  const distill =
+    input.distillFrom === undefined
+      ? null
+      : Object.freeze({
+          from: resolve(text('distillFrom', input.distillFrom, '')),
+          weight: positive('distillWeight', input.distillWeight, RUN_DEFAULTS.distillWeight),
+          temperature: positive('distillTemperature', input.distillTemperature, RUN_DEFAULTS.distillTemperature),
+        });
   const config: RunConfig = {
     preset: text('preset', input.preset, RUN_DEFAULTS.preset),
     configPath: input.configPath === undefined ? null : text('configPath', input.configPath, ''),
@@ -202,6 +232,8 @@ export function resolveRunConfig(input: RunConfigInput = {}): Readonly<RunConfig
     cacheDir: resolve(text('cacheDir', input.cacheDir, RUN_DEFAULTS.cacheDir)),
     overwrite: flag('overwrite', input.overwrite, RUN_DEFAULTS.overwrite),
     measureMfu: flag('measureMfu', input.measureMfu, RUN_DEFAULTS.measureMfu),
+    initFrom: input.initFrom === undefined ? null : resolve(text('initFrom', input.initFrom, '')),
+    distill,
   };
   return Object.freeze(config);
 }

@@ -15,7 +15,7 @@ import { validateConfig, type ModelConfig } from '../model/config.js';
 import { preset } from '../model/presets.js';
 import { createModel, type Model } from '../model/model.js';
 import { countParams } from '../model/params.js';
-import { trainFlopsPerToken } from '../model/flops.js';
+import { forwardFlopsPerToken, trainFlopsPerToken } from '../model/flops.js';
 import { Corpus } from '../data/corpus.js';
 import { Tokenizer } from '../data/tokenizer.js';
 import { trainBpe } from '../data/bpe-train.js';
@@ -67,6 +67,10 @@ interface SavedRun {
     evalEvery: number;
     evalBatches: number;
     saveEvery: number;
+    /** The checkpoint a new run started from (--init-from); absent in runs before it existed. */
+    initFrom?: string | null;
+    /** Distillation teacher and settings, reloaded on resume. */
+    distill?: { from: string; weight: number; temperature: number } | null;
   };
 }
 
@@ -163,11 +167,37 @@ export interface TrainRunResult {
   finalEval: { nll: number; tokens: number } | null;
 }
 
-/** Optimiser steps a budget buys at `tokensPerStep` tokens per step of sequences of `seqLen`. */
-function stepsForBudget(budget: RunBudget, c: ModelConfig, seqLen: number, tokensPerStep: number): number {
+/**
+ * Optimiser steps a budget buys at `tokensPerStep` tokens per step of sequences of `seqLen`; a
+ * FLOPs budget counts the distillation teacher's forward too.
+ */
+function stepsForBudget(budget: RunBudget, c: ModelConfig, seqLen: number, tokensPerStep: number, teacher: ModelConfig | null): number {
   if (budget.kind === 'steps') return budget.value;
   if (budget.kind === 'tokens') return Math.ceil(budget.value / tokensPerStep);
-  return Math.ceil(budget.value / (trainFlopsPerToken(c, seqLen) * tokensPerStep));
+  const perToken = trainFlopsPerToken(c, seqLen) + (teacher ? forwardFlopsPerToken(teacher, seqLen) : 0);
+  return Math.ceil(budget.value / (perToken * tokensPerStep));
+}
+
+/**
+ * The model of a new run started from a checkpoint (--init-from): its config, weights and
+ * tokenizer; the optimiser and the run start fresh.
+ */
+async function loadInitModel(path: string): Promise<{ model: Model; tokenizerJson: string | null }> {
+  const ck = await loadCheckpoint(path, { optimizer: false });
+  return { model: ck.model, tokenizerJson: ck.tokenizerJson };
+}
+
+/** The distillation teacher: a checkpoint whose vocabulary (and tokenizer, when it has one) is the student's. */
+async function loadTeacher(path: string, student: ModelConfig, seqLen: number): Promise<{ model: Model; tokenizerJson: string | null }> {
+  const ck = await loadCheckpoint(path, { optimizer: false });
+  const t = ck.model.config;
+  if (t.vocab_size !== student.vocab_size) {
+    throw new ArgumentError(`distillation teacher ${path}: expected the student's vocab_size ${student.vocab_size}, got ${t.vocab_size}`);
+  }
+  if (seqLen > t.max_position_embeddings) {
+    throw new ArgumentError(`distillation teacher ${path}: seq-len ${seqLen} exceeds its context ${t.max_position_embeddings}`);
+  }
+  return { model: ck.model, tokenizerJson: ck.tokenizerJson };
 }
 
 /**
@@ -242,6 +272,17 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     const ts = ck.trainerState as SavedRun | null;
     if (ts?.format !== 'mor-trainer-state') throw new MorError('E_CHECKPOINT', `${resume} has no trainer state to resume from`);
     saved = ts;
+  } else if (cfg.initFrom !== null) {
+    const init = await loadInitModel(cfg.initFrom);
+    model = init.model;
+    if (init.tokenizerJson !== null && cfg.tokenizerPath !== null) {
+      throw new ArgumentError(`--init-from ${cfg.initFrom} brings its own tokenizer.json: expected no --tokenizer beside it`);
+    }
+    if (init.tokenizerJson === null && cfg.tokenizerPath === null) {
+      throw new ArgumentError(`--init-from ${cfg.initFrom} has no tokenizer.json: pass the tokenizer its weights were trained with (--tokenizer)`);
+    }
+    tokenizerJson = init.tokenizerJson;
+    log(`init from ${cfg.initFrom}: its config and weights, a fresh optimiser and run; all parameters train`);
   } else {
     const config = cfg.configPath !== null ? loadConfigFile(cfg.configPath) : preset(cfg.preset);
     model = createModel(config, cfg.seed);
@@ -253,8 +294,11 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
   const batchSize = saved?.options.batchSize ?? cfg.batchSize;
   const gradAccum = saved?.options.gradAccum ?? cfg.gradAccum;
   const tokensPerStep = batchSize * seqLen * gradAccum;
+  const distillSettings = saved ? (saved.options.distill ?? null) : cfg.distill;
+  const teacher = distillSettings ? await loadTeacher(distillSettings.from, c, seqLen) : null;
   const budgetGiven = input.steps !== undefined || input.tokens !== undefined || input.flops !== undefined;
-  const totalSteps = saved && !budgetGiven ? saved.options.totalSteps : stepsForBudget(cfg.budget, c, seqLen, tokensPerStep);
+  const totalSteps =
+    saved && !budgetGiven ? saved.options.totalSteps : stepsForBudget(cfg.budget, c, seqLen, tokensPerStep, teacher?.model.config ?? null);
   if (!(totalSteps >= 1)) throw new ArgumentError(`the budget gives ${totalSteps} steps; it must give at least 1`);
   if (saved && totalSteps < saved.state.step) {
     throw new ArgumentError(`the checkpoint is at step ${saved.state.step}: expected a budget of at least that many steps, got ${totalSteps}`);
@@ -276,6 +320,8 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
         evalEvery: cfg.evalEvery,
         evalBatches: cfg.evalBatches,
         saveEvery: cfg.saveEvery,
+        initFrom: cfg.initFrom,
+        distill: cfg.distill ? { ...cfg.distill } : null,
       };
   const metricsPath = join(outDir, 'metrics.jsonl');
   if (saved) {
@@ -297,6 +343,12 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     valFraction: options.valFraction,
     log,
   });
+  if (teacher?.tokenizerJson && Tokenizer.fromJSON(teacher.tokenizerJson).hash !== data.tokenizer.hash) {
+    throw new ArgumentError(`distillation teacher ${distillSettings?.from ?? ''}: its tokenizer.json differs from the student's; teacher and student must share one tokenizer`);
+  }
+  if (teacher && distillSettings) {
+    log(`distilling from ${distillSettings.from}: loss += ${distillSettings.weight} × KL(teacher ‖ student) at temperature ${distillSettings.temperature}`);
+  }
   const counts = countParams(c);
   log(
     `model: ${c.num_hidden_layers} layers (${model.plan.numUnique} unique), d ${c.hidden_size}, ` +
@@ -335,6 +387,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     saveEvery: options.saveEvery,
     ...(shouldStop ? { shouldStop } : {}),
     ...(peak !== undefined ? { peakGflops: peak } : {}),
+    ...(teacher && distillSettings ? { distill: { teacher: teacher.model, weight: distillSettings.weight, temperature: distillSettings.temperature } } : {}),
     onMetrics: (m) => {
       if (m['type'] === 'eval') finalEval = { nll: m['val_nll'] as number, tokens: m['val_tokens'] as number };
       appendFileSync(metricsPath, JSON.stringify({ ...m, total_steps: options.totalSteps }) + '\n');

@@ -7,13 +7,14 @@
  * produce the same losses.
  */
 import { ArgumentError } from '../errors.js';
-import { backward, noGrad, scale, zeroGrad } from '../tensor/index.js';
+import { add, backward, noGrad, scale, zeroGrad } from '../tensor/index.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { forward, type Model } from '../model/model.js';
 import type { RoutingStats } from '../model/mor.js';
 import { updateRouterBias } from '../model/mor.js';
 import { AdamW, DEFAULT_ADAMW, clipGradNorm, optimParamsFromTable, type AdamWConfig } from './optim.js';
 import { learningRate, type ScheduleConfig } from './schedule.js';
+import { distillKl, type DistillOptions } from './distill.js';
 
 /** One batch of B rows of T tokens; targets are the inputs shifted by one (−100 = ignore). */
 export interface TrainBatch {
@@ -52,6 +53,8 @@ export interface TrainLoopOptions {
   readonly shouldStop?: () => boolean;
   /** GEMM peak in GFLOP/s measured on this machine, for MFU (omit to skip MFU). */
   readonly peakGflops?: number;
+  /** Distillation: the loss adds weight × KL(teacher ‖ student) (distill.ts). */
+  readonly distill?: DistillOptions;
 }
 
 export interface TrainerState {
@@ -135,17 +138,29 @@ export async function trainLoop(model: Model, data: BatchSource, optimizer: Adam
     let lmLossSum = 0;
     let tokens = 0;
     let forwardFlops = 0;
+    let teacherFlops = 0;
+    let distillSum = 0;
+    const distill = opts.distill;
     const terms: Record<string, number> = {};
     const routing = new RoutingAccumulator();
     for (let micro = 0; micro < accum; micro++) {
       const batch = data.next();
       const out = forward(model, batch.inputs, batch.batchSize, batch.targets, { step: state.step });
       if (out.loss === null || out.lmLoss === null) throw new ArgumentError('training batch has no targets');
-      lossSum += out.loss.item();
+      let loss = out.loss;
+      if (distill) {
+        // the teacher's logits live only until this micro-batch's backward is done
+        const teacher = noGrad(() => forward(distill.teacher, batch.inputs, batch.batchSize));
+        const kl = distillKl(out.logits, teacher.logits, distill.temperature);
+        distillSum += kl.item();
+        teacherFlops += teacher.flops;
+        loss = add(loss, scale(kl, distill.weight));
+      }
+      lossSum += loss.item();
       lmLossSum += out.lmLoss.item();
       for (const [k, v] of Object.entries(out.routingTerms)) terms[k] = (terms[k] ?? 0) + v / accum;
       if (out.stats) routing.add(out.stats);
-      backward(accum === 1 ? out.loss : scale(out.loss, 1 / accum));
+      backward(accum === 1 ? loss : scale(loss, 1 / accum));
       tokens += batch.inputs.length;
       forwardFlops += out.flops;
     }
@@ -155,8 +170,9 @@ export async function trainLoop(model: Model, data: BatchSource, optimizer: Adam
     if (routingStats) updateRouterBias(model.config, model.params, routingStats['load'] as number[]);
     const seconds = (performance.now() - t0) / 1000;
     const loss = lmLossSum / accum;
-    // training = forward + backward ≈ 3 × the forward FLOPs actually executed (MOR_SPEC §6)
-    const flops = 3 * forwardFlops;
+    // training = forward + backward ≈ 3 × the forward FLOPs actually executed (MOR_SPEC §6),
+    // plus the teacher's forward when distilling
+    const flops = 3 * forwardFlops + teacherFlops;
     state.step += 1;
     state.tokensSeen += tokens;
     state.flopsSeen += flops;
@@ -179,6 +195,10 @@ export async function trainLoop(model: Model, data: BatchSource, optimizer: Adam
     if (opts.peakGflops) record['mfu'] = flops / seconds / 1e9 / opts.peakGflops;
     record['flops'] = flops;
     for (const [k, v] of Object.entries(terms)) record[k] = v;
+    if (distill) {
+      record['distill_kl'] = distillSum / accum;
+      record['teacher_flops'] = teacherFlops;
+    }
     if (routingStats) Object.assign(record, routingStats);
     emit(record);
 
