@@ -38,6 +38,12 @@ export { evaluateNll, depthSweep, type DepthSetting, type EvalResult, type Sweep
 export { saveCheckpoint, loadCheckpoint, type LoadedCheckpoint, type LoadOptions } from './train/checkpoint.js';
 export { readSafetensors, writeSafetensors } from './util/safetensors.js';
 
+// foreign formats: Hugging Face Llama directories in and out, GGUF out
+export { loadModel, type LoadedModel } from './interop/load.js';
+export { exportHf } from './interop/hf.js';
+export { exportGguf, type GgufOptions } from './interop/gguf.js';
+export { ExportError } from './interop/unroll.js';
+
 // inference
 export { generate, generateText, type GenerateOptions, type GenerateResult, type TextGenerateOptions, type TextGenerateResult } from './infer/generate.js';
 export {

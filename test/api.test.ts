@@ -45,10 +45,10 @@ test('README engine example: streaming handles, depths, generateText with a stop
 // reached through a layer's subpath export (mor-ts/backend, /tensor, /nn, /model, /data, /train, /infer).
 const PUBLIC_API = [
   'AdamW', 'ArgumentError', 'AutogradError', 'BackendUnavailableError', 'CheckpointError', 'ConfigError', 'Corpus',
-  'DEFAULT_CONFIG', 'DataError', 'DtypeError', 'ENGINE_DEFAULTS', 'Engine', 'EngineError', 'KVPoolExhaustedError', 'MorError',
+  'DEFAULT_CONFIG', 'DataError', 'DtypeError', 'ENGINE_DEFAULTS', 'Engine', 'EngineError', 'ExportError', 'KVPoolExhaustedError', 'MorError',
   'PRESET_NAMES', 'RequestHandle', 'ShapeError', 'Tensor', 'Tokenizer', 'VERSION', 'availableBackends', 'backward',
-  'clipGradNorm', 'countParams', 'createModel', 'createOptimizer', 'depthSweep', 'evaluateNll', 'forward',
-  'forwardFlopsPerToken', 'generate', 'generateText', 'getBackend', 'loadCheckpoint', 'noGrad', 'prepareData', 'preset',
+  'clipGradNorm', 'countParams', 'createModel', 'createOptimizer', 'depthSweep', 'evaluateNll', 'exportGguf', 'exportHf', 'forward',
+  'forwardFlopsPerToken', 'generate', 'generateText', 'getBackend', 'loadCheckpoint', 'loadModel', 'noGrad', 'prepareData', 'preset',
   'readSafetensors', 'runTraining', 'saveCheckpoint', 'setBackend', 'tensor', 'trainBpe', 'trainFlopsPerToken', 'trainLoop',
   'validateConfig', 'writeSafetensors', 'zeros',
 ];
@@ -67,6 +67,7 @@ test('each layer is reachable through its subpath export', async () => {
     'mor-ts/data': ['buildTokenCache', 'TrainLoader', 'validationBatches'],
     'mor-ts/train': ['AdamW', 'learningRate', 'evaluateNll', 'depthSweep'],
     'mor-ts/infer': ['ModelRunner', 'PagedKVPool', 'sampleToken', 'textRequest'],
+    'mor-ts/interop': ['loadModel', 'loadHfModel', 'configFromHf', 'exportHf', 'exportGguf', 'unrollModel', 'permuteRopeRows'],
   };
   for (const [path, names] of Object.entries(subpaths)) {
     const mod = (await import(path)) as Record<string, unknown>;

@@ -14,6 +14,7 @@ import { RUN_DEFAULTS, SCHEDULE_KINDS, type RunConfigInput } from '../train/run-
 import { COMPARE_DEFAULTS, DEFAULT_COMPARE_PRESETS, runComparison } from '../train/compare.js';
 import type { ScheduleKind } from '../train/schedule.js';
 import { ArgumentError } from '../errors.js';
+import { loadModel } from '../interop/load.js';
 import { ProgressPrinter } from './progress.js';
 import { collect, int, log, num } from './flags.js';
 import { CommandExit, EXIT_INTERRUPTED } from './exit-codes.js';
@@ -36,6 +37,7 @@ interface TrainFlags {
   seed?: number;
   out?: string;
   resume?: string;
+  initFrom?: string;
   evalEvery?: number;
   evalBatches?: number;
   saveEvery?: number;
@@ -148,7 +150,7 @@ function refuseResumeChanges(f: TrainFlags, cmd: Command): void {
   }
 }
 
-async function trainCommand(input: RunConfigInput, resume: string | undefined, json: boolean): Promise<TrainRunResult> {
+async function trainCommand(input: RunConfigInput, resume: string | undefined, json: boolean, initFrom?: string): Promise<TrainRunResult> {
   let stop = false;
   const onSigint = (): void => {
     if (stop) process.exit(EXIT_INTERRUPTED);
@@ -158,7 +160,12 @@ async function trainCommand(input: RunConfigInput, resume: string | undefined, j
   process.on('SIGINT', onSigint);
   const progress = new ProgressPrinter(process.stderr, json);
   try {
-    const options: TrainRunOptions = { ...input, resume, onLog: log, onMetrics: (m) => progress.update(m), shouldStop: () => stop };
+    let init: TrainRunOptions['initFrom'];
+    if (initFrom !== undefined) {
+      const loaded = await loadModel(initFrom);
+      init = { model: loaded.model, tokenizerJson: loaded.tokenizerJson, name: `${initFrom} (${loaded.source === 'hf' ? 'Hugging Face model' : 'mor-ts checkpoint'})` };
+    }
+    const options: TrainRunOptions = { ...input, resume, initFrom: init, onLog: log, onMetrics: (m) => progress.update(m), shouldStop: () => stop };
     const result = await runTraining(options);
     progress.done();
     log(`${result.interrupted ? 'stopped' : 'finished'} at step ${result.state.step}; checkpoint: ${result.checkpointDir}`);
@@ -170,11 +177,13 @@ async function trainCommand(input: RunConfigInput, resume: string | undefined, j
 }
 
 export function registerTrainCommand(program: Command): void {
-  addTrainFlags(program.command('train').description('train a model (preset or config) on the built-in corpus or your data'), {
+  addTrainFlags(program.command('train').description('train a model (preset, config, or the weights of a model directory) on the built-in corpus or your data'), {
     ...RUN_DEFAULTS,
-  }).action(async (f: TrainFlags, cmd: Command) => {
+  })
+    .option('--init-from <dir>', 'start a new run from the weights and tokenizer of this mor-ts checkpoint or Hugging Face Llama directory (instead of --preset / --config)')
+    .action(async (f: TrainFlags, cmd: Command) => {
     refuseResumeChanges(f, cmd);
-    await trainCommand(givenRunInput(f, cmd), f.resume, f.json === true);
+    await trainCommand(givenRunInput(f, cmd), f.resume, f.json === true, f.initFrom);
   });
 }
 

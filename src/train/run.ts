@@ -41,6 +41,12 @@ export interface TrainRunOptions extends RunConfigInput {
    * here (steps, tokens or flops) extends or shortens the run, other settings are refused.
    */
   readonly resume?: string | undefined;
+  /**
+   * Start a NEW run from these weights (and their tokenizer), e.g. a model `loadModel` read
+   * from a mor-ts checkpoint or a Hugging Face directory (`mor train --init-from DIR`). The
+   * config is the model's; a preset or config given beside it is refused, and so is resume.
+   */
+  readonly initFrom?: { readonly model: Model; readonly tokenizerJson: string | null; readonly name: string } | undefined;
   /** Progress output: a callback per metrics record (the CLI draws its progress line here). */
   readonly onMetrics?: ((m: Record<string, unknown>) => void) | undefined;
   readonly onLog?: ((line: string) => void) | undefined;
@@ -212,8 +218,11 @@ export function trimMetrics(path: string, step: number): number {
 
 /** Run (or resume, in place) a training run. */
 export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
-  const { resume, onMetrics, onLog, shouldStop, ...input } = o;
+  const { resume, initFrom, onMetrics, onLog, shouldStop, ...input } = o;
   const log = onLog ?? (() => {});
+  if (initFrom !== undefined && (resume !== undefined || input.preset !== undefined || input.configPath !== undefined)) {
+    throw new ArgumentError('initFrom (--init-from) takes the model from that directory: it does not combine with resume, preset or config');
+  }
   if (resume !== undefined) {
     const refused = fieldsResumeRefuses(input);
     if (refused.length > 0) {
@@ -242,6 +251,10 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     const ts = ck.trainerState as SavedRun | null;
     if (ts?.format !== 'mor-trainer-state') throw new MorError('E_CHECKPOINT', `${resume} has no trainer state to resume from`);
     saved = ts;
+  } else if (initFrom !== undefined) {
+    model = initFrom.model;
+    tokenizerJson = initFrom.tokenizerJson;
+    log(`initialised from ${initFrom.name}`);
   } else {
     const config = cfg.configPath !== null ? loadConfigFile(cfg.configPath) : preset(cfg.preset);
     model = createModel(config, cfg.seed);
