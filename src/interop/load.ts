@@ -32,7 +32,7 @@ export interface LoadedModel {
 export async function loadModel(dir: string): Promise<LoadedModel> {
   const configPath = join(dir, 'config.json');
   const interrupted = !existsSync(dir) && existsSync(previousCheckpointDir(dir));
-  if (!existsSync(dir) && !interrupted) throw new CheckpointNotFoundError(`model directory not found: ${dir}`);
+  if (!existsSync(dir) && !interrupted) throw new CheckpointNotFoundError(`checkpoint directory not found: ${dir} (expected a mor-ts checkpoint or a Hugging Face Llama directory)`);
   let raw: unknown = null;
   if (!interrupted) {
     try {
