@@ -3,6 +3,7 @@
 //    "latency_ms_p99","kv_bytes","mean_depth", ...}
 //   {"bench":"decode","model":"small","batch":1,"tokens_per_s"}
 //   {"bench":"prefill","model":"small","prompt_tokens":256,"tokens_per_s"}
+//   {"bench":"prefill_kvshare","model","twin","tokens_per_s","twin_tokens_per_s","vs_twin"}
 //
 // Models are random-initialised (speed does not depend on the weights' values). A random
 // router sits near sigmoid(z) = 0.5, so each MoR model gets ONE router threshold, calibrated
@@ -23,8 +24,12 @@ import { headDim } from '../src/model/config.js';
 import { linearParamsPerLayer } from '../src/model/flops.js';
 import { Rng } from '../src/util/rng.js';
 import { getBackend } from '../src/backend/index.js';
+import { measureGemmPeak } from '../src/backend/peak.js';
+import { context, measureCeilings } from './ceilings.js';
 
 const QUICK = process.env['MOR_BENCH_QUICK'] === '1';
+/** The workload's name on every line (the "paper" and "long" protocols of the decoding issue are not built yet). */
+const PROTOCOL = 'mean128';
 const REQUESTS = QUICK ? 40 : 200;
 const MEAN_GEN = 128;
 const FIXED_BATCH = 32;
@@ -104,8 +109,37 @@ function linearFlopsPerToken(model: Model, meanDepth: number): number {
   return (outside + block * meanDepth) * perLayer + head;
 }
 
+/** The machine's ceilings of this run: our GEMM's peak (GFLOP/s) and the streaming read (GB/s). */
+let ceilings = { gflops: 0, gbps: 0 };
+
+/**
+ * Roofline of a run (MOR_SPEC §12, ISSUE_NOTES #12): each native call's two phases run one after
+ * the other, so its predicted time is max(weight-product FLOPs ÷ peak, weight bytes ÷ bandwidth)
+ * + max(attention FLOPs ÷ peak, K/V bytes ÷ bandwidth); the run's is the sum over calls.
+ */
+function rooflineMeter() {
+  const m = {
+    seconds: 0,
+    terms: { linear_compute_s: 0, weight_read_s: 0, attention_compute_s: 0, kv_read_s: 0 },
+    call(linearFlops: number, weightBytes: number, attentionFlops: number, kvBytes: number): void {
+      const lc = linearFlops / (ceilings.gflops * 1e9);
+      const wr = weightBytes / (ceilings.gbps * 1e9);
+      const ac = attentionFlops / (ceilings.gflops * 1e9);
+      const kr = kvBytes / (ceilings.gbps * 1e9);
+      m.terms.linear_compute_s += lc;
+      m.terms.weight_read_s += wr;
+      m.terms.attention_compute_s += ac;
+      m.terms.kv_read_s += kr;
+      m.seconds += Math.max(lc, wr) + Math.max(ac, kr);
+    },
+  };
+  return m;
+}
+
 async function runConfig(name: string, model: Model, threshold: number, batching: BatchingMode, maxBatch: number, w: Workload) {
   const engine = new Engine(model, { maxBatch, batching });
+  const meter = rooflineMeter();
+  (engine.runner as ModelRunner).meter = meter;
   const t0 = performance.now();
   const handles = w.prompts.map((p, i) => engine.submit(p, { maxTokens: w.lengths[i] as number, temperature: 0, threshold }));
   let peakKv = 0;
@@ -133,31 +167,43 @@ async function runConfig(name: string, model: Model, threshold: number, batching
     linear_mflops_per_token: Math.round(linearFlopsPerToken(model, meanDepth) / 1e4) / 100,
     threshold: Math.round(threshold * 1e4) / 1e4,
     engine_steps: engine.stepsRun,
+    protocol: PROTOCOL,
+    dtype: 'f32',
+    roofline_tokens_per_s: Math.round(tokens / meter.seconds),
+    efficiency: Math.round((meter.seconds / seconds) * 100) / 100,
+    ...Object.fromEntries(Object.entries(meter.terms).map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
   };
   emit(record);
   return record;
 }
 
+/** Prefill tokens/s of one 256-token prompt through the runner (best of 3; the engine would also want room to generate). */
+function prefillRate(model: Model, threshold: number): number {
+  const rng = new Rng(3);
+  const runner = new ModelRunner(model, new PagedKVPool(1024, 16, model.config.num_key_value_heads * headDim(model.config)));
+  const runs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const seq = runner.newSequence();
+    const ids = Int32Array.from({ length: 256 }, () => rng.nextInt(model.config.vocab_size));
+    const t0 = performance.now();
+    runner.prefill(seq, ids, { maxDepth: runner.numRecursions, threshold, exitConfidence: null });
+    runs.push(performance.now() - t0);
+    runner.releaseSequence(seq);
+  }
+  return Math.round(256 / (Math.min(...runs) / 1000));
+}
+
 async function main(): Promise<void> {
-  emit({ bench: 'info', ...getBackend().info() });
+  const be = getBackend();
+  ceilings = { gflops: measureGemmPeak(be), gbps: measureCeilings(be)?.streamReadGbps ?? Number.NaN };
+  emit({ bench: 'info', ...be.info(), ...context(be), gemm_peak_gflops: Math.round(ceilings.gflops), stream_read_gbps: Math.round(ceilings.gbps * 10) / 10 });
   // single-request decode and prefill of `small`
   {
     const model = createModel(preset('small'), 1);
     const rng = new Rng(3);
     const engine = new Engine(model, { maxBatch: 1 });
     const prompt = Int32Array.from({ length: 256 - 1 }, () => rng.nextInt(8192));
-    // prefill: one 256-token prompt through the runner (the engine would also want room to generate)
-    const runner = new ModelRunner(model, new PagedKVPool(512, 16, model.config.num_key_value_heads * headDim(model.config)));
-    const runs: number[] = [];
-    for (let i = 0; i < 3; i++) {
-      const seq = runner.newSequence();
-      const ids = Int32Array.from({ length: 256 }, () => rng.nextInt(8192));
-      const t0 = performance.now();
-      runner.prefill(seq, ids, { maxDepth: runner.numRecursions, threshold: 0.5, exitConfidence: null });
-      runs.push(performance.now() - t0);
-      runner.releaseSequence(seq);
-    }
-    emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, tokens_per_s: Math.round(256 / (Math.min(...runs) / 1000)) });
+    emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, tokens_per_s: prefillRate(model, 0.5) });
     const h = engine.submit(prompt.subarray(0, 16), { maxTokens: 128, temperature: 0 });
     await engine.runUntilIdle();
     const r = await h.result;
@@ -165,14 +211,29 @@ async function main(): Promise<void> {
     emit({ bench: 'decode', model: 'small', batch: 1, tokens: decodeTokens, tokens_per_s: Math.round(decodeTokens / ((r.totalMs - r.firstTokenMs) / 1000)) });
   }
 
+  // KV sharing at prefill: against each one's recursion-wise twin (Cycle sharing skips the
+  // deeper recursions of non-final prompt tokens; Middle-Cycle cannot, see runner.prefill)
+  for (const [shared, twin] of [['small-mor3-kvshare-cycle', 'small-mor3-cycle'], ['small-mor3-kvshare', 'small-mor3']] as const) {
+    const rates = [shared, twin].map((name) => {
+      const model = createModel(preset(name), 1);
+      return prefillRate(model, calibrateThreshold(model).threshold);
+    });
+    emit({ bench: 'prefill_kvshare', model: shared, twin, prompt_tokens: 256, tokens_per_s: rates[0], twin_tokens_per_s: rates[1], vs_twin: Math.round(((rates[0] as number) / (rates[1] as number)) * 100) / 100 });
+  }
+
   const names = process.argv.slice(2).length ? process.argv.slice(2) : ['small', 'small-rec3', 'small-mor2', 'small-mor3', 'small-mor4'];
   let vanillaPerSeqKv = 0;
   let vanillaRate = 0;
   let vanillaFlops = 0;
-  // vs_small: measured tokens/s ratio; flop_bound: the ratio if tokens/s were set by linear FLOPs alone
-  const ratio = (rec: { tokens_per_s: number; linear_mflops_per_token: number }) => ({
+  let vanillaRoofline = 0;
+  // vs_small: measured tokens/s ratio; flop_bound: the ratio if tokens/s were set by linear FLOPs
+  // alone; bound: the ratio of the two runs' rooflines (FLOPs and bytes)
+  const ratio = (rec: { tokens_per_s: number; linear_mflops_per_token: number; roofline_tokens_per_s: number }) => ({
+    protocol: PROTOCOL,
+    dtype: 'f32',
     vs_small: Math.round((rec.tokens_per_s / vanillaRate) * 100) / 100,
     flop_bound: Math.round((vanillaFlops / rec.linear_mflops_per_token) * 100) / 100,
+    bound: Math.round((rec.roofline_tokens_per_s / vanillaRoofline) * 100) / 100,
   });
   for (const name of names) {
     const model = createModel(preset(name), 1);
@@ -186,6 +247,7 @@ async function main(): Promise<void> {
       if (name === 'small') {
         vanillaPerSeqKv = rec.kv_bytes / FIXED_BATCH;
         vanillaRate = rec.tokens_per_s;
+        vanillaRoofline = rec.roofline_tokens_per_s;
         vanillaFlops = rec.linear_mflops_per_token;
       } else if (vanillaRate > 0) {
         emit({ bench: 'infer_ratio', model: name, batching, max_batch: FIXED_BATCH, ...ratio(rec) });

@@ -1,6 +1,9 @@
-// Kernel benchmark: one JSON object per line.
+// Kernel benchmark: one JSON object per line, each naming the cpu, the SIMD variant and the threads.
+//   ceilings      the machine's own: FMA-throughput probe per SIMD variant this CPU runs, streaming
+//                 read beyond L3 (bench/ceilings.ts)
 //   gemm          every backend × GEMM provider at the shapes of the `small` model (2048 tokens
-//                 per step) and of single-token decoding
+//                 per step) and of single-token decoding; the native built-in kernel once per SIMD
+//                 variant; peak_fraction = GFLOP/s ÷ the FMA probe of the line's variant
 //   gemm_direct   OpenBLAS's cblas_sgemm timed inside C++ (no JS in the loop) at the same shapes,
 //                 and our API's rate as a fraction of it
 //   attention     fused attention forward+backward at T = 256, head_dim 64, as GFLOP/s and as a
@@ -17,6 +20,7 @@ import type { AttentionLayout, Backend, GemmProvider, PagedAttentionLayout } fro
 import { measureGemmGflops } from '../src/backend/peak.js';
 import { rawSgemmGflops } from '../src/backend/native.js';
 import { add, tensor } from '../src/tensor/index.js';
+import { context, measureCeilings, type Ceilings } from './ceilings.js';
 
 const QUICK = process.env['MOR_BENCH_QUICK'] === '1';
 const MIN_SECONDS = QUICK ? 0.1 : 0.4;
@@ -30,8 +34,11 @@ const SHAPES: Array<[number, number, number]> = [
   [1, 704, 256],
 ];
 
+// cpu / simd / threads of the backend being measured, put on every line.
+let lineContext: Record<string, unknown> = {};
+
 function emit(obj: Record<string, unknown>): void {
-  console.log(JSON.stringify(obj));
+  console.log(JSON.stringify({ ...obj, ...lineContext }));
 }
 
 function round(x: number, digits = 3): number {
@@ -47,15 +54,17 @@ function fillRandom(a: Float32Array, seed: number): void {
   }
 }
 
-function benchGemm(be: Backend, provider: GemmProvider): Map<string, number> {
+function benchGemm(be: Backend, provider: GemmProvider, ceilings: Ceilings | null): Map<string, number> {
   be.setGemmProvider(provider);
+  const peak = ceilings?.fmaGflops[be.info().simd];
   const rates = new Map<string, number>();
   for (const [m, n, k] of SHAPES) {
     // The TypeScript GEMM is ~100× slower: time it on the small shapes only.
     if (provider === 'typescript' && m * n * k > 2048 * 704 * 256) continue;
     const gflops = measureGemmGflops(be, m, n, k, { transB: true, minSeconds: provider === 'typescript' ? 0.2 : MIN_SECONDS });
     rates.set(`${m}x${n}x${k}`, gflops);
-    emit({ bench: 'gemm', backend: be.name, provider, m, n, k, gflops: round(gflops, 2) });
+    const fraction = peak ? { peak_fraction: round(gflops / peak) } : {};
+    emit({ bench: 'gemm', backend: be.name, provider, m, n, k, gflops: round(gflops, 2), ...fraction });
   }
   return rates;
 }
@@ -243,9 +252,26 @@ function main(): void {
   for (const name of availableBackends()) {
     const be = getBackendByName(name);
     const info = be.info();
-    emit({ bench: 'info', ...info });
+    lineContext = context(be);
+    emit({ bench: 'info', ...info, default_provider: info.gemmProvider, MOR_GEMM: process.env['MOR_GEMM'] ?? null, MOR_SIMD: process.env['MOR_SIMD'] ?? null });
+    const ceilings = measureCeilings(be);
+    if (ceilings) {
+      const fma = Object.fromEntries(Object.entries(ceilings.fmaGflops).map(([s, g]) => [s, round(g, 1)]));
+      emit({ bench: 'ceilings', fma_gflops: fma, stream_read_gb_per_s: round(ceilings.streamReadGbps, 2), stream_megabytes: ceilings.streamMegabytes });
+    }
     const byProvider = new Map<GemmProvider, Map<string, number>>();
-    for (const provider of info.gemmProviders) byProvider.set(provider, benchGemm(be, provider));
+    for (const provider of info.gemmProviders) byProvider.set(provider, benchGemm(be, provider, ceilings));
+    // The built-in kernel on every other SIMD variant this CPU runs (avx512bf16 has the avx512 kernels).
+    if (be.setSimd && ceilings) {
+      for (const simd of info.simdAvailable ?? []) {
+        if (simd === info.simd || simd === 'avx512bf16' || (simd === 'avx512' && info.simd === 'avx512bf16')) continue;
+        be.setSimd(simd);
+        lineContext = context(be);
+        benchGemm(be, 'builtin', ceilings);
+      }
+      be.setSimd(info.simd);
+      lineContext = context(be);
+    }
     const apiRates = byProvider.get('openblas') ?? byProvider.get(info.gemmProvider);
     const builtin = byProvider.get('builtin');
     if (builtin && byProvider.has('openblas')) {

@@ -1,7 +1,7 @@
 // Tensor layer: every differentiable op's wiring checked against finite differences through the
 // tape (float32, so step and tolerance are loose; the kernels themselves are checked in float64
 // by gradcheck-kernels), plus tape semantics, no-grad and typed errors. Runs on every backend.
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { availableBackends, setBackend } from '../src/backend/index.js';
 import type { AttentionLayout } from '../src/backend/backend.js';
@@ -67,7 +67,7 @@ function causalLayout(b: number, t: number, h: number, kvh: number, hd: number):
 for (const backendName of availableBackends()) {
   describe(`tensor ops on ${backendName}`, () => {
     const rng = new Rng(1234);
-    test('setup', () => {
+    before(() => {
       setBackend(backendName);
     });
 

@@ -6,7 +6,7 @@
  *   err = max|got − ref| / max(max|ref|, tiny)
  * A second group of hand-computed cases checks the specification itself, not just agreement.
  */
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type {
   AttentionLayout,
@@ -17,7 +17,7 @@ import type {
   PagedAttentionLayout,
   UnaryOp,
 } from '../src/backend/index.js';
-import { backendsUnderTest, refBackend } from './helpers/backends.js';
+import { backendVariantsUnderTest, refBackend } from './helpers/backends.js';
 import { Rng, randomFloats, randomInts, uniformFloats } from './helpers/rng.js';
 import { F32, F64, assertClose, assertScalarClose } from './helpers/numeric.js';
 import type { Dtype } from './helpers/numeric.js';
@@ -812,8 +812,11 @@ function withGemmProvider(be: Backend, provider: GemmProvider, fn: () => void): 
   }
 }
 
-for (const be of backendsUnderTest()) {
-  describe(`conformance: ${be.name} float32 vs ref float64`, () => {
+// Every kernel on every SIMD variant of the native kernels this CPU runs (MOR_SIMD names).
+for (const { be, label, before: useVariant, after: restore } of backendVariantsUnderTest()) {
+  describe(`conformance: ${label} float32 vs ref float64`, () => {
+    before(useVariant);
+    after(restore);
     // GEMM cases run once per provider the backend offers (e.g. openblas and builtin).
     const gemmProviders = be.info().gemmProviders;
     const tag = (p: GemmProvider): string => (gemmProviders.length > 1 ? ` [${p}]` : '');
@@ -821,12 +824,12 @@ for (const be of backendsUnderTest()) {
       if (c.kernel === 'gemm' || c.kernel === 'gemmLongK') {
         for (const provider of gemmProviders) {
           test(`${c.kernel}: ${c.label}${tag(provider)}`, () => {
-            withGemmProvider(be, provider, () => checkOutputs(c, c.run(be, F32), expectedOf(c), `${be.name} ${provider}`));
+            withGemmProvider(be, provider, () => checkOutputs(c, c.run(be, F32), expectedOf(c), `${label} ${provider}`));
           });
         }
       } else {
         test(`${c.kernel}: ${c.label}`, () => {
-          checkOutputs(c, c.run(be, F32), expectedOf(c), be.name);
+          checkOutputs(c, c.run(be, F32), expectedOf(c), label);
         });
       }
     }
@@ -891,8 +894,10 @@ const TORCH_ROPE_F32 = [
   0.4825478792190552, 0.1978815793991089, 0.2315552532672882, -0.8803105354309082, 0.9609357118606567,
 ];
 
-for (const be of backendsUnderTest()) {
-  describe(`hand-computed kernels: ${be.name}`, () => {
+for (const { be, label, before: useVariant, after: restore } of backendVariantsUnderTest()) {
+  describe(`hand-computed kernels: ${label}`, () => {
+    before(useVariant);
+    after(restore);
     const f32 = (...xs: number[]): Float32Array => Float32Array.from(xs);
     const close = (got: ArrayLike<number>, want: number[], label: string, tol = 2e-7): void =>
       assertClose(got, want, tol, `${be.name} ${label}`);

@@ -1,13 +1,13 @@
 // Corpora: the built-in default corpus, folders of .txt / .jsonl / .parquet, and each error case.
-import { describe, test, before, after } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, rm, writeFile, mkdir, symlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, writeFile, mkdir, symlink } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Corpus, type Document } from '../src/data/corpus.js';
 import { DataError } from '../src/errors.js';
+import { suiteTempDir } from './helpers/temp-dir.js';
 
 /** The repository root: the nearest folder above this file with a package.json (works from dist/ too). */
 function repoRoot(): string {
@@ -35,13 +35,7 @@ async function rejectsData(c: Corpus | (() => Corpus), message: RegExp): Promise
   );
 }
 
-let tmp: string;
-before(async () => {
-  tmp = await mkdtemp(path.join(tmpdir(), 'mor-corpus-'));
-});
-after(async () => {
-  await rm(tmp, { recursive: true, force: true });
-});
+const tmp = suiteTempDir('mor-corpus-');
 
 async function put(rel: string, content: string): Promise<string> {
   const file = path.join(tmp, rel);

@@ -1,15 +1,15 @@
 // Train/validation split by document, and the token cache: contents, reuse, invalidation,
 // corruption, atomic writes.
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile, mkdir, readdir, stat, truncate, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, writeFile, mkdir, readdir, stat, truncate, readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Corpus, type Document } from '../src/data/corpus.js';
 import { trainBpe } from '../src/data/bpe-train.js';
 import { Tokenizer } from '../src/data/tokenizer.js';
 import { buildTokenCache, isValidationId, loadTokens, readManifest, splitScore, type TokenArray } from '../src/data/dataset.js';
 import { DataError, ArgumentError } from '../src/errors.js';
+import { suiteTempDir } from './helpers/temp-dir.js';
 
 const WORDS = 'the union state of congress people nation law year war peace trade money army navy public good'.split(' ');
 
@@ -20,22 +20,18 @@ function makeDoc(i: number): string {
   return s + (i % 5 === 0 ? ' 東京 🙂\n' : '.\n');
 }
 
-let tmp: string;
+const tmp = suiteTempDir('mor-cache-');
 let corpusDir: string;
 let tok: Tokenizer;
 let docs: Document[];
 
 before(async () => {
-  tmp = await mkdtemp(path.join(tmpdir(), 'mor-cache-'));
   corpusDir = path.join(tmp, 'corpus');
   await mkdir(corpusDir);
   for (let i = 0; i < 120; i++) await writeFile(path.join(corpusDir, `doc-${String(i).padStart(3, '0')}.txt`), makeDoc(i));
   docs = [];
   for await (const d of Corpus.fromPaths(corpusDir)) docs.push(d);
   tok = Tokenizer.fromJSON((await trainBpe(docs.map((d) => d.text), { vocabSize: 400 })).tokenizer);
-});
-after(async () => {
-  await rm(tmp, { recursive: true, force: true });
 });
 
 /** Split a token stream at EOS into decoded documents (the stream starts with EOS). */

@@ -3,8 +3,7 @@
 // special tokens, errors), and the fast encoder giving the library's exact ids.
 import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile, mkdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { Corpus } from '../src/data/corpus.js';
@@ -13,6 +12,7 @@ import { Tokenizer } from '../src/data/tokenizer.js';
 import { EOS_TOKEN, GPT2_PATTERN_SOURCE } from '../src/data/byte-level.js';
 import { Rng } from '../src/data/util.js';
 import { ArgumentError, DataError } from '../src/errors.js';
+import { withTempDir } from './helpers/temp-dir.js';
 
 let sample: string[] = []; // a few State of the Union addresses
 let trained: BpeTokenizerJson;
@@ -208,8 +208,7 @@ describe('Tokenizer', () => {
     const reordered = Object.fromEntries(Object.entries(trained).reverse());
     assert.equal(Tokenizer.fromJSON(reordered).hash, tok.hash);
     assert.equal(Tokenizer.fromJSON(JSON.stringify(trained)).hash, tok.hash);
-    const dir = await mkdtemp(path.join(tmpdir(), 'mor-tok-'));
-    try {
+    await withTempDir('mor-tok-', async (dir) => {
       const file = path.join(dir, 'tokenizer.json');
       await tok.save(file);
       const again = await Tokenizer.fromFile(file);
@@ -219,9 +218,7 @@ describe('Tokenizer', () => {
       await assert.rejects(Tokenizer.fromFile(path.join(dir, 'missing.json')), DataError);
       await writeFile(path.join(dir, 'bad.json'), '{"model": ');
       await assert.rejects(Tokenizer.fromFile(path.join(dir, 'bad.json')), /not valid JSON/);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   test('rejects JSON that is not a tokenizer', () => {
@@ -321,15 +318,12 @@ describe('foreign tokenizer layouts', () => {
     assert.equal(Tokenizer.fromJSON(renamed).eosToken, '</s>');
     assert.equal(Tokenizer.fromJSON(renamed, { eosToken: '<pad>' }).eosId, 1000);
     assert.equal(Tokenizer.fromJSON(renamed).vocabSize, 1001);
-    const dir = await mkdtemp(path.join(tmpdir(), 'mor-tok-'));
-    try {
+    await withTempDir('mor-tok-', async (dir) => {
       await mkdir(path.join(dir, 'm'));
       await writeFile(path.join(dir, 'm', 'tokenizer.json'), JSON.stringify(renamed));
       await writeFile(path.join(dir, 'm', 'tokenizer_config.json'), JSON.stringify({ eos_token: { content: '<pad>' } }));
       assert.equal((await Tokenizer.fromFile(path.join(dir, 'm'))).eosId, 1000);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
     const none = variant((j) => {
       const model = j['model'] as { vocab: Record<string, number> };
       delete model.vocab[EOS_TOKEN];
@@ -350,5 +344,28 @@ describe('fast encoder on corpus text', () => {
       const s = smallAlphabet(rng, i < 150 ? 40 : 400); // both merge paths: linear scan (≤ 48) and heap
       sameIds(t.encode(s), t.encodeWithLibrary(s), `small alphabet ${JSON.stringify(s)}`);
     }
+  });
+});
+
+describe('WordLevel tokenizer.json', () => {
+  const wordLevel = (unk: string | null): Record<string, unknown> => ({
+    version: '1.0',
+    model: { type: 'WordLevel', vocab: { '<unk>': 0, hello: 1, world: 2, [EOS_TOKEN]: 3 }, unk_token: unk },
+    pre_tokenizer: { type: 'Whitespace' },
+    added_tokens: [{ id: 3, content: EOS_TOKEN, special: true }],
+  });
+
+  test('unknown pieces map to the unk token', () => {
+    const t = Tokenizer.fromJSON(wordLevel('<unk>'));
+    assert.deepEqual(Array.from(t.encode('hello there world')), [1, 0, 2]);
+    assert.deepEqual(Array.from(t.encode(`nobody ${EOS_TOKEN} hello`)), [0, 3, 1]);
+    assert.equal(t.decode([1, 0, 2]), 'hello <unk> world');
+  });
+
+  test('without a usable unk token an unknown piece is a DataError that says why', () => {
+    assert.throws(() => Tokenizer.fromJSON(wordLevel(null)).encode('hello there'), (e: unknown) =>
+      e instanceof DataError && /no id for the piece "there" and it has no unk token/.test(e.message));
+    assert.throws(() => Tokenizer.fromJSON(wordLevel('<nope>')).encode('there'), (e: unknown) =>
+      e instanceof DataError && /its unk token '<nope>' is not in the vocabulary/.test(e.message));
   });
 });

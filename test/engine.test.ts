@@ -39,7 +39,7 @@ function forwardGreedy(model: Model, prompt: Int32Array, n: number): number[] {
   return out;
 }
 
-const MODELS = ['tiny', 'tiny-rec3', 'tiny-mor3', 'tiny-mor3-token', 'tiny-mor3-kvshare', 'tiny-mor4'];
+const MODELS = ['tiny', 'tiny-rec3', 'tiny-mor3', 'tiny-mor3-token', 'tiny-mor3-kvshare', 'tiny-mor3-cycle', 'tiny-mor3-kvshare-cycle', 'tiny-mor4'];
 
 for (const backendName of availableBackends()) {
   describe(`engine on ${backendName}`, () => {
@@ -123,6 +123,19 @@ describe('KV pool and memory accounting', () => {
     assert.equal(pool.usedBlockCount, 1);
     for (let i = 0; i < 21; i++) pool.appendSlot(b, i + 3); // 24 tokens: all 6 blocks
     assert.throws(() => pool.appendSlot(b, 99), /KV pool exhausted/);
+  });
+
+  test('KV sharing at prefill: under Cycle sharing only the last prompt token goes deeper; under Middle-Cycle every token does', () => {
+    for (const [name, expectDeep] of [['tiny-mor3-kvshare-cycle', false], ['tiny-mor3-kvshare', true]] as const) {
+      const cfg = preset(name);
+      const model = createModel(validateConfig({ ...cfg, mor: { ...cfg.mor, capacities: [1, 1, 1] } }), 3); // every token may run 3
+      const runner = new Engine(model, { maxBatch: 1, blockSize: 4 }).runner;
+      const seq = runner.newSequence();
+      const { depths } = runner.prefill(seq, Int32Array.from({ length: 12 }, (_, i) => i + 1), { maxDepth: 3, threshold: 0.5, exitConfidence: null });
+      assert.equal(depths[11], 3, name);
+      assert.deepEqual(Array.from(depths.slice(0, 11)), new Array<number>(11).fill(expectDeep ? 3 : 1), name);
+      runner.releaseSequence(seq);
+    }
   });
 
   test('recursion-wise streams of a MoR model: deeper positions hold fewer tokens', async () => {

@@ -2,8 +2,7 @@
 // checkpoints (including corrupted ones).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync, truncateSync, statSync, existsSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, truncateSync, statSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, validateConfig, preset, PRESET_NAMES, layerPlan, countParams, createModel, forward, paramTable } from '../src/model/index.js';
 import { forwardFlopsPerToken, linearParamsPerLayer } from '../src/model/flops.js';
@@ -11,6 +10,7 @@ import { learningRate } from '../src/train/schedule.js';
 import { saveCheckpoint, loadCheckpoint, CheckpointError } from '../src/train/checkpoint.js';
 import { createOptimizer } from '../src/train/trainer.js';
 import { backward } from '../src/tensor/tensor.js';
+import { withTempDir } from './helpers/temp-dir.js';
 
 describe('config', () => {
   test('presets validate and have the documented shapes', () => {
@@ -99,51 +99,53 @@ describe('checkpoints', () => {
   const cfg = preset('tiny-rec2');
   const ids = Int32Array.from({ length: 32 }, (_, i) => (i * 37) % cfg.vocab_size);
 
-  test('save → load round-trips weights, optimiser state and trainer state', async () => {
-    const dir = join(mkdtempSync(join(tmpdir(), 'mor-ckpt-')), 'ckpt');
-    const model = createModel(cfg, 3);
-    const opt = createOptimizer(model);
-    const { loss } = forward(model, ids, 2, ids);
-    assert.ok(loss);
-    backward(loss);
-    opt.step(1e-3);
-    saveCheckpoint(dir, model, { optimizer: opt, trainerState: { step: 1, note: 'x' }, tokenizer: { model: { type: 'BPE' } } });
-    // saving again replaces the directory atomically (no temp dirs left behind)
-    saveCheckpoint(dir, model, { optimizer: opt, trainerState: { step: 1, note: 'x' } });
-    assert.deepEqual(readdirSync(join(dir, '..')), ['ckpt']);
-    const loaded = await loadCheckpoint(dir);
-    assert.deepEqual(loaded.model.config, model.config);
-    for (const s of model.params.specs) {
-      assert.deepEqual(loaded.model.params.byName.get(s.name)?.f32(), model.params.byName.get(s.name)?.f32(), s.name);
-    }
-    assert.deepEqual(loaded.trainerState, { step: 1, note: 'x' });
-    const st = loaded.optimizerState?.get('model.norm.weight');
-    assert.equal(st?.step, 1);
-    const a = forward(model, ids, 2).logits.f32();
-    const b = forward(loaded.model, ids, 2).logits.f32();
-    assert.deepEqual(a, b);
-  });
+  test('save → load round-trips weights, optimiser state and trainer state', () =>
+    withTempDir('mor-ckpt-', async (root) => {
+      const dir = join(root, 'ckpt');
+      const model = createModel(cfg, 3);
+      const opt = createOptimizer(model);
+      const { loss } = forward(model, ids, 2, ids);
+      assert.ok(loss);
+      backward(loss);
+      opt.step(1e-3);
+      saveCheckpoint(dir, model, { optimizer: opt, trainerState: { step: 1, note: 'x' }, tokenizer: { model: { type: 'BPE' } } });
+      // saving again replaces the directory atomically (no temp dirs left behind)
+      saveCheckpoint(dir, model, { optimizer: opt, trainerState: { step: 1, note: 'x' } });
+      assert.deepEqual(readdirSync(join(dir, '..')), ['ckpt']);
+      const loaded = await loadCheckpoint(dir);
+      assert.deepEqual(loaded.model.config, model.config);
+      for (const s of model.params.specs) {
+        assert.deepEqual(loaded.model.params.byName.get(s.name)?.f32(), model.params.byName.get(s.name)?.f32(), s.name);
+      }
+      assert.deepEqual(loaded.trainerState, { step: 1, note: 'x' });
+      const st = loaded.optimizerState?.get('model.norm.weight');
+      assert.equal(st?.step, 1);
+      const a = forward(model, ids, 2).logits.f32();
+      const b = forward(loaded.model, ids, 2).logits.f32();
+      assert.deepEqual(a, b);
+  }));
 
-  test('truncated, corrupted or mismatched checkpoints give CheckpointError', async () => {
-    const dir = join(mkdtempSync(join(tmpdir(), 'mor-ckpt-')), 'ckpt');
-    saveCheckpoint(dir, createModel(cfg, 1));
-    const weights = join(dir, 'model.safetensors');
-    const original = readFileSync(weights);
+  test('truncated, corrupted or mismatched checkpoints give CheckpointError', () =>
+    withTempDir('mor-ckpt-', async (root) => {
+      const dir = join(root, 'ckpt');
+      saveCheckpoint(dir, createModel(cfg, 1));
+      const weights = join(dir, 'model.safetensors');
+      const original = readFileSync(weights);
 
-    truncateSync(weights, statSync(weights).size - 100);
-    await assert.rejects(loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /truncated or corrupt/.test(e.message));
+      truncateSync(weights, statSync(weights).size - 100);
+      await assert.rejects(loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /truncated or corrupt/.test(e.message));
 
-    writeFileSync(weights, Buffer.concat([original.subarray(0, 8), Buffer.from('{not json'), original.subarray(17)]));
-    await assert.rejects(loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /not valid JSON/.test(e.message));
+      writeFileSync(weights, Buffer.concat([original.subarray(0, 8), Buffer.from('{not json'), original.subarray(17)]));
+      await assert.rejects(loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /not valid JSON/.test(e.message));
 
-    writeFileSync(weights, original);
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, hidden_size: 128 }));
-    await assert.rejects(loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /does not match config.json/.test(e.message));
+      writeFileSync(weights, original);
+      writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, hidden_size: 128 }));
+      await assert.rejects(loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /does not match config.json/.test(e.message));
 
-    writeFileSync(join(dir, 'config.json'), '{"hidden_size": ');
-    await assert.rejects(loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /config.json is not valid JSON/.test(e.message));
+      writeFileSync(join(dir, 'config.json'), '{"hidden_size": ');
+      await assert.rejects(loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /config.json is not valid JSON/.test(e.message));
 
-    await assert.rejects(loadCheckpoint(join(dir, 'nope')), CheckpointError);
-    assert.ok(existsSync(weights));
-  });
+      await assert.rejects(loadCheckpoint(join(dir, 'nope')), CheckpointError);
+      assert.ok(existsSync(weights));
+  }));
 });

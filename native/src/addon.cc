@@ -15,7 +15,7 @@
 
 #include "common.h"
 #include "gemm.h"
-#include "kernels.h"
+#include "isa.h"
 
 namespace {
 
@@ -225,7 +225,21 @@ napi_value init(const Args& a) {
 napi_value info(const Args& a) {
   Napi::Env env(a.env);
   Napi::Object o = Napi::Object::New(env);
-  o.Set("simd", MOR_SIMD_NAME);
+  o.Set("simd", mor::isaName());
+  const mor::IsaVariant* vs = nullptr;
+  const int nv = mor::isaVariants(&vs);
+  Napi::Array avail = Napi::Array::New(env);
+  for (int i = 0, j = 0; i < nv; ++i)
+    if (vs[i].available) avail.Set(j++, vs[i].name);
+  o.Set("simdAvailable", avail);
+  o.Set("cpu", mor::cpuModel());
+  o.Set("cpuFeatures", mor::cpuFeatures());
+  const mor::CacheSizes& cs = mor::cacheSizes();
+  Napi::Object caches = Napi::Object::New(env);
+  caches.Set("l1d", static_cast<double>(cs.l1));
+  caches.Set("l2", static_cast<double>(cs.l2));
+  caches.Set("l3", static_cast<double>(cs.l3));
+  o.Set("caches", caches);
   o.Set("threads", mor::maxThreads());
   o.Set("gemmProvider", mor::gemmProvider() == mor::kGemmOpenBLAS ? "openblas" : "builtin");
   o.Set("haveOpenBLAS", mor::haveOpenBLAS());
@@ -242,6 +256,34 @@ napi_value setGemmProvider(const Args& a) {
   napi_value r;
   napi_get_boolean(a.env, mor::setGemmProvider(static_cast<int>(p)), &r);
   return r;
+}
+
+// setSimd(name: string) → 0 switched, 1 unknown name, 2 not runnable here (not compiled, or the CPU
+// or OS lacks it); the wrapper turns 1 and 2 into errors naming what the CPU offers.
+napi_value setSimd(const Args& a) {
+  if (a.argc < 1) fail(ErrKind::Argument, "setSimd: name must be a string, got nothing");
+  size_t len = 0;
+  if (napi_get_value_string_utf8(a.env, a.argv[0], nullptr, 0, &len) != napi_ok)
+    fail(ErrKind::Argument, std::string("setSimd: name must be a string, got ") + a.typeName(a.argv[0]));
+  std::string name(len, '\0');
+  napi_get_value_string_utf8(a.env, a.argv[0], name.data(), len + 1, &len);
+  return number(a.env, static_cast<double>(mor::setIsa(name)));
+}
+
+// probeFma(threads, seconds) → GFLOP/s of independent FMA chains with the current variant's vectors.
+napi_value probeFma(const Args& a) {
+  const int threads = static_cast<int>(a.integer(0, "threads", 1, 4096));
+  const double seconds = a.num(1, "seconds");
+  if (!(seconds > 0 && seconds <= 60)) fail(ErrKind::Argument, "probeFma: seconds must be in (0, 60]");
+  return number(a.env, mor::isa().probeFmaGflops(threads, seconds));
+}
+
+// probeStreamRead(megabytes, threads, repeats) → GB/s reading a fresh buffer of that size.
+napi_value probeStreamRead(const Args& a) {
+  const int64_t mb = a.integer(0, "megabytes", 1, 16384);
+  const int threads = static_cast<int>(a.integer(1, "threads", 1, 4096));
+  const int repeats = static_cast<int>(a.integer(2, "repeats", 1, 1000));
+  return number(a.env, mor::isa().probeStreamReadGbps(mb << 20, threads, repeats));
 }
 
 napi_value setNumThreads(const Args& a) {
@@ -308,7 +350,7 @@ napi_value gemmPacked(const Args& a) {
   const float* P = a.f32AtLeast(4, "packed", static_cast<double>(mor::packedWeightSize(n, k)));
   float* C = a.f32AtLeast(5, "c", static_cast<double>(m) * n);
   const bool acc = a.boolean(6, "accumulate");
-  mor::sgemmPacked(m, n, k, A, k, P, C, n, acc);
+  mor::isa().sgemmPacked(m, n, k, A, k, P, C, n, acc);
   return undef(a.env);
 }
 
@@ -348,7 +390,7 @@ napi_value attnFwd(const Args& a) {
   const float* v = a.f32Len(9, "v", kn);
   float* out = a.f32Len(10, "out", qn);
   float* lse = a.f32Len(11, "lse", static_cast<double>(s.nq) * s.numHeads);
-  mor::attentionForward(s, q, k, v, out, lse);
+  mor::isa().attentionForward(s, q, k, v, out, lse);
   return undef(a.env);
 }
 
@@ -365,7 +407,7 @@ napi_value attnBwd(const Args& a) {
   float* dQ = a.f32Len(13, "dQ", qn);
   float* dK = a.f32Len(14, "dK", kn);
   float* dV = a.f32Len(15, "dV", kn);
-  mor::attentionBackward(s, q, k, v, out, lse, dOut, dQ, dK, dV);
+  mor::isa().attentionBackward(s, q, k, v, out, lse, dOut, dQ, dK, dV);
   return undef(a.env);
 }
 
@@ -390,7 +432,7 @@ napi_value attnPaged(const Args& a) {
   const float* k = a.f32Len(10, "kPool", kn);
   const float* v = a.f32Len(11, "vPool", kn);
   float* out = a.f32Len(12, "out", qn);
-  mor::attentionPaged(s, q, k, v, out);
+  mor::isa().attentionPaged(s, q, k, v, out);
   return undef(a.env);
 }
 
@@ -429,7 +471,7 @@ napi_value decodeLayer(const Args& a) {
   float* kPool = a.f32Len(22, "kPool", kn);
   float* vPool = a.f32Len(23, "vPool", kn);
   float* out = a.f32Len(24, "out", nd);
-  mor::decodeLayer(s, h, w, kPool, vPool, out);
+  mor::isa().decodeLayer(s, h, w, kPool, vPool, out);
   return undef(a.env);
 }
 
@@ -449,7 +491,7 @@ napi_value rope(const Args& a) {
   float* out = a.f32(6, "out", &lo);
   a.len("x", lx, static_cast<double>(lp) * nHeads * hd);
   a.len("out", lo, static_cast<double>(lx));
-  mor::rope(x, pos, lp, nHeads, hd, theta, inverse, out);
+  mor::isa().rope(x, pos, lp, nHeads, hd, theta, inverse, out);
   return undef(a.env);
 }
 
@@ -462,7 +504,7 @@ napi_value rmsnormFwd(const Args& a) {
   const int64_t n = a.rowsOf("x", lx, lw);
   float* out = a.f32Len(3, "out", static_cast<double>(lx));
   float* rstd = a.f32Len(4, "rstd", static_cast<double>(n));
-  mor::rmsnormForward(x, w, n, lw, eps, out, rstd);
+  mor::isa().rmsnormForward(x, w, n, lw, eps, out, rstd);
   return undef(a.env);
 }
 
@@ -476,7 +518,7 @@ napi_value rmsnormBwd(const Args& a) {
   const float* g = a.f32Len(3, "dOut", static_cast<double>(lx));
   float* dX = a.f32Len(4, "dX", static_cast<double>(lx));
   float* dW = a.f32Len(5, "dW", static_cast<double>(lw));
-  mor::rmsnormBackward(x, w, rstd, g, n, lw, dX, dW);
+  mor::isa().rmsnormBackward(x, w, rstd, g, n, lw, dX, dW);
   return undef(a.env);
 }
 
@@ -506,12 +548,12 @@ napi_value elementwise3to2(const Args& a, const char* xName, const char* yName, 
   return undef(a.env);
 }
 
-napi_value swigluFwd(const Args& a) { return elementwise2to1(a, "gate", "up", mor::swigluForward); }
-napi_value swigluBwd(const Args& a) { return elementwise3to2(a, "gate", "up", "dGate", "dUp", mor::swigluBackward); }
-napi_value bceFwd(const Args& a) { return elementwise2to1(a, "z", "t", mor::bceWithLogitsForward); }
-napi_value bceBwd(const Args& a) { return elementwise3to2(a, "z", "t", "dZ", "dT", mor::bceWithLogitsBackward); }
-napi_value add(const Args& a) { return elementwise2to1(a, "a", "b", mor::add); }
-napi_value mul(const Args& a) { return elementwise2to1(a, "a", "b", mor::mul); }
+napi_value swigluFwd(const Args& a) { return elementwise2to1(a, "gate", "up", mor::isa().swigluForward); }
+napi_value swigluBwd(const Args& a) { return elementwise3to2(a, "gate", "up", "dGate", "dUp", mor::isa().swigluBackward); }
+napi_value bceFwd(const Args& a) { return elementwise2to1(a, "z", "t", mor::isa().bceWithLogitsForward); }
+napi_value bceBwd(const Args& a) { return elementwise3to2(a, "z", "t", "dZ", "dT", mor::isa().bceWithLogitsBackward); }
+napi_value add(const Args& a) { return elementwise2to1(a, "a", "b", mor::isa().add); }
+napi_value mul(const Args& a) { return elementwise2to1(a, "a", "b", mor::isa().mul); }
 
 // gatherRows(src, idx, cols, out)
 napi_value gatherRows(const Args& a) {
@@ -521,7 +563,7 @@ napi_value gatherRows(const Args& a) {
   const int64_t cols = a.integer(2, "cols", 0);
   float* out = a.f32Len(3, "out", static_cast<double>(li) * cols);
   if (cols == 0) return undef(a.env);
-  mor::gatherRows(src, a.rowsOf("src", ls, cols), idx, li, cols, out);
+  mor::isa().gatherRows(src, a.rowsOf("src", ls, cols), idx, li, cols, out);
   return undef(a.env);
 }
 
@@ -534,7 +576,7 @@ napi_value scatterAddRows(const Args& a) {
   float* out = a.f32(3, "out", &lo);
   a.len("src", ls, static_cast<double>(li) * cols);
   if (cols == 0) return undef(a.env);
-  mor::scatterAddRows(src, idx, li, cols, out, a.rowsOf("out", lo, cols));
+  mor::isa().scatterAddRows(src, idx, li, cols, out, a.rowsOf("out", lo, cols));
   return undef(a.env);
 }
 
@@ -562,7 +604,7 @@ napi_value ceFwd(const Args& a) {
   const CrossEntropyArgs c = crossEntropyArgs(a);
   float* losses = a.f32Len(4, "losses", static_cast<double>(c.n));
   float* lse = a.f32Len(5, "lse", static_cast<double>(c.n));
-  return number(a.env, static_cast<double>(mor::crossEntropyForward(c.logits, c.targets, c.n, c.vocab, c.ignore, losses, lse)));
+  return number(a.env, static_cast<double>(mor::isa().crossEntropyForward(c.logits, c.targets, c.n, c.vocab, c.ignore, losses, lse)));
 }
 
 // crossEntropyBackward(logits, targets, vocab, ignoreIndex, lse, dLoss, dLogits)
@@ -571,7 +613,7 @@ napi_value ceBwd(const Args& a) {
   const float* lse = a.f32Len(4, "lse", static_cast<double>(c.n));
   const float* dLoss = a.f32Len(5, "dLoss", static_cast<double>(c.n));
   float* d = a.f32Len(6, "dLogits", static_cast<double>(c.n) * c.vocab);
-  mor::crossEntropyBackward(c.logits, c.targets, c.n, c.vocab, c.ignore, lse, dLoss, d);
+  mor::isa().crossEntropyBackward(c.logits, c.targets, c.n, c.vocab, c.ignore, lse, dLoss, d);
   return undef(a.env);
 }
 
@@ -583,7 +625,7 @@ napi_value unary(const Args& a) {
   int64_t lx;
   const float* x = a.f32(1, "x", &lx);
   float* o = a.f32Len(2, "out", static_cast<double>(lx));
-  mor::unary(static_cast<int>(op), x, lx, o);
+  mor::isa().unary(static_cast<int>(op), x, lx, o);
   return undef(a.env);
 }
 
@@ -596,7 +638,7 @@ napi_value unaryBwd(const Args& a) {
   const float* y = a.f32Len(2, "y", n);
   const float* g = a.f32Len(3, "dOut", n);
   float* d = a.f32Len(4, "dX", n);
-  mor::unaryBackward(static_cast<int>(op), x, y, g, lx, d);
+  mor::isa().unaryBackward(static_cast<int>(op), x, y, g, lx, d);
   return undef(a.env);
 }
 
@@ -615,10 +657,10 @@ napi_value rowKernel(const Args& a, RowOut shape, RowKernel f) {
   return undef(a.env);
 }
 
-napi_value softmaxRows(const Args& a) { return rowKernel(a, RowOut::Same, mor::softmaxRows); }
-napi_value lseRows(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::logsumexpRows); }
-napi_value sumRows(const Args& a) { return rowKernel(a, RowOut::PerCol, mor::sumRows); }  // out (C)
-napi_value sumCols(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::sumCols); }  // out (R)
+napi_value softmaxRows(const Args& a) { return rowKernel(a, RowOut::Same, mor::isa().softmaxRows); }
+napi_value lseRows(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::isa().logsumexpRows); }
+napi_value sumRows(const Args& a) { return rowKernel(a, RowOut::PerCol, mor::isa().sumRows); }  // out (C)
+napi_value sumCols(const Args& a) { return rowKernel(a, RowOut::PerRow, mor::isa().sumCols); }  // out (R)
 
 // softmaxRowsBackward(y, dOut, cols, dX)
 napi_value softmaxRowsBwd(const Args& a) {
@@ -628,7 +670,7 @@ napi_value softmaxRowsBwd(const Args& a) {
   const int64_t rows = a.rowsOf("y", ly, cols);
   const float* g = a.f32Len(1, "dOut", static_cast<double>(ly));
   float* d = a.f32Len(3, "dX", static_cast<double>(ly));
-  mor::softmaxRowsBackward(y, g, rows, cols, d);
+  mor::isa().softmaxRowsBackward(y, g, rows, cols, d);
   return undef(a.env);
 }
 
@@ -641,7 +683,7 @@ napi_value lseRowsBwd(const Args& a) {
   const float* lse = a.f32Len(1, "lse", static_cast<double>(rows));
   const float* g = a.f32Len(2, "dOut", static_cast<double>(rows));
   float* d = a.f32Len(4, "dX", static_cast<double>(lx));
-  mor::logsumexpRowsBackward(x, lse, g, rows, cols, d);
+  mor::isa().logsumexpRowsBackward(x, lse, g, rows, cols, d);
   return undef(a.env);
 }
 
@@ -660,16 +702,16 @@ napi_value topkRows(const Args& a) {
   const int64_t rows = a.rowsOf("x", lx, cols);
   a.len("indices", li, static_cast<double>(rows) * k);
   a.len("values", lv, static_cast<double>(rows) * k);
-  mor::topkRows(x, rows, cols, k, byIndex, idx, vals);
+  mor::isa().topkRows(x, rows, cols, k, byIndex, idx, vals);
   return undef(a.env);
 }
 
 // Reductions of a whole buffer to one float64: sum(x), sumSquares(x).
-template <double (*F)(const float*, int64_t)>
+template <double (*mor::KernelTable::*F)(const float*, int64_t)>
 napi_value reduce(const Args& a) {
   int64_t l;
   const float* x = a.f32(0, "x", &l);
-  return number(a.env, F(x, l));
+  return number(a.env, (mor::isa().*F)(x, l));
 }
 
 // scaleRows(x, s, cols, out): x, out (R, C), s (R)
@@ -680,7 +722,7 @@ napi_value scaleRows(const Args& a) {
   const int64_t rows = a.rowsOf("x", lx, cols);
   const float* sc = a.f32Len(1, "s", static_cast<double>(rows));
   float* o = a.f32Len(3, "out", static_cast<double>(lx));
-  mor::scaleRows(x, sc, rows, cols, o);
+  mor::isa().scaleRows(x, sc, rows, cols, o);
   return undef(a.env);
 }
 
@@ -692,7 +734,7 @@ napi_value rowDot(const Args& a) {
   const int64_t rows = a.rowsOf("a", la, cols);
   const float* y = a.f32Len(1, "b", static_cast<double>(la));
   float* o = a.f32Len(3, "out", static_cast<double>(rows));
-  mor::rowDot(x, y, rows, cols, o);
+  mor::isa().rowDot(x, y, rows, cols, o);
   return undef(a.env);
 }
 
@@ -702,7 +744,7 @@ napi_value scale(const Args& a) {
   const float* x = a.f32(0, "a", &la);
   const float s = a.f32num(1, "s");
   float* o = a.f32Len(2, "out", static_cast<double>(la));
-  mor::scale(x, s, la, o);
+  mor::isa().scale(x, s, la, o);
   return undef(a.env);
 }
 
@@ -712,7 +754,7 @@ napi_value axpy(const Args& a) {
   int64_t lx;
   const float* x = a.f32(1, "x", &lx);
   float* y = a.f32Len(2, "y", static_cast<double>(lx));
-  mor::axpy(alpha, x, lx, y);
+  mor::isa().axpy(alpha, x, lx, y);
   return undef(a.env);
 }
 
@@ -720,7 +762,7 @@ napi_value axpy(const Args& a) {
 napi_value fill(const Args& a) {
   int64_t lx;
   float* x = a.f32(0, "x", &lx);
-  mor::fill(x, lx, a.f32num(1, "value"));
+  mor::isa().fill(x, lx, a.f32num(1, "value"));
   return undef(a.env);
 }
 
@@ -738,7 +780,7 @@ napi_value adamw(const Args& a) {
   const double lr = a.num(4, "lr"), b1 = a.num(5, "beta1"), b2 = a.num(6, "beta2"), eps = a.num(7, "eps"),
                wd = a.num(8, "weightDecay");
   const double step = static_cast<double>(a.integer(9, "step", 1));
-  mor::adamwStep(p, g, m, v, lg, lr, b1, b2, eps, wd, step);
+  mor::isa().adamwStep(p, g, m, v, lg, lr, b1, b2, eps, wd, step);
   return undef(a.env);
 }
 
@@ -750,6 +792,9 @@ const Export kExports[] = {
     {"info", info},
     {"setGemmProvider", setGemmProvider},
     {"setNumThreads", setNumThreads},
+    {"setSimd", setSimd},
+    {"probeFma", probeFma},
+    {"probeStreamRead", probeStreamRead},
     {"rawSgemmGflops", rawSgemmGflops},
     {"packedWeightSize", packedWeightSize},
     {"gemm", gemm},
@@ -777,8 +822,8 @@ const Export kExports[] = {
     {"logsumexpRows", lseRows},
     {"logsumexpRowsBackward", lseRowsBwd},
     {"topkRows", topkRows},
-    {"sum", reduce<mor::sum>},
-    {"sumSquares", reduce<mor::sumSquares>},
+    {"sum", reduce<&mor::KernelTable::sum>},
+    {"sumSquares", reduce<&mor::KernelTable::sumSquares>},
     {"sumRows", sumRows},
     {"sumCols", sumCols},
     {"scaleRows", scaleRows},

@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "common.h"
-#include "kernels.h"
+#include "isa.h"
 
-namespace mor {
+MOR_ISA_BEGIN
 
 namespace {
 
@@ -810,18 +810,6 @@ MOR_INLINE vf sumLanesW(const vf* in) {
 }
 #endif
 
-// Broadcast. (vset1's `vf{} + x` costs an add: +0 + x differs from x for x = −0; x − 0 does not.)
-MOR_INLINE vf bcast(float x) { return x - vf{}; }
-
-// Pins a value in a register: GCC otherwise re-loads vectors it could keep (it folds loads into
-// the FMAs), and the score loop is bound by loads.
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define MOR_PIN(x) asm("" : "+v"(x))
-#elif defined(__GNUC__) && defined(__aarch64__)
-#define MOR_PIN(x) asm("" : "+w"(x))
-#else
-#define MOR_PIN(x) (void)0
-#endif
 
 template <int R, int U>
 struct Lanes {
@@ -1231,4 +1219,4 @@ void attentionPaged(const PagedShape& a, const float* q, const float* kPool, con
   }
 }
 
-}  // namespace mor
+MOR_ISA_END

@@ -1,7 +1,8 @@
 // Shared helpers for the native kernels: portable SIMD vector type, OpenMP shims, scratch memory.
 //
 // Vectors use GCC/Clang vector extensions so the same source compiles to AVX-512, AVX2, SSE2 or
-// NEON, whichever the compiler targets (-march=native). Width MOR_VW is in floats.
+// NEON, whichever the compiler targets (the variant's -march, see isa.h). Width MOR_VW is in
+// floats. The vector helpers live in mor::<MOR_ISA>, so each variant's copies are its own.
 #pragma once
 
 #include <cmath>
@@ -17,25 +18,35 @@
 
 #if defined(__AVX512F__)
 #define MOR_VW 16
-#define MOR_SIMD_NAME "avx512"
 #elif defined(__AVX2__)
 #define MOR_VW 8
-#define MOR_SIMD_NAME "avx2"
 #elif defined(__ARM_NEON) || defined(__ARM_NEON__)
 #define MOR_VW 4
-#define MOR_SIMD_NAME "neon"
 #elif defined(__SSE2__)
 #define MOR_VW 4
-#define MOR_SIMD_NAME "sse2"
 #else
 #define MOR_VW 4
-#define MOR_SIMD_NAME "none"
 #endif
 
 #define MOR_INLINE inline __attribute__((always_inline))
 #define MOR_RESTRICT __restrict__
 
+#ifndef MOR_ISA
+#define MOR_ISA generic
+#endif
+
+// Pins a value in a register: GCC otherwise re-loads vectors it could keep (it folds loads into
+// the FMAs, e.g. in attention's score loop, which is bound by loads), or folds a loop away.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define MOR_PIN(x) asm("" : "+v"(x))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define MOR_PIN(x) asm("" : "+w"(x))
+#else
+#define MOR_PIN(x) (void)0
+#endif
+
 namespace mor {
+namespace MOR_ISA {
 
 constexpr int W = MOR_VW;
 typedef float vf __attribute__((vector_size(MOR_VW * 4)));
@@ -135,6 +146,11 @@ MOR_INLINE float sexp(float x) {
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
 }
+
+// Broadcast. (vset1's `vf{} + x` costs an add: +0 + x differs from x for x = −0; x − 0 does not.)
+MOR_INLINE vf bcast(float x) { return x - vf{}; }
+
+}  // namespace MOR_ISA
 
 // ---- threading ---------------------------------------------------------------------------------
 

@@ -18,10 +18,9 @@
 #include <cstring>
 
 #include "common.h"
-#include "gemm.h"
-#include "kernels.h"
+#include "isa.h"
 
-namespace mor {
+MOR_ISA_BEGIN
 
 namespace {
 // Scratch slots of this file (gemm and attention use others; see their scratch() calls).
@@ -78,4 +77,4 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
   sgemmPacked(n, d, I, x, I, w.down, out, d, true);
 }
 
-}  // namespace mor
+MOR_ISA_END

@@ -26,20 +26,28 @@ void sgemmBatched(bool transA, bool transB, int64_t m, int64_t n, int64_t k, flo
                   const float* A, int64_t strideA, const float* B, int64_t strideB, float beta, float* C,
                   int64_t strideC, int64_t batch);
 
+// sgemmBuiltin and sgemmPacked are per instruction-set variant (isa.h): call them as
+// isa().sgemmBuiltin(...), isa().sgemmPacked(...).
+namespace sig {
 /** The built-in kernel with an explicit thread count (1 = serial, safe inside parallel regions). */
 void sgemmBuiltin(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float* A,
                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads);
+}  // namespace sig
 
+/** Columns of a packed weight panel: one layout for every instruction-set variant. */
+constexpr int kPackNR = 32;
 /** Floats of a packed weight (n, k) (see sgemmPacked). */
 int64_t packedWeightSize(int64_t n, int64_t k);
 /** Repack a constant weight W (n, k) row-major for sgemmPacked. dst holds packedWeightSize floats. */
 void packWeight(int64_t n, int64_t k, const float* w, float* dst);
+namespace sig {
 /**
  * C (m, n) = A (m, k) · Wᵀ (+ C when accumulate), W given packed by packWeight. Built-in kernel
  * whatever the provider: it is the decoding path, where the weight is read once per call.
  */
 void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* packed, float* C,
                  int64_t ldc, bool accumulate);
+}  // namespace sig
 
 /** GFLOP/s of cblas_sgemm called directly from C++ (C = A·B, no transposes); -1 without OpenBLAS. */
 double rawBlasGflops(int64_t m, int64_t n, int64_t k, int iterations);

@@ -7,9 +7,9 @@
 #include <numeric>
 
 #include "common.h"
-#include "kernels.h"
+#include "isa.h"
 
-namespace mor {
+MOR_ISA_BEGIN
 
 namespace {
 
@@ -726,4 +726,4 @@ void adamwStep(float* param, const float* grad, float* m, float* v, int64_t n, d
   });
 }
 
-}  // namespace mor
+MOR_ISA_END

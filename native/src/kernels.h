@@ -1,4 +1,7 @@
-// Kernel entry points (plain C++, no Node-API). Shapes follow the legend in src/backend/backend.ts.
+// Kernel entry points (plain C++, no Node-API), one implementation per instruction-set variant:
+// the declarations here (namespace mor::sig, out of reach of argument-dependent lookup from the
+// variants' own namespaces) give the signatures; call them through isa() (isa.h), e.g.
+// isa().rope(...). Shapes follow the legend in src/backend/backend.ts.
 // Sizes are validated by the binding (addon.cc) before these run, except where a kernel needs to
 // inspect data (indices, targets, attention segments); those throw KernelError.
 #pragma once
@@ -27,11 +30,13 @@ struct AttnShape {
   const int32_t* kPos;  // (Nk)
   int64_t nk;
 };
+namespace sig {
 /** Validates segments (ranges, disjointness, kPos sorted within each); throws KernelError. */
 void attentionValidate(const AttnShape& s);
 void attentionForward(const AttnShape& s, const float* q, const float* k, const float* v, float* out, float* lse);
 void attentionBackward(const AttnShape& s, const float* q, const float* k, const float* v, const float* out,
                        const float* lse, const float* dOut, float* dQ, float* dK, float* dV);
+}  // namespace sig
 
 // ---- attention over a paged KV pool (decoding) --------------------------------------------------
 struct PagedShape {
@@ -45,9 +50,11 @@ struct PagedShape {
   const int32_t* blockTables;
   int64_t tableLen;
 };
+namespace sig {
 /** Validates heads and every stream's range and block ids against the pool; throws KernelError. */
 void attentionPagedValidate(const PagedShape& s);
 void attentionPaged(const PagedShape& s, const float* q, const float* kPool, const float* vPool, float* out);
+}  // namespace sig
 
 // ---- one decoder layer for decoding (decode.cc) ---------------------------------------------------
 struct DecodeLayerShape {
@@ -66,6 +73,7 @@ struct DecodeLayerWeights {
   const float* gateUp;     // packed (2I, D)
   const float* down;       // packed (D, I)
 };
+namespace sig {
 /** out (N, D) = the layer applied to h (N, D); writes k, v rows into the pools. Throws KernelError. */
 void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWeights& w, float* kPool, float* vPool,
                  float* out);
@@ -90,9 +98,11 @@ void crossEntropyBackward(const float* logits, const int32_t* targets, int64_t n
                           int64_t ignoreIndex, const float* lse, const float* dLoss, float* dLogits);
 void bceWithLogitsForward(const float* z, const float* t, int64_t n, float* out);
 void bceWithLogitsBackward(const float* z, const float* t, const float* dOut, int64_t n, float* dZ, float* dT);
+}  // namespace sig
 
 // ---- pointwise and row-wise ----------------------------------------------------------------------
 enum UnaryOp : int { kSigmoid = 0, kTanh = 1, kSilu = 2, kGelu = 3 };
+namespace sig {
 void unary(int op, const float* x, int64_t n, float* out);
 void unaryBackward(int op, const float* x, const float* y, const float* dOut, int64_t n, float* dX);
 void softmaxRows(const float* x, int64_t rows, int64_t cols, float* out);
@@ -117,5 +127,12 @@ void fill(float* x, int64_t n, float value);
 // ---- optimiser -----------------------------------------------------------------------------------
 void adamwStep(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
                double beta2, double eps, double weightDecay, double step);
+
+// ---- machine ceilings (bench) ---------------------------------------------------------------------
+/** GFLOP/s of independent FMA chains on `threads` threads for about `seconds`, this variant's vectors. */
+double probeFmaGflops(int threads, double seconds);
+/** GB/s of a streaming read of `bytes` (allocated here) on `threads` threads, best of `repeats` passes. */
+double probeStreamReadGbps(int64_t bytes, int threads, int repeats);
+}  // namespace sig
 
 }  // namespace mor

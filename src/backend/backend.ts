@@ -32,8 +32,15 @@ export interface BackendInfo {
   gemmProviders: readonly GemmProvider[];
   /** Threads the backend uses for its parallel loops (1 for ref). */
   threads: number;
-  /** SIMD instruction set the kernels were compiled for: 'avx512', 'avx2', 'neon', 'sse2', 'none'. */
+  /**
+   * Instruction-set variant of the kernels in use (native: 'generic', 'avx2', 'avx512',
+   * 'avx512bf16', chosen at load as the widest the CPU runs, or by MOR_SIMD / setSimd); 'none' for ref.
+   */
   simd: string;
+  /** Variants this CPU can run, narrowest first (native only). */
+  simdAvailable?: readonly string[];
+  /** The CPU's model name (native only; 'unknown' when the CPU does not say). */
+  cpu?: string;
 }
 
 /**
@@ -175,6 +182,11 @@ export interface Backend {
   setGemmProvider(provider: GemmProvider): void;
   /** Threads for the backend's parallel loops (and BLAS); ref accepts only 1. n ≥ 1. */
   setNumThreads(n: number): void;
+  /**
+   * Switch the kernels' instruction-set variant (native only): one of info().simdAvailable.
+   * ArgumentError for an unknown name, BackendUnavailableError for one this CPU cannot run.
+   */
+  setSimd?(name: string): void;
 
   // ---- linear algebra -------------------------------------------------------------------------
 

@@ -11,10 +11,11 @@
  * DtypeError) and length (ShapeError), and index/target ranges (ArgumentError), so native code
  * never reads or writes out of bounds. Outputs must have exactly the length the contract gives them.
  *
- * Environment: MOR_GEMM=openblas|builtin picks the initial GEMM provider; MOR_NATIVE_ADDON=path
- * loads another build of the addon.
+ * Environment: MOR_GEMM=openblas|builtin picks the initial GEMM provider; MOR_SIMD=generic|avx2|
+ * avx512|avx512bf16 a narrower instruction-set variant than the widest this CPU runs (the addon
+ * picks that at load; native/README.md); MOR_NATIVE_ADDON=path loads another build of the addon.
  *
- * Default GEMM provider: the built-in kernel where the addon was compiled for AVX-512 (there it
+ * Default GEMM provider: the built-in kernel where the AVX-512 kernels run (there it
  * measured 1.7–1.9× Debian's OpenBLAS, whose dynamic-arch kernels stop at AVX2 on recent
  * CPUs), else OpenBLAS when linked, else built-in. A fixed rule rather than a timing at load,
  * so a run and its resumption use the same kernel and give the same numbers.
@@ -29,9 +30,22 @@ import type { Backend, BackendInfo, GemmProvider, PackedLayer, PackedWeight, Pag
 /** The addon's exports that are not kernels (see native/src/addon.cc). */
 interface AddonControl {
   init(shapeError: unknown, dtypeError: unknown, argumentError: unknown): void;
-  info(): { simd: string; threads: number; gemmProvider: 'openblas' | 'builtin'; haveOpenBLAS: boolean };
+  info(): {
+    simd: string;
+    simdAvailable: string[];
+    cpu: string;
+    cpuFeatures: string;
+    caches: { l1d: number; l2: number; l3: number };
+    threads: number;
+    gemmProvider: 'openblas' | 'builtin';
+    haveOpenBLAS: boolean;
+  };
   setGemmProvider(provider: number): boolean;
   setNumThreads(n: number): void;
+  /** 0 switched, 1 unknown name, 2 not runnable on this CPU (see addon.cc). */
+  setSimd(name: string): number;
+  probeFma(threads: number, seconds: number): number;
+  probeStreamRead(megabytes: number, threads: number, repeats: number): number;
   rawSgemmGflops(m: number, n: number, k: number, iterations: number): number | null;
   packedWeightSize(n: number, k: number): number;
 }
@@ -39,7 +53,7 @@ interface AddonControl {
 /** A kernel export: positional typed arrays, numbers and booleans, checked natively. */
 type Export = (...args: unknown[]) => unknown;
 
-type KernelName = Exclude<keyof Backend, 'name' | 'info' | 'setGemmProvider' | 'setNumThreads'>;
+type KernelName = Exclude<keyof Backend, 'name' | 'info' | 'setGemmProvider' | 'setNumThreads' | 'setSimd'>;
 type Kernels = Pick<Backend, KernelName>;
 type Addon = AddonControl & Readonly<Record<KernelName, Export>>;
 
@@ -212,13 +226,35 @@ function loadBinding(): Addon {
   return b;
 }
 
+/** The MOR_SIMD names, narrowest first (native/src/isa.cc). */
+export const SIMD_VARIANTS: readonly string[] = Object.freeze(['generic', 'avx2', 'avx512', 'avx512bf16']);
+
+/** Switch the addon's kernel variant; ArgumentError (unknown name) or BackendUnavailableError (not here). */
+function switchSimd(addon: AddonControl, name: string, where: string): void {
+  const status = addon.setSimd(name);
+  if (status === 0) return;
+  const i = addon.info();
+  const offers = `this CPU (${i.cpu}) runs ${i.simdAvailable.join(', ')}`;
+  if (status === 1) throw new ArgumentError(`${where}: unknown SIMD variant '${name}'; expected one of ${SIMD_VARIANTS.join(', ')} (${offers})`);
+  throw new BackendUnavailableError(`${where}: SIMD variant '${name}' cannot run here: ${offers}`);
+}
+
 /** The native Backend over a loaded addon. */
 function createNativeBackend(addon: Addon, path: string): Backend {
+  const simd = process.env['MOR_SIMD'];
+  if (simd !== undefined && simd !== '') {
+    try {
+      switchSimd(addon, simd, `MOR_SIMD=${simd}`);
+    } catch (e) {
+      // A setting the user made explicitly: an error, never a silent fall-back to the ref backend.
+      throw new ArgumentError((e as Error).message);
+    }
+  }
   const providers: readonly GemmProvider[] = Object.freeze(
     addon.info().haveOpenBLAS ? (['openblas', 'builtin'] as GemmProvider[]) : (['builtin'] as GemmProvider[]),
   );
   const want = process.env['MOR_GEMM'];
-  if ((want === undefined || want === '') && addon.info().simd === 'avx512') addon.setGemmProvider(PROVIDER_IDS['builtin']);
+  if ((want === undefined || want === '') && addon.info().simd.startsWith('avx512')) addon.setGemmProvider(PROVIDER_IDS['builtin']);
   if (want !== undefined && want !== '') {
     if (want === 'openblas' || want === 'builtin') {
       if (providers.includes(want)) addon.setGemmProvider(PROVIDER_IDS[want]);
@@ -231,7 +267,18 @@ function createNativeBackend(addon: Addon, path: string): Backend {
     name: 'native',
     info(): BackendInfo {
       const i = addon.info();
-      return { backend: 'native', gemmProvider: i.gemmProvider, gemmProviders: providers, threads: i.threads, simd: i.simd };
+      return {
+        backend: 'native',
+        gemmProvider: i.gemmProvider,
+        gemmProviders: providers,
+        threads: i.threads,
+        simd: i.simd,
+        simdAvailable: Object.freeze([...i.simdAvailable]),
+        cpu: i.cpu,
+      };
+    },
+    setSimd(name: string): void {
+      switchSimd(addon, name, 'native backend: setSimd');
     },
     setGemmProvider(provider: GemmProvider): void {
       if (!providers.includes(provider) || (provider !== 'openblas' && provider !== 'builtin')) {
@@ -262,6 +309,11 @@ export function loadNativeBackend(): Backend {
     loadError = null;
     return backend;
   } catch (e) {
+    if (e instanceof ArgumentError) {
+      // A bad setting (MOR_SIMD) is the user's to fix: raised as it is, so no caller falls back.
+      loadError = e.message;
+      throw e;
+    }
     const err =
       e instanceof BackendUnavailableError
         ? e
@@ -276,17 +328,41 @@ export function nativeLoadError(): string | null {
   return loadError;
 }
 
+/** The addon's control exports (probes, CPU description), or null when it does not load. */
+function controlOrNull(): AddonControl | null {
+  try {
+    return loadBinding();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * GFLOP/s of `threads` threads each running independent FMA chains for `seconds`, with the vectors
+ * of the kernel variant in use (the FMA-throughput ceiling of that variant); null without the addon.
+ */
+export function probeFmaGflops(threads: number, seconds: number): number | null {
+  return controlOrNull()?.probeFma(threads, seconds) ?? null;
+}
+
+/** GB/s of a streaming read of a fresh `megabytes` buffer on `threads` threads, best of `repeats`. */
+export function probeStreamReadGbps(megabytes: number, threads: number, repeats: number): number | null {
+  return controlOrNull()?.probeStreamRead(megabytes, threads, repeats) ?? null;
+}
+
+/** The CPU as the addon sees it: model name, features the OS enabled, data cache sizes. */
+export function nativeCpuInfo(): { cpu: string; features: string; caches: { l1d: number; l2: number; l3: number } } | null {
+  const c = controlOrNull();
+  if (!c) return null;
+  const i = c.info();
+  return { cpu: i.cpu, features: i.cpuFeatures, caches: i.caches };
+}
+
 /**
  * GFLOP/s of cblas_sgemm called directly from C++ (C = A·B, (m, k)·(k, n), no JS in the loop),
  * averaged over `iterations` back-to-back calls after one warm-up: the yardstick for the overhead of
  * the JS-facing gemm. null when the addon is built without OpenBLAS or is unavailable.
  */
 export function rawSgemmGflops(m: number, n: number, k: number, iterations: number): number | null {
-  let b: Addon;
-  try {
-    b = loadBinding();
-  } catch {
-    return null;
-  }
-  return b.rawSgemmGflops(m, n, k, iterations);
+  return controlOrNull()?.rawSgemmGflops(m, n, k, iterations) ?? null;
 }

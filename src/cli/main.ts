@@ -27,6 +27,7 @@ import { EXIT_CODES_HELP, EXIT_OK, exitCodeFor } from './exit-codes.js';
 import { registerCompareCommand, registerDemoCommand, registerTrainCommand } from './train.js';
 import { registerServeCommand } from './serve.js';
 import { existsSync, readFileSync } from 'node:fs';
+import { definedOnly } from '../util/defined.js';
 
 function chooseBackend(name: string | undefined): void {
   if (name === undefined) return;
@@ -95,12 +96,7 @@ async function sampleAndPrint(modelDir: string, prompts: string[], f: SampleFlag
     topK: f.topK,
     topP: f.topP,
     seed: f.seed,
-    ...(f.repetitionPenalty !== undefined ? { repetitionPenalty: f.repetitionPenalty } : {}),
-    ...(f.stop !== undefined ? { stop: f.stop } : {}),
-    ...(f.maxDepth !== undefined ? { maxDepth: f.maxDepth } : {}),
-    ...(f.threshold !== undefined ? { threshold: f.threshold } : {}),
-    ...(f.exitConfidence !== undefined ? { exitConfidence: f.exitConfidence } : {}),
-    ...(onText ? { onText } : {}),
+    ...definedOnly({ repetitionPenalty: f.repetitionPenalty, stop: f.stop, maxDepth: f.maxDepth, threshold: f.threshold, exitConfidence: f.exitConfidence, onText }),
   });
   // every prompt's request is checked before anything is printed
   for (const prompt of prompts) textRequest(engine, tok, prompt, request(undefined));
@@ -248,7 +244,8 @@ export function buildProgram(): Command {
       console.log(`backend        ${info.backend}`);
       console.log(`gemm provider  ${info.gemmProvider} (available: ${info.gemmProviders.join(', ')})`);
       console.log(`threads        ${info.threads}`);
-      console.log(`simd           ${info.simd}`);
+      console.log(`simd           ${info.simd}${info.simdAvailable ? ` (this CPU runs: ${info.simdAvailable.join(', ')}; MOR_SIMD picks one)` : ''}`);
+      if (info.cpu !== undefined) console.log(`cpu            ${info.cpu}`);
       if (out['model'] !== undefined) {
         const c = out['config'] as ModelConfig;
         const rec = c.recursion ? `${c.recursion.sharing}, ${c.recursion.num_recursions} recursions, LoRA rank ${c.recursion.lora_rank}` : 'none';

@@ -2,6 +2,7 @@
 import { Option, type Command } from 'commander';
 import { SERVE_DEFAULTS, startServer, type ServeOptions } from '../serve/server.js';
 import { int, log, num } from './flags.js';
+import { definedOnly } from '../util/defined.js';
 
 interface ServeFlags {
   model: string;
@@ -37,8 +38,7 @@ export function registerServeCommand(program: Command): void {
         batching: f.batching,
         maxQueue: f.maxQueue,
         requestTimeoutS: f.requestTimeout,
-        ...(f.apiKey !== undefined ? { apiKey: f.apiKey } : {}),
-        ...(f.runs !== undefined ? { runsDir: f.runs } : {}),
+        ...definedOnly({ apiKey: f.apiKey, runsDir: f.runs }),
       };
       const server = await startServer(opts);
       await server.ready;

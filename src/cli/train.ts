@@ -17,6 +17,7 @@ import { ArgumentError } from '../errors.js';
 import { loadModel } from '../interop/load.js';
 import { ProgressPrinter } from './progress.js';
 import { collect, int, log, num } from './flags.js';
+import { definedOnly } from '../util/defined.js';
 import { CommandExit, EXIT_INTERRUPTED } from './exit-codes.js';
 
 interface TrainFlags {
@@ -229,9 +230,7 @@ export function registerCompareCommand(program: Command): void {
         lr: o.lr,
         seed: o.seed,
         cacheDir: o.cacheDir,
-        ...(o.seqLen !== undefined ? { seqLen: o.seqLen } : {}),
-        ...(o.evalBatches !== undefined ? { evalBatches: o.evalBatches } : {}),
-        ...(o.overwrite !== undefined ? { overwrite: o.overwrite } : {}),
+        ...definedOnly({ seqLen: o.seqLen, evalBatches: o.evalBatches, overwrite: o.overwrite }),
         onLog: log,
         onMetrics: (_name, m) => progress.update(m),
       });

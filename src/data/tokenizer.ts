@@ -48,6 +48,10 @@ export class Tokenizer {
   private readonly json: Json;
   private readonly lib: HfTokenizer;
   private readonly fastEncoder: FastByteLevelBpe | null;
+  /** model.unk_token, when the model names one. */
+  private readonly unkToken: string | null;
+  /** Its id, or undefined when the named token is not in the vocabulary. */
+  private readonly unkId: number | undefined;
 
   private constructor(json: Json, options: TokenizerOptions) {
     const config: Json = { ...(options.config ?? {}) };
@@ -58,6 +62,7 @@ export class Tokenizer {
     if (model === null || typeof model !== 'object' || Array.isArray(model)) {
       throw new DataError(`tokenizer.json must have a "model" object, got ${describe(model)}`);
     }
+    checkShape(json, model as Json);
     // The library wants these keys present (null is fine) and added_tokens to be an array.
     const forLib: Json = {
       normalizer: null,
@@ -74,7 +79,7 @@ export class Tokenizer {
     }
 
     let maxId = -1;
-    for (const [, id] of this.lib.get_vocab(true)) if (id > maxId) maxId = id;
+    for (const [, id] of malformedIsDataError(() => this.lib.get_vocab(true))) if (id > maxId) maxId = id;
     if (maxId < 0) throw new DataError('tokenizer.json has an empty vocabulary');
     this.vocabSize = maxId + 1;
 
@@ -94,10 +99,16 @@ export class Tokenizer {
     this.bosToken = bosId === undefined ? null : (bos as string);
     this.bosId = bosId ?? null;
 
+    // The library leaves a piece it cannot map as an undefined id (WordLevel ignores its
+    // unk_token), so unknown pieces are mapped to the unk token here.
+    const unk = (model as Json)['unk_token'];
+    this.unkToken = typeof unk === 'string' ? unk : null;
+    this.unkId = this.unkToken === null ? undefined : this.lib.token_to_id(this.unkToken);
+
     const pre = this.lib.pre_tokenizer;
     const libPreTokenize: PreTokenizeFn | null =
       pre === null ? null : (text, opts) => pre.pre_tokenize(text, opts) as string[];
-    this.fastEncoder = options.fast === false ? null : FastByteLevelBpe.tryCreate(json, config, libPreTokenize);
+    this.fastEncoder = options.fast === false ? null : malformedIsDataError(() => FastByteLevelBpe.tryCreate(json, config, libPreTokenize));
   }
 
   /** Load tokenizer.json from a file, or from a directory holding tokenizer.json (and maybe tokenizer_config.json). */
@@ -148,11 +159,14 @@ export class Tokenizer {
   /** encode() through @huggingface/tokenizers itself: the reference the fast path is checked against. */
   encodeWithLibrary(text: string): Int32Array {
     if (text.length === 0) return new Int32Array(0);
-    const ids = this.lib.encode(text, { add_special_tokens: false }).ids;
+    const { ids, tokens } = this.lib.encode(text, { add_special_tokens: false });
     const out = new Int32Array(ids.length);
     for (let i = 0; i < ids.length; i++) {
-      const id = ids[i];
-      if (id === undefined) throw new DataError(`tokenizer produced no id for a piece of text and has no unk token`);
+      const id = ids[i] ?? this.unkId;
+      if (id === undefined) {
+        const why = this.unkToken === null ? 'it has no unk token' : `its unk token '${this.unkToken}' is not in the vocabulary`;
+        throw new DataError(`tokenizer has no id for the piece ${JSON.stringify(tokens[i] ?? '')} and ${why}`);
+      }
       out[i] = id;
     }
     return out;
@@ -190,6 +204,42 @@ export class Tokenizer {
   /** Write tokenizer.json atomically. */
   async save(file: string): Promise<void> {
     await writeFileAtomic(file, JSON.stringify(this.json));
+  }
+}
+
+/**
+ * The parts of tokenizer.json that the library and the fast encoder index without checking:
+ * added_tokens entries and BPE merges. Anything else malformed is the library's to report.
+ */
+function checkShape(json: Json, model: Json): void {
+  const added = json['added_tokens'];
+  if (added !== undefined && added !== null) {
+    if (!Array.isArray(added)) throw new DataError(`tokenizer.json added_tokens must be an array, got ${describe(added)}`);
+    added.forEach((t: unknown, i) => {
+      const ok = t !== null && typeof t === 'object' && typeof (t as Json)['id'] === 'number' && typeof (t as Json)['content'] === 'string';
+      if (!ok) throw new DataError(`tokenizer.json added_tokens[${i}] must be an object with a numeric id and a string content, got ${JSON.stringify(t) ?? describe(t)}`);
+    });
+  }
+  const merges = model['merges'];
+  if (model['type'] === 'BPE' && merges !== undefined) {
+    if (!Array.isArray(merges)) throw new DataError(`tokenizer.json model.merges must be an array, got ${describe(merges)}`);
+    for (let i = 0; i < merges.length; i++) {
+      const m: unknown = merges[i];
+      const pair = Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string';
+      if (!pair && typeof m !== 'string') {
+        throw new DataError(`tokenizer.json model.merges[${i}] must be "left right" or a [left, right] pair of strings, got ${JSON.stringify(m) ?? describe(m)}`);
+      }
+    }
+  }
+}
+
+/** Runs fn; an untyped error from it (a TypeError on a malformed file) becomes a DataError. */
+function malformedIsDataError<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof DataError || e instanceof ArgumentError) throw e;
+    throw new DataError(`tokenizer.json is malformed: ${(e as Error).message}`);
   }
 }
 

@@ -21,6 +21,7 @@ import { ArgumentError } from '../errors.js';
 import { getBackend } from '../backend/index.js';
 import type { Backend, PackedLayer, PackedWeight, PagedAttentionLayout } from '../backend/backend.js';
 import { headDim, type ModelConfig } from '../model/config.js';
+import { linearParamsPerLayer } from '../model/flops.js';
 import type { Model } from '../model/model.js';
 import type { RouterParams } from '../model/params.js';
 import { expertGate, expertKeeps, expertUpdate, routerLogits, tokenChoiceDepths, tokenChoiceFinish, tokenChoiceProbs } from '../model/routing.js';
@@ -28,6 +29,15 @@ import { decoderLayer, type AttendFn } from '../nn/layers.js';
 import { Tensor, indexTensor, noGrad, tensor } from '../tensor/tensor.js';
 import { add, embedding, linearPacked, rmsnorm, softmax } from '../tensor/ops.js';
 import { KVStream, PagedKVPool } from './kv-pool.js';
+
+/**
+ * What the runner's native calls did, for a roofline (benchmarks): called once per layer call
+ * with its two phases — the weight products (FLOPs, weight bytes streamed) and attention (FLOPs
+ * over the visible keys, K/V bytes read) — and once per head call (attention terms 0).
+ */
+export interface WorkMeter {
+  call(linearFlops: number, weightBytes: number, attentionFlops: number, kvBytes: number): void;
+}
 
 /** Per-sequence KV streams (one per cached layer position). */
 export interface SequenceKV {
@@ -81,6 +91,8 @@ export class ModelRunner {
   private readonly writesKV: Uint8Array;
   private readonly rowSize: number;
   private packed: { backend: Backend; layers: PackedLayer[]; head: PackedWeight } | null = null;
+  /** Set to count the work of every call (see WorkMeter); null: not counted. */
+  meter: WorkMeter | null = null;
 
   constructor(readonly model: Model, readonly pool: PagedKVPool) {
     const c = model.config;
@@ -162,6 +174,8 @@ export class ModelRunner {
 
   /** Final norm and output head: h (n, D) → logits (n, V). */
   private head(h: Tensor): Tensor {
+    const c = this.config;
+    this.meter?.call(2 * h.dim(0) * c.vocab_size * c.hidden_size, 4 * c.vocab_size * c.hidden_size, 0, 0);
     return linearPacked(rmsnorm(h, this.model.params.norm, this.config.rms_norm_eps), this.packedWeights().head);
   }
 
@@ -248,6 +262,13 @@ export class ModelRunner {
     const qPos = Int32Array.from(rows, (r) => r.pos);
     const { layout, kvSlots } = this.pagedLayout(rows, positionOf, qPos);
     const lora = this.model.params.lora?.[l] ?? null;
+    if (this.meter) {
+      // every row reads its whole stream: QKᵀ and P·V over `len` keys, K and V rows of f32
+      let keys = 0;
+      for (let i = 1; i < layout.streams.length; i += 2) keys += layout.streams[i] as number;
+      const params = linearParamsPerLayer(c);
+      this.meter.call(2 * rows.length * params, 4 * params, 4 * keys * layout.headDim * layout.numHeads, 2 * 4 * keys * this.rowSize);
+    }
     const be = getBackend();
     if (lora === null) {
       const out = new Float32Array(h.size);
@@ -425,13 +446,19 @@ export class ModelRunner {
   /**
    * Prefill: run a prompt's tokens through enter → recursions → exit as one batch per stage,
    * filling the sequence's KV streams; returns the logits of the last prompt token (V) — of
-   * every prompt token (n, V) with `allLogits` — and the depth each prompt token reached.
+   * every prompt token (n, V) with `allLogits` — and the depth each prompt token ran.
    */
   prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl, allLogits = false): { logits: Float32Array; depths: Int32Array } {
     const rows = this.newTokens(seq, ids, seq.streams[0]?.length ?? 0, control);
     this.enter(rows, ids);
+    // Under recursive KV sharing with Cycle sharing, deeper recursions store no K/V and no
+    // unique last layer needs a token's final state: only the last prompt token (whose logits
+    // are wanted) goes deeper than recursion 1. (Middle-Cycle's last layer writes K/V from every
+    // token's final state, so there every token runs its full depth.)
+    const last = rows[rows.length - 1] as TokenState;
+    const skipDeeper = this.config.mor?.kv_strategy === 'share' && !this.hasUniqueEnds && !allLogits;
     for (;;) {
-      const live = rows.filter((r) => r.next === 'block');
+      const live = rows.filter((r) => r.next === 'block' && (!skipDeeper || r.depth === 0 || r === last));
       if (live.length === 0) break;
       this.block(live);
     }

@@ -108,7 +108,7 @@ export function validateMorConfig(raw: unknown, numRecursions: number): MorConfi
   }
   const base = routing === 'token_choice' ? TOKEN_DEFAULTS : EXPERT_DEFAULTS;
   for (const key of Object.keys(r)) {
-    if (!(key in base)) throw new ConfigError(`unknown key 'mor.${key}' (known: ${Object.keys(base).join(', ')})`);
+    if (!Object.hasOwn(base, key)) throw new ConfigError(`unknown key 'mor.${key}' (known: ${Object.keys(base).join(', ')})`);
   }
   const merged = { ...base, ...r } as Record<string, unknown>;
   // token-choice with sigmoid defaults to α 0.1 (MOR_SPEC §4)

@@ -82,6 +82,15 @@ const DEMO = {
   max_position_embeddings: 128,
 };
 
+/** A Cycle-shared recursive version of a base shape (no unique first/last layer). */
+function cyclic(base: typeof TINY, nr: number): typeof TINY & { recursion: object } {
+  return {
+    ...base,
+    num_hidden_layers: tileableDepth(base.num_hidden_layers, nr, 'cycle'),
+    recursion: { num_recursions: nr, sharing: 'cycle', lora_rank: 0 },
+  } as typeof TINY & { recursion: object };
+}
+
 /** A MoR version of a recursive preset (expert-choice with the authors' defaults unless overridden). */
 function withMor(rec: object, mor: object = {}): object {
   return { ...rec, mor: { routing: 'expert_choice', ...mor } };
@@ -101,11 +110,15 @@ const RAW_PRESETS: Record<string, object> = {
   'tiny-mor4': withMor(recursive(TINY, 4)),
   'tiny-mor3-token': withMor(recursive(TINY, 3), { routing: 'token_choice' }),
   'tiny-mor3-kvshare': withMor(recursive(TINY, 3), { kv_strategy: 'share' }),
+  'tiny-mor3-cycle': withMor(cyclic(TINY, 3)),
+  'tiny-mor3-kvshare-cycle': withMor(cyclic(TINY, 3), { kv_strategy: 'share' }),
   'small-mor2': withMor(recursive(SMALL, 2)),
   'small-mor3': withMor(recursive(SMALL, 3)),
   'small-mor4': withMor(recursive(SMALL, 4)),
   'small-mor3-token': withMor(recursive(SMALL, 3), { routing: 'token_choice' }),
   'small-mor3-kvshare': withMor(recursive(SMALL, 3), { kv_strategy: 'share' }),
+  'small-mor3-cycle': withMor(cyclic(SMALL, 3)),
+  'small-mor3-kvshare-cycle': withMor(cyclic(SMALL, 3), { kv_strategy: 'share' }),
   'demo-rec2': recursive(DEMO, 2),
   'demo-mor3': withMor(recursive(DEMO, 3)),
   'smollm-135m': SMOLLM_135M,

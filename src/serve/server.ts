@@ -225,6 +225,34 @@ export async function startServer(options: ServeOptions): Promise<MorServer> {
     return d;
   };
   const sseError = (e: unknown) => JSON.stringify((e instanceof ApiError ? e : new ApiError(500, (e as Error).message, 'server_error')).body());
+  /**
+   * A generation as server-sent events: the `opening` chunks, one chunk per piece, the closing
+   * chunk (finish reason, mean depth), usage when asked, then [DONE]; a failure ends the stream
+   * with an error event. Chunks are `{...base, choices: [choice]}`.
+   */
+  const streamChunks = (
+    c: Context,
+    g: Generation,
+    base: object,
+    includeUsage: boolean,
+    opening: object[],
+    piece: (p: { text: string; tokens: readonly WireToken[] }) => object,
+    closing: (d: DoneInfo) => object,
+  ) =>
+    streamSSE(c, async (stream) => {
+      stream.onAbort(() => g.cancel());
+      const send = (choices: object[], extra: object = {}) => stream.writeSSE({ data: JSON.stringify({ ...base, choices, ...extra }) });
+      try {
+        for (const choice of opening) await send([choice]);
+        for await (const p of g.stream()) await send([{ index: 0, ...piece(p), mor: { depths: p.tokens.map((t) => t.depth) } }]);
+        const d = finish(g);
+        await send([{ index: 0, ...closing(d), finish_reason: d.finishReason, mor: { ...morChoice(d.depths), depths: [] } }]);
+        if (includeUsage) await send([], { usage: usage(d) });
+        await stream.writeSSE({ data: '[DONE]' });
+      } catch (e) {
+        await stream.writeSSE({ data: sseError(e) });
+      }
+    });
 
   app.post('/v1/completions', async (c) => {
     const req = parseRequest(CompletionRequest, await readJson(c));
@@ -236,24 +264,20 @@ export async function startServer(options: ServeOptions): Promise<MorServer> {
     const model = (engine as EngineWorker).info.name;
     const base = { id, object: 'text_completion', created: created(), model };
     if (req.stream) {
-      return streamSSE(c, async (stream) => {
-        stream.onAbort(() => g.cancel());
-        try {
-          if (req.echo) await stream.writeSSE({ data: JSON.stringify({ ...base, choices: [{ index: 0, text: prompt, finish_reason: null, logprobs: null, mor: { depths: [] } }] }) });
-          let offset = req.echo ? prompt.length : 0;
-          for await (const p of g.stream()) {
-            const logprobs = opts.logprobs !== undefined ? completionLogprobs(p.tokens, offset) : null;
-            offset += p.text.length;
-            await stream.writeSSE({ data: JSON.stringify({ ...base, choices: [{ index: 0, text: p.text, finish_reason: null, logprobs, mor: { depths: p.tokens.map((t) => t.depth) } }] }) });
-          }
-          const d = finish(g);
-          await stream.writeSSE({ data: JSON.stringify({ ...base, choices: [{ index: 0, text: '', finish_reason: d.finishReason, logprobs: null, mor: { ...morChoice(d.depths), depths: [] } }] }) });
-          if (req.stream_options?.include_usage) await stream.writeSSE({ data: JSON.stringify({ ...base, choices: [], usage: usage(d) }) });
-          await stream.writeSSE({ data: '[DONE]' });
-        } catch (e) {
-          await stream.writeSSE({ data: sseError(e) });
-        }
-      });
+      let offset = req.echo ? prompt.length : 0;
+      return streamChunks(
+        c,
+        g,
+        base,
+        req.stream_options?.include_usage === true,
+        req.echo ? [{ index: 0, text: prompt, finish_reason: null, logprobs: null, mor: { depths: [] } }] : [],
+        (p) => {
+          const logprobs = opts.logprobs !== undefined ? completionLogprobs(p.tokens, offset) : null;
+          offset += p.text.length;
+          return { text: p.text, finish_reason: null, logprobs };
+        },
+        () => ({ text: '', logprobs: null }),
+      );
     }
     const tokens: WireToken[] = [];
     for await (const p of g.stream()) tokens.push(...p.tokens);
@@ -281,27 +305,21 @@ export async function startServer(options: ServeOptions): Promise<MorServer> {
     const model = (engine as EngineWorker).info.name;
     const withLogprobs = opts.logprobs !== undefined;
     if (req.stream) {
-      const base = { id, object: 'chat.completion.chunk', created: created(), model };
-      return streamSSE(c, async (stream) => {
-        stream.onAbort(() => g.cancel());
-        try {
-          await stream.writeSSE({ data: JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] }) });
-          let first = true;
-          for await (const p of g.stream()) {
-            // the template leaves "Assistant:"; the reply's leading space belongs to the template
-            const text: string = first ? p.text.replace(/^ /, '') : p.text;
-            first = first && text.length === 0;
-            const logprobs = withLogprobs ? { content: chatLogprobs(p.tokens) } : null;
-            await stream.writeSSE({ data: JSON.stringify({ ...base, choices: [{ index: 0, delta: { content: text }, logprobs, finish_reason: null, mor: { depths: p.tokens.map((t) => t.depth) } }] }) });
-          }
-          const d = finish(g);
-          await stream.writeSSE({ data: JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: d.finishReason, mor: { ...morChoice(d.depths), depths: [] } }] }) });
-          if (req.stream_options?.include_usage) await stream.writeSSE({ data: JSON.stringify({ ...base, choices: [], usage: usage(d) }) });
-          await stream.writeSSE({ data: '[DONE]' });
-        } catch (e) {
-          await stream.writeSSE({ data: sseError(e) });
-        }
-      });
+      let first = true;
+      return streamChunks(
+        c,
+        g,
+        { id, object: 'chat.completion.chunk', created: created(), model },
+        req.stream_options?.include_usage === true,
+        [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
+        (p) => {
+          // the template ends in "Assistant:"; the reply's leading space belongs to the template
+          const text: string = first ? p.text.replace(/^ /, '') : p.text;
+          first = first && text.length === 0;
+          return { delta: { content: text }, logprobs: withLogprobs ? { content: chatLogprobs(p.tokens) } : null, finish_reason: null };
+        },
+        () => ({ delta: {}, logprobs: null }),
+      );
     }
     const tokens: WireToken[] = [];
     for await (const p of g.stream()) tokens.push(...p.tokens);

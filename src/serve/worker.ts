@@ -11,6 +11,7 @@ import { Engine, type BatchingMode, type RequestHandle } from '../infer/engine.j
 import { generateText, textRequest, type StreamedToken, type TextGenerateOptions } from '../infer/generate.js';
 import type { TokenLogprob } from '../infer/sampler.js';
 import type { FromWorker, GenerationOptions, ToWorker, WireToken } from './messages.js';
+import { definedOnly } from '../util/defined.js';
 
 export interface WorkerConfig {
   readonly modelDir: string;
@@ -68,21 +69,11 @@ async function main(cfg: WorkerConfig): Promise<void> {
     let cancel: (() => void) | null = null;
     let cancelled = false;
     handles.set(id, { cancel: () => ((cancelled = true), cancel?.()) });
+    const { logitBias, ...rest } = o;
     const opts: TextGenerateOptions = {
+      ...definedOnly(rest),
       maxTokens: o.maxTokens,
-      ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
-      ...(o.topP !== undefined ? { topP: o.topP } : {}),
-      ...(o.topK !== undefined ? { topK: o.topK } : {}),
-      ...(o.seed !== undefined ? { seed: o.seed } : {}),
-      ...(o.stop !== undefined ? { stop: o.stop } : {}),
-      ...(o.repetitionPenalty !== undefined ? { repetitionPenalty: o.repetitionPenalty } : {}),
-      ...(o.frequencyPenalty !== undefined ? { frequencyPenalty: o.frequencyPenalty } : {}),
-      ...(o.presencePenalty !== undefined ? { presencePenalty: o.presencePenalty } : {}),
-      ...(o.logitBias !== undefined ? { logitBias: new Map(o.logitBias) } : {}),
-      ...(o.maxDepth !== undefined ? { maxDepth: o.maxDepth } : {}),
-      ...(o.threshold !== undefined ? { threshold: o.threshold } : {}),
-      ...(o.logprobs !== undefined ? { logprobs: o.logprobs } : {}),
-      ...(o.echo !== undefined ? { echo: o.echo } : {}),
+      ...(logitBias !== undefined ? { logitBias: new Map(logitBias) } : {}),
       onText: (text: string, tokens: readonly StreamedToken[]) => post({ type: 'piece', id, text, tokens: tokens.map((t) => wire(t.id, t.depth, t.logprob)) }),
     };
     let input: Int32Array;

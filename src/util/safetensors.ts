@@ -89,14 +89,18 @@ export function parseSafetensors(buf: Uint8Array, source = 'safetensors data'): 
   const dataLen = buf.length - dataStart;
   const tensors = new Map<string, NamedArray>();
   let metadata: Record<string, string> = {};
+  const ranges: [number, number, string][] = []; // [begin, end) and name of each tensor
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') {
-      metadata = (entry ?? {}) as Record<string, string>;
+      metadata = parseMetadata(entry, source);
       continue;
+    }
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+      throw new CheckpointError(`${source}: tensor '${name}' must be an object with dtype, shape and data_offsets, got ${JSON.stringify(entry)}`);
     }
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const dtype = e.dtype as StoredDtype;
-    if (!(typeof dtype === 'string' && dtype in BYTES)) {
+    if (!(typeof dtype === 'string' && Object.hasOwn(BYTES, dtype))) {
       throw new CheckpointError(`${source}: tensor '${name}' has unsupported dtype ${JSON.stringify(e.dtype)} (supported: F32, I32, F16, BF16)`);
     }
     const shape = e.shape;
@@ -123,8 +127,31 @@ export function parseSafetensors(buf: Uint8Array, source = 'safetensors data'): 
     else if (dtype === 'I32') data = new Int32Array(bytes.buffer, 0, count);
     else data = dtype === 'BF16' ? bf16ToF32(bytes, count) : f16ToF32(bytes, count);
     tensors.set(name, { shape: shape as number[], data });
+    ranges.push([begin, end, name]);
+  }
+  // Two tensors may not share bytes (the reference reader requires the ranges to tile the data).
+  // Sorted by begin, a range overlaps an earlier one exactly when it begins before the furthest end so far.
+  ranges.sort((a, b) => a[0] - b[0]);
+  let furthest: [number, number, string] | null = null;
+  for (const r of ranges) {
+    if (r[1] === r[0]) continue; // an empty tensor holds no bytes
+    if (furthest !== null && r[0] < furthest[1]) {
+      throw new CheckpointError(
+        `${source}: tensors '${furthest[2]}' at [${furthest[0]}, ${furthest[1]}) and '${r[2]}' at [${r[0]}, ${r[1]}) overlap (corrupt header)`,
+      );
+    }
+    if (furthest === null || r[1] > furthest[1]) furthest = r;
   }
   return { tensors, metadata };
+}
+
+/** __metadata__: an object of string values (or null). */
+function parseMetadata(entry: unknown, source: string): Record<string, string> {
+  if (entry === null) return {};
+  if (typeof entry !== 'object' || Array.isArray(entry) || !Object.values(entry).every((v) => typeof v === 'string')) {
+    throw new CheckpointError(`${source}: __metadata__ must be an object of strings, got ${JSON.stringify(entry)}`);
+  }
+  return entry as Record<string, string>;
 }
 
 /** Read and parse a safetensors file. */
@@ -151,7 +178,8 @@ export function readSafetensorsSync(path: string): SafetensorsFile {
 
 /** Serialise tensors (insertion order) and string metadata into safetensors bytes. */
 export function serializeSafetensors(tensors: Iterable<[string, NamedArray]>, metadata: Record<string, string> = {}): Uint8Array[] {
-  const header: Record<string, unknown> = {};
+  // No prototype: a tensor named '__proto__' must become a key, not replace the prototype.
+  const header = Object.create(null) as Record<string, unknown>;
   if (Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
   const chunks: Uint8Array[] = [];
   let offset = 0;

@@ -10,6 +10,34 @@ export function backendsUnderTest(): Backend[] {
   return availableBackends().map((name) => getBackendByName(name));
 }
 
+/**
+ * Every backend under test once per kernel variant it can run here: the native backend once per
+ * SIMD variant this CPU runs (info().simdAvailable), with a `before` hook for the suite to switch
+ * to it (and `after` to switch back); other backends once.
+ */
+export interface BackendVariant {
+  be: Backend;
+  /** e.g. 'ref', 'native [avx2]' */
+  label: string;
+  before: () => void;
+  after: () => void;
+}
+export function backendVariantsUnderTest(): BackendVariant[] {
+  const out: BackendVariant[] = [];
+  for (const be of backendsUnderTest()) {
+    const info = be.info();
+    const variants = be.setSimd ? (info.simdAvailable ?? [info.simd]) : [];
+    if (variants.length === 0) {
+      out.push({ be, label: be.name, before: () => {}, after: () => {} });
+      continue;
+    }
+    for (const simd of variants) {
+      out.push({ be, label: `${be.name} [${simd}]`, before: () => be.setSimd?.(simd), after: () => be.setSimd?.(info.simd) });
+    }
+  }
+  return out;
+}
+
 export function refBackend(): Backend {
   return getBackendByName('ref');
 }
