@@ -41,6 +41,12 @@ export { readSafetensors, writeSafetensors } from './util/safetensors.js';
 // conversion of pretrained models (Relaxed Recursive Transformers)
 export { convertModel, ConversionError, type ConvertOptions } from './convert/convert.js';
 
+// foreign formats: Hugging Face Llama directories in and out, GGUF out
+export { loadModel, type LoadedModel } from './interop/load.js';
+export { exportHf } from './interop/hf.js';
+export { exportGguf, type GgufOptions } from './interop/gguf.js';
+export { ExportError } from './interop/unroll.js';
+
 // inference
 export { generate, generateText, type GenerateOptions, type GenerateResult, type TextGenerateOptions, type TextGenerateResult } from './infer/generate.js';
 export {

@@ -45,10 +45,10 @@ test('README engine example: streaming handles, depths, generateText with a stop
 // reached through a layer's subpath export (mor-ts/backend, /tensor, /nn, /model, /data, /train, /infer, /convert).
 const PUBLIC_API = [
   'AdamW', 'ArgumentError', 'AutogradError', 'BackendUnavailableError', 'CheckpointError', 'ConfigError', 'ConversionError', 'Corpus',
-  'DEFAULT_CONFIG', 'DataError', 'DtypeError', 'ENGINE_DEFAULTS', 'Engine', 'EngineError', 'KVPoolExhaustedError', 'MorError',
+  'DEFAULT_CONFIG', 'DataError', 'DtypeError', 'ENGINE_DEFAULTS', 'Engine', 'EngineError', 'ExportError', 'KVPoolExhaustedError', 'MorError',
   'PRESET_NAMES', 'RequestHandle', 'ShapeError', 'Tensor', 'Tokenizer', 'VERSION', 'availableBackends', 'backward',
-  'clipGradNorm', 'convertModel', 'countParams', 'createModel', 'createOptimizer', 'depthSweep', 'evaluateNll', 'forward',
-  'forwardFlopsPerToken', 'generate', 'generateText', 'getBackend', 'loadCheckpoint', 'noGrad', 'prepareData', 'preset',
+  'clipGradNorm', 'convertModel', 'countParams', 'createModel', 'createOptimizer', 'depthSweep', 'evaluateNll', 'exportGguf', 'exportHf', 'forward',
+  'forwardFlopsPerToken', 'generate', 'generateText', 'getBackend', 'loadCheckpoint', 'loadModel', 'noGrad', 'prepareData', 'preset',
   'readSafetensors', 'runTraining', 'saveCheckpoint', 'setBackend', 'tensor', 'trainBpe', 'trainFlopsPerToken', 'trainLoop',
   'validateConfig', 'writeSafetensors', 'zeros',
 ];
@@ -68,6 +68,7 @@ test('each layer is reachable through its subpath export', async () => {
     'mor-ts/train': ['AdamW', 'learningRate', 'evaluateNll', 'depthSweep', 'distillKl'],
     'mor-ts/infer': ['ModelRunner', 'PagedKVPool', 'sampleToken', 'textRequest'],
     'mor-ts/convert': ['convertModel', 'planConversion', 'truncatedSvd'],
+    'mor-ts/interop': ['loadModel', 'loadHfModel', 'configFromHf', 'exportHf', 'exportGguf', 'unrollModel', 'permuteRopeRows'],
   };
   for (const [path, names] of Object.entries(subpaths)) {
     const mod = (await import(path)) as Record<string, unknown>;

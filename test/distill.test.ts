@@ -122,7 +122,7 @@ describe('mor train --init-from … --distill-from …', () => {
 
     const r = mor(root, 'train', '--init-from', 'converted', '--distill-from', 'teacher/checkpoint', '--distill-weight', '0.5', '--steps', '16', '--lr', '1e-3', '--out', 'uptrain', ...run);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /init from .*converted: its config and weights, a fresh optimiser and run/);
+    assert.match(r.stderr, /initialised from .*converted \(mor-ts checkpoint\): its config and weights, a fresh optimiser and run/);
     assert.match(r.stderr, /loss \+= 0\.5 × KL\(teacher ‖ student\) at temperature 1/);
     const records = readFileSync(join(root, 'uptrain', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number | string>);
     const steps = records.filter((m) => m['type'] === 'train');

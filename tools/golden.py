@@ -131,8 +131,9 @@ def write_safetensors(path, tensors, metadata):
     header, chunks, off = {'__metadata__': metadata}, [], 0
     for name, t in tensors.items():
         t = t.detach().contiguous()
-        dtype = {torch.float32: 'F32', torch.int32: 'I32'}[t.dtype]
-        b = t.numpy().tobytes()
+        dtype = {torch.float32: 'F32', torch.int32: 'I32', torch.bfloat16: 'BF16'}[t.dtype]
+        # numpy has no bfloat16: its bytes are those of the same bits read as int16
+        b = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().tobytes()
         header[name] = {'dtype': dtype, 'shape': list(t.shape), 'data_offsets': [off, off + len(b)]}
         chunks.append(b)
         off += len(b)

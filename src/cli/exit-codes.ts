@@ -4,7 +4,8 @@
  *   0    success (also --help and --version)
  *   1    the command failed: unreadable or corrupt files, bad data, an internal error
  *   2    usage error: unknown flag, bad flag value, unknown preset or invalid config, a path
- *        given that does not exist, a setting refused (e.g. on --resume, or a reused --out)
+ *        given that does not exist, a setting refused (e.g. on --resume, or a reused --out), a
+ *        model that cannot be exported in the format asked for
  *   130  interrupted by Ctrl-C (training saves a checkpoint first)
  */
 import { CommanderError } from 'commander';
@@ -35,7 +36,7 @@ export class CommandExit extends Error {
 
 /** Errors that mean "the command line was wrong", not "the work failed". */
 function isUsageError(e: MorError): boolean {
-  return e.code === 'E_ARGUMENT' || e.code === 'E_CONFIG' || e instanceof CheckpointNotFoundError || e instanceof CorpusPathNotFoundError;
+  return e.code === 'E_ARGUMENT' || e.code === 'E_CONFIG' || e.code === 'E_EXPORT' || e instanceof CheckpointNotFoundError || e instanceof CorpusPathNotFoundError;
 }
 
 /** The exit code for an error a command threw; prints what the user needs to see. */

@@ -12,9 +12,11 @@ import { validateConfig, type ModelConfig } from '../model/config.js';
 import { targetCapacity } from '../model/mor-config.js';
 import { countParams } from '../model/params.js';
 import { forwardFlopsPerToken, trainFlopsPerToken } from '../model/flops.js';
-import { loadCheckpoint } from '../train/checkpoint.js';
+import { loadModel } from '../interop/load.js';
+import { exportHf } from '../interop/hf.js';
+import { exportGguf, type GgufDtype } from '../interop/gguf.js';
 import { prepareData } from '../train/run.js';
-import { depthSweep, evaluateNll } from '../train/evaluate.js';
+import { depthSweep, evaluateNll, evaluateTextNll } from '../train/evaluate.js';
 import type { Model } from '../model/model.js';
 import { DepthView } from './depth-view.js';
 import { Tokenizer } from '../data/tokenizer.js';
@@ -25,7 +27,7 @@ import { EXIT_CODES_HELP, EXIT_OK, exitCodeFor } from './exit-codes.js';
 import { registerCompareCommand, registerDemoCommand, registerTrainCommand } from './train.js';
 import { registerServeCommand } from './serve.js';
 import { registerConvertCommand } from './convert.js';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { definedOnly } from '../util/defined.js';
 
 function chooseBackend(name: string | undefined): void {
@@ -83,16 +85,9 @@ function checkDepthFlags(model: Model, f: { maxDepth?: number | undefined; thres
   if (f.threshold !== undefined && f.threshold > 1) throw new ArgumentError(`--threshold must be in [0, 1], got ${f.threshold}`);
 }
 
-/** Load a checkpoint for evaluation or generation: config, weights and tokenizer only. */
-async function loadForUse(dir: string): Promise<{ model: Model; tokenizer: Tokenizer; tokenizerJson: string; trainerState: unknown }> {
-  const ck = await loadCheckpoint(dir, { optimizer: false });
-  if (!ck.tokenizerJson) throw new MorError('E_CHECKPOINT', `${dir} has no tokenizer.json`);
-  return { model: ck.model, tokenizer: Tokenizer.fromJSON(ck.tokenizerJson), tokenizerJson: ck.tokenizerJson, trainerState: ck.trainerState };
-}
-
 /** Generate for each prompt through the engine, streaming the text to stdout. */
 async function sampleAndPrint(modelDir: string, prompts: string[], f: SampleFlags): Promise<void> {
-  const { model, tokenizer: tok } = await loadForUse(modelDir);
+  const { model, tokenizer: tok } = await loadModel(modelDir);
   checkDepthFlags(model, f);
   const engine = new Engine(model, { maxBatch: 1 });
   const view = f.showDepth ? new DepthView(engine.runner.numRecursions, process.stdout.isTTY === true && !process.env['NO_COLOR']) : null;
@@ -136,12 +131,33 @@ interface EvalFlags {
   depthSweep?: boolean;
   thresholds?: number[];
   cacheDir: string;
+  text?: string;
   json?: boolean;
 }
 
+/** `eval --text FILE`: the file's ids as the tokenizer encodes them (no special tokens), scored in windows of the context. */
+async function evalTextCommand(o: EvalFlags & { text: string }, model: Model, tokenizer: Tokenizer): Promise<void> {
+  if (o.data.length > 0 || o.depthSweep || o.thresholds) throw new ArgumentError('--text scores one file: it does not combine with --data, --depth-sweep or --thresholds');
+  let text: string;
+  try {
+    text = readFileSync(o.text, 'utf8');
+  } catch (e) {
+    throw new ArgumentError(`--text ${o.text}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const ids = tokenizer.encode(text);
+  const T = o.seqLen ?? model.config.max_position_embeddings;
+  if (T > model.config.max_position_embeddings) throw new ArgumentError(`--seq-len ${T} exceeds the model's context ${model.config.max_position_embeddings}`);
+  const depth = { ...(o.maxDepth !== undefined ? { maxDepth: o.maxDepth } : {}), ...(o.threshold !== undefined ? { threshold: o.threshold } : {}) };
+  const ev = evaluateTextNll(model, ids, T, o.batch, 'causal', depth);
+  const out = { model: o.model, text: o.text, val_nll: ev.nll, val_ppl: Math.exp(ev.nll), val_tokens: ev.tokens, mean_depth: ev.meanDepth, max_depth: o.maxDepth ?? model.plan.depthSteps.length, seq_len: T };
+  if (o.json) console.log(JSON.stringify(out));
+  else console.log(`${o.text}: NLL ${ev.nll.toFixed(4)}, perplexity ${Math.exp(ev.nll).toFixed(2)} over ${ev.tokens.toLocaleString()} tokens (windows of ${T}); mean depth ${ev.meanDepth.toFixed(3)}`);
+}
+
 async function evalCommand(o: EvalFlags): Promise<void> {
-  const { model, tokenizerJson, trainerState } = await loadForUse(o.model);
+  const { model, tokenizer, tokenizerJson, trainerState } = await loadModel(o.model);
   checkDepthFlags(model, o);
+  if (o.text !== undefined) return evalTextCommand({ ...o, text: o.text }, model, tokenizer);
   for (const th of o.thresholds ?? []) if (th > 1) throw new ArgumentError(`--thresholds: each must be in [0, 1], got ${th}`);
   const state = trainerState as { options?: { data?: string[]; valFraction?: number } } | null;
   const data = await prepareData({
@@ -251,9 +267,10 @@ export function buildProgram(): Command {
 
   program
     .command('eval')
-    .description('validation NLL, perplexity and bits per byte of a checkpoint; test-time depth sweeps')
-    .requiredOption('--model <dir>', 'checkpoint directory')
+    .description('validation NLL, perplexity and bits per byte of a checkpoint or Hugging Face Llama directory, or of one text file (--text); test-time depth sweeps')
+    .requiredOption('--model <dir>', 'checkpoint directory or Hugging Face Llama directory')
     .option('--data <path>', 'corpus (default: the built-in corpus); repeatable', collect, [])
+    .option('--text <file>', 'score this one text file instead (as llama.cpp\'s perplexity tool: its ids, no special tokens, in windows of the context); prints val_nll, val_tokens')
     .option('--text-field <name>', 'text field / column', 'text')
     .option('--batch <n>', 'sequences per batch', int('--batch', 1), 8)
     .option('--seq-len <n>', 'tokens per sequence (default: the model context)', int('--seq-len', 2))
@@ -270,8 +287,8 @@ export function buildProgram(): Command {
 
   program
     .command('generate')
-    .description('generate text from a checkpoint (KV-cached decoding)')
-    .requiredOption('--model <dir>', 'checkpoint directory')
+    .description('generate text from a checkpoint or a Hugging Face Llama directory (KV-cached decoding)')
+    .requiredOption('--model <dir>', 'checkpoint directory or Hugging Face Llama directory')
     .option('--prompt <text>', 'prompt; repeatable', collect, [])
     .option('--max-tokens <n>', 'tokens to generate', int('--max-tokens', 1), 100)
     .option('--temperature <x>', '0 = greedy', num('--temperature'), 0.8)
@@ -286,6 +303,28 @@ export function buildProgram(): Command {
     .option('--show-depth', 'colour each generated token by the recursions it ran (text[depth] when not a terminal), then a depth histogram')
     .action(async (o: { model: string; prompt: string[] } & SampleFlags) => {
       await sampleAndPrint(o.model, o.prompt.length ? o.prompt : [''], o);
+    });
+
+  program
+    .command('export')
+    .description('write a model for other tools: a Hugging Face LlamaForCausalLM directory, or a GGUF file for llama.cpp (recursive and relaxed models are unrolled; models with routers cannot be)')
+    .requiredOption('--model <dir>', 'checkpoint directory or Hugging Face Llama directory')
+    .requiredOption('--format <name>', "'hf' (a directory) or 'gguf' (a file)")
+    .requiredOption('--out <path>', 'output directory (hf) or .gguf file (gguf)')
+    .option('--dtype <type>', "gguf: matrix storage, 'f32' or 'f16' (norm scales stay f32)", 'f32')
+    .option('--gguf-pre <name>', 'gguf: tokenizer.ggml.pre (default: detected from tokenizer.json: gpt-2 or smollm)')
+    .option('--overwrite', 'replace --out when it exists')
+    .action(async (o: { model: string; format: string; out: string; dtype: string; ggufPre?: string; overwrite?: boolean }) => {
+      if (o.format !== 'hf' && o.format !== 'gguf') throw new ArgumentError(`--format '${o.format}': expected 'hf' or 'gguf'`);
+      if (o.dtype !== 'f32' && o.dtype !== 'f16') throw new ArgumentError(`--dtype '${o.dtype}': expected 'f32' or 'f16'`);
+      if (o.format === 'hf' && (o.dtype !== 'f32' || o.ggufPre !== undefined)) throw new ArgumentError('--dtype and --gguf-pre apply to --format gguf (hf is written in f32)');
+      const { model, tokenizer } = await loadModel(o.model);
+      if (o.format === 'hf') exportHf(model, tokenizer, o.out, { overwrite: o.overwrite === true });
+      else {
+        if (existsSync(o.out) && o.overwrite !== true) throw new ArgumentError(`${o.out} already exists: remove it or pass --overwrite`);
+        exportGguf(model, tokenizer, o.out, { dtype: o.dtype as GgufDtype, ...(o.ggufPre !== undefined ? { pre: o.ggufPre } : {}) });
+      }
+      log(`wrote ${o.out} (${o.format}${o.format === 'gguf' ? `, ${o.dtype}` : ''}; ${model.config.num_hidden_layers} plain layers)`);
     });
 
   registerCompareCommand(program);

@@ -20,7 +20,7 @@ export function registerServeCommand(program: Command): void {
   program
     .command('serve')
     .description('serve a checkpoint: OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models), /health, /metrics, and the web playground at /')
-    .requiredOption('--model <dir>', 'checkpoint directory (fixed for the server\'s life)')
+    .requiredOption('--model <dir>', 'checkpoint directory or Hugging Face Llama directory (fixed for the server\'s life)')
     .option('--host <addr>', 'address to listen on', SERVE_DEFAULTS.host)
     .option('--port <n>', 'port (0: a free one, printed)', int('--port', 0), SERVE_DEFAULTS.port)
     .option('--max-batch <n>', 'requests decoded together at most', int('--max-batch', 1), SERVE_DEFAULTS.maxBatch)

@@ -37,13 +37,13 @@ interface TrainFlags {
   seed?: number;
   out?: string;
   resume?: string;
+  initFrom?: string;
   evalEvery?: number;
   evalBatches?: number;
   saveEvery?: number;
   cacheDir?: string;
   overwrite?: boolean;
   json?: boolean;
-  initFrom?: string;
   distillFrom?: string;
   distillWeight?: number;
   distillTemperature?: number;
@@ -105,7 +105,7 @@ function addTrainFlags(cmd: Command, d: HelpDefaults): Command {
       'continue the run of this checkpoint in place (its parent folder); keeps every setting but the budget: ' +
         '--steps / --tokens / --flops extend it, any other flag that would change the run is refused',
     )
-    .option('--init-from <dir>', 'start a new run from this checkpoint\'s config, weights and tokenizer (fresh optimiser; all parameters train), e.g. a `mor convert` output')
+    .option('--init-from <dir>', 'start a new run from the config, weights and tokenizer of this mor-ts checkpoint (e.g. a `mor convert` output) or Hugging Face Llama directory (fresh optimiser; all parameters train)')
     .option('--distill-from <dir>', 'distil from this teacher checkpoint: the loss adds weight × KL(teacher ‖ student) on the next-token distributions')
     .option('--distill-weight <x>', `weight of the KL term (default: ${RUN_DEFAULTS.distillWeight})`, num('--distill-weight'))
     .option('--distill-temperature <x>', `temperature of both distributions in the KL (default: ${RUN_DEFAULTS.distillTemperature})`, num('--distill-temperature'))
@@ -183,7 +183,7 @@ async function trainCommand(input: RunConfigInput, resume: string | undefined, j
 }
 
 export function registerTrainCommand(program: Command): void {
-  addTrainFlags(program.command('train').description('train a model (preset or config) on the built-in corpus or your data'), {
+  addTrainFlags(program.command('train').description('train a model (preset, config, or the weights of a model directory) on the built-in corpus or your data'), {
     ...RUN_DEFAULTS,
   }).action(async (f: TrainFlags, cmd: Command) => {
     refuseResumeChanges(f, cmd);

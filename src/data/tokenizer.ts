@@ -40,6 +40,9 @@ export class Tokenizer {
   /** Id of the end-of-text token that separates documents. */
   readonly eosId: number;
   readonly eosToken: string;
+  /** Beginning-of-text token named by tokenizer_config.json's bos_token (null when none is named or it is not in the vocabulary). */
+  readonly bosToken: string | null;
+  readonly bosId: number | null;
   /** sha256 of the canonical JSON of tokenizer.json: names the tokenizer in cache manifests. */
   readonly hash: string;
   private readonly json: Json;
@@ -80,7 +83,7 @@ export class Tokenizer {
     if (maxId < 0) throw new DataError('tokenizer.json has an empty vocabulary');
     this.vocabSize = maxId + 1;
 
-    const eos = options.eosToken ?? eosFromConfig(config) ?? EOS_CANDIDATES.find((t) => this.lib.token_to_id(t) !== undefined);
+    const eos = options.eosToken ?? tokenFromConfig(config, 'eos_token') ?? EOS_CANDIDATES.find((t) => this.lib.token_to_id(t) !== undefined);
     const eosId = eos === undefined ? undefined : this.lib.token_to_id(eos);
     if (eos === undefined || eosId === undefined) {
       const specials = [...this.lib.get_added_tokens_decoder().values()].filter((t) => t.special).map((t) => t.content);
@@ -91,6 +94,10 @@ export class Tokenizer {
     }
     this.eosToken = eos;
     this.eosId = eosId;
+    const bos = tokenFromConfig(config, 'bos_token');
+    const bosId = bos === undefined ? undefined : this.lib.token_to_id(bos);
+    this.bosToken = bosId === undefined ? null : (bos as string);
+    this.bosId = bosId ?? null;
 
     // The library leaves a piece it cannot map as an undefined id (WordLevel ignores its
     // unk_token), so unknown pieces are mapped to the unk token here.
@@ -236,8 +243,9 @@ function malformedIsDataError<T>(fn: () => T): T {
   }
 }
 
-function eosFromConfig(config: Json): string | undefined {
-  const e = config['eos_token'];
+/** A special token of tokenizer_config.json: a string, or an AddedToken object { content }. */
+function tokenFromConfig(config: Json, key: 'eos_token' | 'bos_token'): string | undefined {
+  const e = config[key];
   if (typeof e === 'string') return e;
   if (e !== null && typeof e === 'object' && typeof (e as Json)['content'] === 'string') return (e as Json)['content'] as string;
   return undefined;

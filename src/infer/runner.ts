@@ -6,7 +6,7 @@
  *   block  one recursion of the shared block for every row, each at its own depth r: row i runs
  *          layer positions offset + r_i·K + j and reads/writes its own sequence's KV streams
  *          → gate update → routing decision (continue to r+1, or exit)
- *   exit   last unique layer → final norm → tied head → logits
+ *   exit   last unique layer → final norm → output head (tied or lm_head) → logits
  *
  * The decisions are the causal ones of training, made by the same functions (model/routing.ts):
  * expert-choice continues at recursion r iff its capacity is 1 or sigmoid(router_r(h)) >
@@ -141,7 +141,7 @@ export class ModelRunner {
 
   /**
    * The weights as the decoding kernels read them: every unique layer's matrices (q/k/v and
-   * gate/up stacked) and the tied head, packed by the backend once, on first use. A snapshot: a
+   * gate/up stacked) and the output head (the embedding when tied), packed by the backend once, on first use. A snapshot: a
    * runner (and so an engine) keeps serving the weights it packed; build a new one after the
    * model's weights change.
    */
@@ -167,12 +167,12 @@ export class ModelRunner {
         gateUp: pack(p.w.gate_proj, p.w.up_proj),
         down: pack(p.w.down_proj),
       }));
-      this.packed = { backend: be, layers, head: pack(this.model.params.embed) };
+      this.packed = { backend: be, layers, head: pack(this.model.params.head) };
     }
     return this.packed;
   }
 
-  /** Final norm and tied head: h (n, D) → logits (n, V). */
+  /** Final norm and output head: h (n, D) → logits (n, V). */
   private head(h: Tensor): Tensor {
     const c = this.config;
     this.meter?.call(2 * h.dim(0) * c.vocab_size * c.hidden_size, 4 * c.vocab_size * c.hidden_size, 0, 0);

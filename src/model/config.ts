@@ -35,7 +35,7 @@ export interface ModelConfig {
   readonly max_position_embeddings: number;
   readonly rms_norm_eps: number;
   readonly rope_theta: number;
-  /** Output head shares the embedding matrix (the only supported form for now). */
+  /** Output head shares the embedding matrix (logits = RMSNorm(h)·Eᵀ); false: its own `lm_head.weight` (V, D). */
   readonly tie_word_embeddings: boolean;
   /** Std of the normal init of every matrix. */
   readonly initializer_range: number;
@@ -63,12 +63,48 @@ export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
 
 const MODEL_KEYS = new Set(Object.keys(DEFAULT_CONFIG));
 const RECURSION_KEYS = new Set(['num_recursions', 'sharing', 'lora_rank']);
-/** Keys Hugging Face writes into config.json that carry no meaning here; accepted and dropped. */
-const IGNORED_HF_KEYS = new Set([
-  'architectures', 'model_type', 'torch_dtype', 'transformers_version', 'bos_token_id', 'eos_token_id',
-  'pad_token_id', 'hidden_act', 'attention_bias', 'attention_dropout', 'mlp_bias', 'pretraining_tp',
-  'rope_scaling', 'use_cache', 'head_dim',
+/**
+ * Keys Hugging Face writes into config.json (LlamaForCausalLM) that are not fields here. Each is
+ * accepted and dropped when its value leaves the math unchanged, and refused, naming the key,
+ * when it would change it (a bias, scaled RoPE, another activation, …): `null` accepts any value.
+ */
+interface HfKeyRule {
+  readonly accepts: (v: unknown, raw: Record<string, unknown>) => boolean;
+  readonly expected: string;
+}
+const HF_KEYS: ReadonlyMap<string, HfKeyRule | null> = new Map<string, HfKeyRule | null>([
+  ['architectures', null],
+  ['torch_dtype', null],
+  ['dtype', null],
+  ['transformers_version', null],
+  ['bos_token_id', null],
+  ['eos_token_id', null],
+  ['pad_token_id', null],
+  ['use_cache', null],
+  ['is_llama_config', null],
+  ['model_type', { accepts: (v) => v === 'llama', expected: '"llama"' }],
+  ['hidden_act', { accepts: (v) => v === 'silu', expected: '"silu" (the MLP is SwiGLU)' }],
+  ['attention_bias', { accepts: (v) => v === false, expected: 'false (no biases)' }],
+  ['mlp_bias', { accepts: (v) => v === false, expected: 'false (no biases)' }],
+  ['attention_dropout', { accepts: (v) => v === 0, expected: '0' }],
+  ['pretraining_tp', { accepts: (v) => v === 1, expected: '1' }],
+  ['rope_scaling', { accepts: (v) => v === null, expected: 'null (plain RoPE)' }],
+  ['rope_interleaved', { accepts: (v) => v === false, expected: 'false (rotate-half RoPE)' }],
+  [
+    'head_dim',
+    {
+      accepts: (v, raw) => {
+        const d = raw['hidden_size'] ?? DEFAULT_CONFIG.hidden_size;
+        const h = raw['num_attention_heads'] ?? DEFAULT_CONFIG.num_attention_heads;
+        return typeof d === 'number' && typeof h === 'number' && v === d / h;
+      },
+      expected: 'hidden_size / num_attention_heads',
+    },
+  ],
 ]);
+
+/** The Hugging Face keys validateConfig accepts beside its own fields (see HF_KEYS). */
+export const HF_CONFIG_KEYS: readonly string[] = [...HF_KEYS.keys()];
 
 function positiveInt(obj: Record<string, unknown>, key: string, where: string): number {
   const v = obj[key];
@@ -107,8 +143,11 @@ export function validateConfig(input: unknown): ModelConfig {
   }
   const raw = input as Record<string, unknown>;
   for (const key of Object.keys(raw)) {
-    if (!MODEL_KEYS.has(key) && !IGNORED_HF_KEYS.has(key)) {
-      throw new ConfigError(`unknown config key '${key}' (known: ${[...MODEL_KEYS].join(', ')})`);
+    if (MODEL_KEYS.has(key)) continue;
+    if (!HF_KEYS.has(key)) throw new ConfigError(`unknown config key '${key}' (known: ${[...MODEL_KEYS].join(', ')})`);
+    const rule = HF_KEYS.get(key);
+    if (rule && !rule.accepts(raw[key], raw)) {
+      throw new ConfigError(`config key '${key}' = ${JSON.stringify(raw[key])} changes the model's math: expected ${rule.expected}`);
     }
   }
   const merged: Record<string, unknown> = { ...DEFAULT_CONFIG };
@@ -133,9 +172,8 @@ export function validateConfig(input: unknown): ModelConfig {
   if (heads % kvHeads !== 0) {
     throw new ConfigError(`num_key_value_heads (${kvHeads}) must divide num_attention_heads (${heads})`);
   }
-  if (merged['tie_word_embeddings'] !== true) {
-    throw new ConfigError('tie_word_embeddings must be true: only tied output heads are supported');
-  }
+  const tie = merged['tie_word_embeddings'];
+  if (typeof tie !== 'boolean') throw new ConfigError(`tie_word_embeddings must be true or false, got ${JSON.stringify(tie)}`);
 
   let recursion: RecursionConfig | null = null;
   const recRaw = merged['recursion'];
@@ -190,7 +228,7 @@ export function validateConfig(input: unknown): ModelConfig {
     max_position_embeddings: ctx,
     rms_norm_eps: eps,
     rope_theta: theta,
-    tie_word_embeddings: true,
+    tie_word_embeddings: tie,
     initializer_range: initStd,
     recursion,
     mor,

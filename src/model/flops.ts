@@ -3,7 +3,8 @@
  *   forward FLOPs = 2 × (parameters of every linear map a token passes through) per token
  *                 + attention 2·2·k_ctx·HD·H per token per layer, over the causal triangle only
  *   training      = 3 × forward
- * The embedding lookup costs nothing; the tied head is a linear map (V·D).
+ * The embedding lookup costs nothing; the output head is a linear map (V·D), the same FLOPs
+ * whether it is tied to the embedding or its own lm_head.weight.
  */
 import { headDim, type ModelConfig } from './config.js';
 import { LAYER_MATRICES, loraRankOf, matrixShape } from './params.js';

@@ -2,6 +2,7 @@
  * The recursive Llama-style language model: its training forward, top to bottom.
  *
  *   ids (B·T) → embed → [layer at each unrolled position, shared by identity] → RMSNorm → · Eᵀ
+ *   (· lm_headᵀ instead of · Eᵀ when the head is untied)
  *
  * A recursive model stores only its unique layers; the layer plan (sharing.ts) says which one
  * runs at each unrolled position, and per-position LoRA (relaxation) is added when configured.
@@ -100,7 +101,7 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
   };
 
   let h = embedding(p.embed, indexTensor(ids)); //                          (N, D)
-  let flops = 2 * ids.length * c.vocab_size * c.hidden_size; //             tied head
+  let flops = 2 * ids.length * c.vocab_size * c.hidden_size; //             output head (tied or not)
   let routingLoss: Tensor | null = null;
   let routingTerms: Record<string, number> = {};
   let stats: RoutingStats | null = null;
@@ -121,7 +122,7 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
     stats = trunk.stats;
   }
   if (plan.hasUniqueEnds) h = runLayer(h, L - 1);
-  const logits = linear(rmsnorm(h, p.norm, c.rms_norm_eps), p.embed); //  (N, V), tied head
+  const logits = linear(rmsnorm(h, p.norm, c.rms_norm_eps), p.head); //   (N, V); head = embed when tied
   const lmLoss = targets === undefined ? null : crossEntropy(logits, indexTensor(targets));
   const loss = lmLoss === null ? null : routingLoss === null ? lmLoss : add(lmLoss, routingLoss);
   return { logits, loss, lmLoss, routingTerms, stats, flops };

@@ -94,6 +94,9 @@ function morSpecs(c: ModelConfig): ParamSpec[] {
   return specs;
 }
 
+/** The untied output head's parameter (Hugging Face's name; absent when tie_word_embeddings). */
+export const LM_HEAD = 'lm_head.weight';
+
 export function paramTable(c: ModelConfig): ParamSpec[] {
   const d = c.hidden_size;
   const specs: ParamSpec[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocab_size, d], init: 'normal', decay: true }];
@@ -104,6 +107,7 @@ export function paramTable(c: ModelConfig): ParamSpec[] {
     for (const m of LAYER_MATRICES) specs.push({ name: layerParamName(u, m), shape: matrixShape(c, m), init: 'normal', decay: true });
   }
   specs.push({ name: 'model.norm.weight', shape: [d], init: 'ones', decay: false });
+  if (!c.tie_word_embeddings) specs.push({ name: LM_HEAD, shape: [c.vocab_size, d], init: 'normal', decay: true });
   if ((c.recursion?.lora_rank ?? 0) > 0) {
     // One LoRA per unrolled position (relaxation): W'x + B·A·x, B zero so training starts at the shared model.
     for (let p = 0; p < c.num_hidden_layers; p++) {
@@ -144,6 +148,8 @@ export interface ModelParams {
   readonly specs: readonly ParamSpec[];
   readonly byName: ReadonlyMap<string, Tensor>;
   readonly embed: Tensor;
+  /** (V, D) output head: `embed` itself when tied, else `lm_head.weight`. */
+  readonly head: Tensor;
   readonly norm: Tensor;
   /** Unique layers, indexed by unique-layer id (see sharing.ts). */
   readonly layers: readonly LayerParams[];
@@ -205,7 +211,9 @@ export function assembleParams(c: ModelConfig, byName: ReadonlyMap<string, Tenso
   }
   // buffers never take gradients
   for (const s of specs) if (s.trainable === false) (byName.get(s.name) as Tensor).requiresGrad = false;
-  return { specs, byName, embed: need(byName, 'model.embed_tokens.weight'), norm: need(byName, 'model.norm.weight'), layers, lora, mor };
+  const embed = need(byName, 'model.embed_tokens.weight');
+  const head = c.tie_word_embeddings ? embed : need(byName, LM_HEAD);
+  return { specs, byName, embed, head, norm: need(byName, 'model.norm.weight'), layers, lora, mor };
 }
 
 /** Fresh parameters: normal(0, initializer_range) matrices, ones for norms, zeros for LoRA B. */
@@ -228,12 +236,13 @@ export function countParams(c: ModelConfig): { unique: number; embedding: number
   let unique = 0;
   for (const s of paramTable(c)) unique += size(s.shape);
   const embedding = c.vocab_size * c.hidden_size;
+  const untiedHead = c.tie_word_embeddings ? 0 : embedding;
   let perLayer = 2 * c.hidden_size;
   for (const m of LAYER_MATRICES) perLayer += size(matrixShape(c, m));
   const loraPerPosition = LAYER_MATRICES.reduce((acc, m) => {
     const [out, inp] = matrixShape(c, m);
     return acc + loraRankOf(c, m) * (out + inp);
   }, 0);
-  const effective = embedding + c.hidden_size + c.num_hidden_layers * (perLayer + loraPerPosition);
+  const effective = embedding + untiedHead + c.hidden_size + c.num_hidden_layers * (perLayer + loraPerPosition);
   return { unique, embedding, nonEmbedding: unique - embedding, effective };
 }

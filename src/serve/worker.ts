@@ -6,8 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
 import { MorError } from '../errors.js';
-import { loadCheckpoint } from '../train/checkpoint.js';
-import { Tokenizer } from '../data/tokenizer.js';
+import { loadModel } from '../interop/load.js';
 import { Engine, type BatchingMode, type RequestHandle } from '../infer/engine.js';
 import { generateText, textRequest, type StreamedToken, type TextGenerateOptions } from '../infer/generate.js';
 import type { TokenLogprob } from '../infer/sampler.js';
@@ -25,10 +24,7 @@ const port = parentPort;
 const post = (m: FromWorker): void => port.postMessage(m);
 
 async function main(cfg: WorkerConfig): Promise<void> {
-  const ck = await loadCheckpoint(cfg.modelDir, { optimizer: false });
-  if (!ck.tokenizerJson) throw new MorError('E_CHECKPOINT', `${cfg.modelDir} has no tokenizer.json`);
-  const tok = Tokenizer.fromJSON(ck.tokenizerJson);
-  const model = ck.model;
+  const { model, tokenizer: tok } = await loadModel(cfg.modelDir);
   const engine = new Engine(model, { maxBatch: cfg.maxBatch, batching: cfg.batching });
   const c = model.config;
   const contextLength = c.max_position_embeddings;

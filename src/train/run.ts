@@ -23,6 +23,8 @@ import { buildTokenCache, loadTokens, isValidationId, DEFAULT_SPLIT_SEED, type T
 import { TrainLoader, type LoaderCursor } from '../data/loader.js';
 import { sha256Hex } from '../data/util.js';
 import { evaluateNll } from './evaluate.js';
+import { loadModel } from '../interop/load.js';
+import { isMorCheckpoint } from '../interop/hf.js';
 import { checkpointPaths, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { defaultWarmup, fieldsResumeRefuses, resolveRunConfig, type RunBudget, type RunConfigInput } from './run-config.js';
 import { writeFileAtomicSync } from '../util/fs.js';
@@ -41,6 +43,11 @@ export interface TrainRunOptions extends RunConfigInput {
    * here (steps, tokens or flops) extends or shortens the run, other settings are refused.
    */
   readonly resume?: string | undefined;
+  /**
+   * Start a NEW run from these weights (and their tokenizer), e.g. a model `loadModel` read
+   * from a mor-ts checkpoint or a Hugging Face directory (`mor train --init-from DIR`). The
+   * config is the model's; a preset or config given beside it is refused, and so is resume.
+   */
   /** Progress output: a callback per metrics record (the CLI draws its progress line here). */
   readonly onMetrics?: ((m: Record<string, unknown>) => void) | undefined;
   readonly onLog?: ((line: string) => void) | undefined;
@@ -182,9 +189,14 @@ function stepsForBudget(budget: RunBudget, c: ModelConfig, seqLen: number, token
  * The model of a new run started from a checkpoint (--init-from): its config, weights and
  * tokenizer; the optimiser and the run start fresh.
  */
-async function loadInitModel(path: string): Promise<{ model: Model; tokenizerJson: string | null }> {
+async function loadInitModel(path: string): Promise<{ model: Model; tokenizerJson: string | null; kind: string }> {
+  // a mor-ts checkpoint (its tokenizer optional: --tokenizer may supply it) or a Hugging Face Llama directory
+  if (existsSync(join(path, 'config.json')) && !isMorCheckpoint(JSON.parse(readFileSync(join(path, 'config.json'), 'utf8')) as unknown)) {
+    const loaded = await loadModel(path);
+    return { model: loaded.model, tokenizerJson: loaded.tokenizerJson, kind: 'Hugging Face model' };
+  }
   const ck = await loadCheckpoint(path, { optimizer: false });
-  return { model: ck.model, tokenizerJson: ck.tokenizerJson };
+  return { model: ck.model, tokenizerJson: ck.tokenizerJson, kind: 'mor-ts checkpoint' };
 }
 
 /** The distillation teacher: a checkpoint whose vocabulary (and tokenizer, when it has one) is the student's. */
@@ -282,7 +294,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       throw new ArgumentError(`--init-from ${cfg.initFrom} has no tokenizer.json: pass the tokenizer its weights were trained with (--tokenizer)`);
     }
     tokenizerJson = init.tokenizerJson;
-    log(`init from ${cfg.initFrom}: its config and weights, a fresh optimiser and run; all parameters train`);
+    log(`initialised from ${cfg.initFrom} (${init.kind}): its config and weights, a fresh optimiser and run; all parameters train`);
   } else {
     const config = cfg.configPath !== null ? loadConfigFile(cfg.configPath) : preset(cfg.preset);
     model = createModel(config, cfg.seed);

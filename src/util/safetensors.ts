@@ -44,6 +44,30 @@ function halfToFloat(h: number): number {
   return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
+/** Little-endian bf16 bytes → f32: the 16 bits are the top half of an f32 (bytes must be 2-aligned). */
+function bf16ToF32(bytes: Uint8Array, count: number): Float32Array {
+  const src = new Uint16Array(bytes.buffer, bytes.byteOffset, count);
+  const out = new Float32Array(count);
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < count; i++) bits[i] = (src[i] as number) << 16;
+  return out;
+}
+
+let F16_TABLE: Float32Array | null = null;
+
+/** Little-endian IEEE half bytes → f32, through a 65,536-entry table built once. */
+function f16ToF32(bytes: Uint8Array, count: number): Float32Array {
+  if (F16_TABLE === null) {
+    F16_TABLE = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) F16_TABLE[h] = halfToFloat(h);
+  }
+  const table = F16_TABLE;
+  const src = new Uint16Array(bytes.buffer, bytes.byteOffset, count);
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = table[src[i] as number] as number;
+  return out;
+}
+
 /** Parse a safetensors buffer. `source` names the file in error messages. */
 export function parseSafetensors(buf: Uint8Array, source = 'safetensors data'): SafetensorsFile {
   if (buf.length < 8) throw new CheckpointError(`${source}: ${buf.length} bytes is too short for a safetensors file (truncated?)`);
@@ -101,14 +125,7 @@ export function parseSafetensors(buf: Uint8Array, source = 'safetensors data'): 
     let data: Float32Array | Int32Array;
     if (dtype === 'F32') data = new Float32Array(bytes.buffer, 0, count);
     else if (dtype === 'I32') data = new Int32Array(bytes.buffer, 0, count);
-    else {
-      data = new Float32Array(count);
-      const dv = new DataView(bytes.buffer);
-      for (let i = 0; i < count; i++) {
-        const h = dv.getUint16(2 * i, true);
-        data[i] = dtype === 'F16' ? halfToFloat(h) : new Float32Array(new Uint32Array([h << 16]).buffer)[0] as number;
-      }
-    }
+    else data = dtype === 'BF16' ? bf16ToF32(bytes, count) : f16ToF32(bytes, count);
     tensors.set(name, { shape: shape as number[], data });
     ranges.push([begin, end, name]);
   }
