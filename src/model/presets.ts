@@ -61,12 +61,12 @@ const SMOLLM_360M = {
   num_key_value_heads: 5,
 };
 
-/** A Middle-Cycle recursive version of a base shape at (at least) its effective depth. */
-function recursive(base: typeof TINY, nr: number): typeof TINY & { recursion: object } {
+/** A recursive version of a base shape at (at least) its effective depth (Middle-Cycle unless named). */
+function recursive(base: typeof TINY, nr: number, sharing: 'middle_cycle' | 'cycle' = 'middle_cycle'): typeof TINY & { recursion: object } {
   return {
     ...base,
-    num_hidden_layers: tileableDepth(base.num_hidden_layers, nr, 'middle_cycle'),
-    recursion: { num_recursions: nr, sharing: 'middle_cycle', lora_rank: 0 },
+    num_hidden_layers: tileableDepth(base.num_hidden_layers, nr, sharing),
+    recursion: { num_recursions: nr, sharing, lora_rank: 0 },
   } as typeof TINY & { recursion: object };
 }
 
@@ -81,15 +81,6 @@ const DEMO = {
   num_key_value_heads: 1,
   max_position_embeddings: 128,
 };
-
-/** A Cycle-shared recursive version of a base shape (no unique first/last layer). */
-function cyclic(base: typeof TINY, nr: number): typeof TINY & { recursion: object } {
-  return {
-    ...base,
-    num_hidden_layers: tileableDepth(base.num_hidden_layers, nr, 'cycle'),
-    recursion: { num_recursions: nr, sharing: 'cycle', lora_rank: 0 },
-  } as typeof TINY & { recursion: object };
-}
 
 /** A MoR version of a recursive preset (expert-choice with the authors' defaults unless overridden). */
 function withMor(rec: object, mor: object = {}): object {
@@ -110,15 +101,15 @@ const RAW_PRESETS: Record<string, object> = {
   'tiny-mor4': withMor(recursive(TINY, 4)),
   'tiny-mor3-token': withMor(recursive(TINY, 3), { routing: 'token_choice' }),
   'tiny-mor3-kvshare': withMor(recursive(TINY, 3), { kv_strategy: 'share' }),
-  'tiny-mor3-cycle': withMor(cyclic(TINY, 3)),
-  'tiny-mor3-kvshare-cycle': withMor(cyclic(TINY, 3), { kv_strategy: 'share' }),
+  'tiny-mor3-cycle': withMor(recursive(TINY, 3, 'cycle')),
+  'tiny-mor3-kvshare-cycle': withMor(recursive(TINY, 3, 'cycle'), { kv_strategy: 'share' }),
   'small-mor2': withMor(recursive(SMALL, 2)),
   'small-mor3': withMor(recursive(SMALL, 3)),
   'small-mor4': withMor(recursive(SMALL, 4)),
   'small-mor3-token': withMor(recursive(SMALL, 3), { routing: 'token_choice' }),
   'small-mor3-kvshare': withMor(recursive(SMALL, 3), { kv_strategy: 'share' }),
-  'small-mor3-cycle': withMor(cyclic(SMALL, 3)),
-  'small-mor3-kvshare-cycle': withMor(cyclic(SMALL, 3), { kv_strategy: 'share' }),
+  'small-mor3-cycle': withMor(recursive(SMALL, 3, 'cycle')),
+  'small-mor3-kvshare-cycle': withMor(recursive(SMALL, 3, 'cycle'), { kv_strategy: 'share' }),
   'demo-rec2': recursive(DEMO, 2),
   'demo-mor3': withMor(recursive(DEMO, 3)),
   'smollm-135m': SMOLLM_135M,
