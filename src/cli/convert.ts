@@ -8,8 +8,8 @@ import { resolve } from 'node:path';
 import { ArgumentError } from '../errors.js';
 import { SHARING_STRATEGIES, type SharingStrategy } from '../model/config.js';
 import { countParams } from '../model/params.js';
-import type { Model } from '../model/model.js';
-import { checkpointPaths, loadCheckpoint, saveCheckpoint } from '../train/checkpoint.js';
+import { checkpointPaths, saveCheckpoint } from '../train/checkpoint.js';
+import { loadWeights } from '../interop/load.js';
 import { ConversionError, DEPTH_FITS, INIT_RULES, convertModel, planConversion, type ConvertOptions, type DepthFit, type InitRule } from '../convert/convert.js';
 import { int, log } from './flags.js';
 
@@ -31,10 +31,6 @@ interface ConvertFlags {
  * The model a conversion starts from. Today a mor-ts checkpoint; a Hugging Face directory comes
  * through the interop loader when it lands (issue #11's single entry point).
  */
-async function loadConversionSource(dir: string): Promise<{ model: Model; tokenizerJson: string | null }> {
-  const ck = await loadCheckpoint(dir, { optimizer: false });
-  return { model: ck.model, tokenizerJson: ck.tokenizerJson };
-}
 
 /** --lora-rank: 'full' or the number as given (convertModel validates it and names the flag). */
 function parseRank(v: string | undefined): number | 'full' | undefined {
@@ -76,7 +72,7 @@ export function registerConvertCommand(program: Command): void {
       if (!f.overwrite && checkpointPaths(out).length > 0) {
         throw new ArgumentError(`${out} already exists: expected a new output folder; pass --overwrite to replace it`);
       }
-      const source = await loadConversionSource(f.model);
+      const source = await loadWeights(f.model);
       const capacities = parseCapacities(f.capacities);
       const options: ConvertOptions = {
         numRecursions: f.recursions,

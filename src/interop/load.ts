@@ -59,3 +59,25 @@ function checkVocab(model: Model, tokenizer: Tokenizer, dir: string): void {
     throw new CheckpointError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.config.vocab_size}`);
   }
 }
+
+/**
+ * A model's weights for a new run or a conversion: a mor-ts checkpoint (its tokenizer optional —
+ * a caller may supply one) or a Hugging Face Llama directory (through loadModel).
+ */
+export async function loadWeights(path: string): Promise<{ model: Model; tokenizerJson: string | null; kind: 'Hugging Face model' | 'mor-ts checkpoint' }> {
+  const configPath = join(path, 'config.json');
+  if (existsSync(configPath)) {
+    let raw: unknown = null;
+    try {
+      raw = JSON.parse(readFileSync(configPath, 'utf8'));
+    } catch {
+      raw = null; // loadCheckpoint names the problem
+    }
+    if (raw !== null && !isMorCheckpoint(raw)) {
+      const loaded = await loadModel(path);
+      return { model: loaded.model, tokenizerJson: loaded.tokenizerJson, kind: 'Hugging Face model' };
+    }
+  }
+  const ck = await loadCheckpoint(path, { optimizer: false });
+  return { model: ck.model, tokenizerJson: ck.tokenizerJson, kind: 'mor-ts checkpoint' };
+}

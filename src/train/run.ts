@@ -23,8 +23,7 @@ import { buildTokenCache, loadTokens, isValidationId, DEFAULT_SPLIT_SEED, type T
 import { TrainLoader, type LoaderCursor } from '../data/loader.js';
 import { sha256Hex } from '../data/util.js';
 import { evaluateNll } from './evaluate.js';
-import { loadModel } from '../interop/load.js';
-import { isMorCheckpoint } from '../interop/hf.js';
+import { loadWeights } from '../interop/load.js';
 import { checkpointPaths, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { defaultWarmup, fieldsResumeRefuses, resolveRunConfig, type RunBudget, type RunConfigInput } from './run-config.js';
 import { writeFileAtomicSync } from '../util/fs.js';
@@ -189,15 +188,6 @@ function stepsForBudget(budget: RunBudget, c: ModelConfig, seqLen: number, token
  * The model of a new run started from a checkpoint (--init-from): its config, weights and
  * tokenizer; the optimiser and the run start fresh.
  */
-async function loadInitModel(path: string): Promise<{ model: Model; tokenizerJson: string | null; kind: string }> {
-  // a mor-ts checkpoint (its tokenizer optional: --tokenizer may supply it) or a Hugging Face Llama directory
-  if (existsSync(join(path, 'config.json')) && !isMorCheckpoint(JSON.parse(readFileSync(join(path, 'config.json'), 'utf8')) as unknown)) {
-    const loaded = await loadModel(path);
-    return { model: loaded.model, tokenizerJson: loaded.tokenizerJson, kind: 'Hugging Face model' };
-  }
-  const ck = await loadCheckpoint(path, { optimizer: false });
-  return { model: ck.model, tokenizerJson: ck.tokenizerJson, kind: 'mor-ts checkpoint' };
-}
 
 /** The distillation teacher: a checkpoint whose vocabulary (and tokenizer, when it has one) is the student's. */
 async function loadTeacher(path: string, student: ModelConfig, seqLen: number): Promise<{ model: Model; tokenizerJson: string | null }> {
@@ -285,7 +275,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     if (ts?.format !== 'mor-trainer-state') throw new MorError('E_CHECKPOINT', `${resume} has no trainer state to resume from`);
     saved = ts;
   } else if (cfg.initFrom !== null) {
-    const init = await loadInitModel(cfg.initFrom);
+    const init = await loadWeights(cfg.initFrom);
     model = init.model;
     if (init.tokenizerJson !== null && cfg.tokenizerPath !== null) {
       throw new ArgumentError(`--init-from ${cfg.initFrom} brings its own tokenizer.json: expected no --tokenizer beside it`);
