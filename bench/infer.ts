@@ -1,7 +1,8 @@
-// Inference benchmark: one JSON line per configuration.
-//   {"bench":"infer","model","batching","max_batch","requests","tokens_per_s","latency_ms_p50",
-//    "latency_ms_p99","kv_bytes","mean_depth", ...}
-//   {"bench":"decode","model":"small","batch":1,"tokens_per_s"}
+// Inference benchmark: one JSON line per configuration, each naming cpu, simd and threads.
+//   {"bench":"infer","protocol","dtype","model","batching","max_batch","requests","tokens_per_s",
+//    "latency_ms_p50","latency_ms_p99","kv_bytes","mean_depth","roofline_tokens_per_s","efficiency", ...}
+//   {"bench":"infer_ratio","protocol","dtype","model","vs_small","bound", ...}
+//   {"bench":"decode","model":"small","batch":1,"dtype","tokens_per_s"}
 //   {"bench":"prefill","model":"small","prompt_tokens":256,"tokens_per_s"}
 //   {"bench":"prefill_kvshare","model","twin","tokens_per_s","twin_tokens_per_s","vs_twin"}
 //
@@ -9,15 +10,23 @@
 // router sits near sigmoid(z) = 0.5, so each MoR model gets ONE router threshold, calibrated
 // on random prompts so that its realised mean depth matches the mean of its capacities
 // (MoR-2: 1.5 recursions, MoR-3: 2.0, MoR-4: 2.5); the realised mean depth of the run is reported.
-// Requests: prompts of 16–48 tokens, generation lengths drawn uniformly in [mean/2, 3·mean/2];
-// all greedy; every request is submitted at time 0 (a closed batch of work), so tokens/s is
-// throughput and latency is time to the request's last token.
 //
-//   npm run bench:infer              (MOR_BENCH_QUICK=1: fewer requests)
+// Two workloads (protocols), both closed batches of greedy requests all submitted at time 0, so
+// tokens/s is throughput and latency is time to the request's last token:
+//   paper  prompts of 16–48 tokens, generation lengths ~ Normal(256, 64) clipped to [64, 448]
+//          (the paper's setting; σ is ours, the clip is ±3σ); models built with a 512-token
+//          context; batch 32 and the memory-matched batch (as many sequences as fit in the K/V
+//          bytes vanilla `small` used at batch 32)
+//   long   1,024-token prompts, 128 generated tokens each, batch 32, 2,048-token context
+// RoPE has no parameters, so a model's context is only its KV pool's size.
+//
+//   npm run bench:infer [-- MODEL ...]   MOR_BENCH_QUICK=1: fewer requests
+//   MOR_BENCH_PROTOCOLS=paper,long       MOR_BENCH_DTYPES=f32,bf16 (bf16: depth-wise / batch 32 only)
 import { preset } from '../src/model/presets.js';
+import { validateConfig } from '../src/model/config.js';
 import { createModel, type Model } from '../src/model/model.js';
 import { targetCapacity } from '../src/model/mor-config.js';
-import { Engine, type BatchingMode } from '../src/infer/engine.js';
+import { Engine, type BatchingMode, type EngineOptions } from '../src/infer/engine.js';
 import { ModelRunner } from '../src/infer/runner.js';
 import { PagedKVPool } from '../src/infer/kv-pool.js';
 import { headDim } from '../src/model/config.js';
@@ -28,14 +37,46 @@ import { measureGemmPeak } from '../src/backend/peak.js';
 import { context, measureCeilings } from './ceilings.js';
 
 const QUICK = process.env['MOR_BENCH_QUICK'] === '1';
-/** The workload's name on every line (the "paper" and "long" protocols of the decoding issue are not built yet). */
-const PROTOCOL = 'mean128';
-const REQUESTS = QUICK ? 40 : 200;
-const MEAN_GEN = 128;
 const FIXED_BATCH = 32;
 
+type Protocol = 'paper' | 'long';
+type Dtype = 'f32' | 'bf16';
+
+interface ProtocolSpec {
+  /** The models' context for this workload (max_position_embeddings). */
+  readonly context: number;
+  readonly requests: number;
+  readonly promptLength: (rng: Rng) => number;
+  readonly genLength: (rng: Rng) => number;
+  /** Also run at the memory-matched batch. */
+  readonly memoryMatched: boolean;
+}
+
+/** A standard normal draw (Box–Muller). */
+function normal(rng: Rng): number {
+  return Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
+}
+
+const PROTOCOLS: Readonly<Record<Protocol, ProtocolSpec>> = {
+  paper: {
+    context: 512,
+    requests: QUICK ? 48 : 160,
+    promptLength: (rng) => 16 + rng.nextInt(33),
+    genLength: (rng) => Math.min(448, Math.max(64, Math.round(256 + 64 * normal(rng)))),
+    memoryMatched: true,
+  },
+  long: { context: 2048, requests: QUICK ? 32 : 64, promptLength: () => 1024, genLength: () => 128, memoryMatched: false },
+};
+
+function listEnv(name: string, fallback: string, allowed: readonly string[]): string[] {
+  const v = (process.env[name] ?? fallback).split(',').filter((x) => x.length > 0);
+  for (const x of v) if (!allowed.includes(x)) throw new Error(`${name}: unknown value '${x}' (known: ${allowed.join(', ')})`);
+  return v;
+}
+
+let lineContext: Record<string, unknown> = {};
 function emit(obj: Record<string, unknown>): void {
-  console.log(JSON.stringify(obj));
+  console.log(JSON.stringify({ ...obj, ...lineContext }));
 }
 
 function percentile(xs: number[], p: number): number {
@@ -44,19 +85,26 @@ function percentile(xs: number[], p: number): number {
 }
 
 interface Workload {
+  protocol: Protocol;
   prompts: Int32Array[];
   lengths: number[];
 }
 
-function workload(vocab: number, seed: number): Workload {
+function workload(protocol: Protocol, vocab: number, seed: number): Workload {
+  const spec = PROTOCOLS[protocol];
   const rng = new Rng(seed);
   const prompts: Int32Array[] = [];
   const lengths: number[] = [];
-  for (let i = 0; i < REQUESTS; i++) {
-    prompts.push(Int32Array.from({ length: 16 + rng.nextInt(33) }, () => rng.nextInt(vocab)));
-    lengths.push(Math.round(MEAN_GEN / 2 + rng.next() * MEAN_GEN));
+  for (let i = 0; i < spec.requests; i++) {
+    prompts.push(Int32Array.from({ length: spec.promptLength(rng) }, () => rng.nextInt(vocab)));
+    lengths.push(spec.genLength(rng));
   }
-  return { prompts, lengths };
+  return { protocol, prompts, lengths };
+}
+
+/** A preset at a protocol's context (RoPE has no parameters: only the KV pool grows). */
+function benchModel(name: string, context: number): Model {
+  return createModel(validateConfig({ ...preset(name), max_position_embeddings: context }), 1);
 }
 
 /** Mean recursions per token over random prompts at a threshold (prefill decisions). */
@@ -136,8 +184,8 @@ function rooflineMeter() {
   return m;
 }
 
-async function runConfig(name: string, model: Model, threshold: number, batching: BatchingMode, maxBatch: number, w: Workload) {
-  const engine = new Engine(model, { maxBatch, batching });
+async function runConfig(name: string, model: Model, threshold: number, batching: BatchingMode, maxBatch: number, w: Workload, dtype: Dtype) {
+  const engine = new Engine(model, { maxBatch, batching, ...(dtype === 'f32' ? {} : { dtype }) } as EngineOptions);
   const meter = rooflineMeter();
   (engine.runner as ModelRunner).meter = meter;
   const t0 = performance.now();
@@ -154,6 +202,8 @@ async function runConfig(name: string, model: Model, threshold: number, batching
   const meanDepth = depths.reduce((a, b) => a + b, 0) / depths.length;
   const record = {
     bench: 'infer',
+    protocol: w.protocol,
+    dtype,
     model: name,
     batching,
     max_batch: maxBatch,
@@ -167,8 +217,6 @@ async function runConfig(name: string, model: Model, threshold: number, batching
     linear_mflops_per_token: Math.round(linearFlopsPerToken(model, meanDepth) / 1e4) / 100,
     threshold: Math.round(threshold * 1e4) / 1e4,
     engine_steps: engine.stepsRun,
-    protocol: PROTOCOL,
-    dtype: 'f32',
     roofline_tokens_per_s: Math.round(tokens / meter.seconds),
     efficiency: Math.round((meter.seconds / seconds) * 100) / 100,
     ...Object.fromEntries(Object.entries(meter.terms).map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
@@ -193,23 +241,91 @@ function prefillRate(model: Model, threshold: number): number {
   return Math.round(256 / (Math.min(...runs) / 1000));
 }
 
+/** One protocol over the models: every batching at batch 32 in f32, the memory-matched batch, bf16 lines. */
+async function runProtocol(protocol: Protocol, names: readonly string[], dtypes: readonly Dtype[]): Promise<void> {
+  const spec = PROTOCOLS[protocol];
+  // the vanilla `small` run of each dtype, which every ratio line is against
+  const vanilla = new Map<Dtype, { perSeqKv: number; rate: number; flops: number; roofline: number }>();
+  const f32Rate = new Map<string, number>();
+  // vs_small: measured tokens/s ratio; flop_bound: the ratio if tokens/s were set by linear FLOPs
+  // alone; bound: the ratio of the two runs' rooflines (FLOPs and bytes)
+  const ratio = (dtype: Dtype, rec: { tokens_per_s: number; linear_mflops_per_token: number; roofline_tokens_per_s: number }) => {
+    const v = vanilla.get(dtype);
+    if (v === undefined) return null;
+    return {
+      protocol,
+      dtype,
+      vs_small: Math.round((rec.tokens_per_s / v.rate) * 100) / 100,
+      flop_bound: Math.round((v.flops / rec.linear_mflops_per_token) * 100) / 100,
+      bound: Math.round((rec.roofline_tokens_per_s / v.roofline) * 100) / 100,
+    };
+  };
+  for (const name of names) {
+    const model = benchModel(name, spec.context);
+    const { threshold } = calibrateThreshold(model);
+    const w = workload(protocol, model.config.vocab_size, 11);
+    const routed = model.config.recursion !== null;
+    for (const dtype of dtypes) {
+      // bf16 only depth-wise (or sequence-wise for vanilla) at batch 32: its figure is the ratio to f32
+      const modes: BatchingMode[] = !routed ? ['sequence'] : dtype === 'f32' ? ['depth', 'sequence'] : ['depth'];
+      const fixedRate = new Map<BatchingMode, number>();
+      for (const batching of modes) {
+        const rec = await runConfig(name, model, threshold, batching, FIXED_BATCH, w, dtype);
+        fixedRate.set(batching, rec.tokens_per_s);
+        if (batching === modes[0] && dtype === 'f32') f32Rate.set(name, rec.tokens_per_s);
+        if (dtype !== 'f32' && batching === modes[0] && f32Rate.has(name)) {
+          emit({ bench: 'infer_ratio', protocol, model: name, batching, max_batch: FIXED_BATCH, dtype, vs_f32: Math.round((rec.tokens_per_s / (f32Rate.get(name) as number)) * 100) / 100 });
+        }
+        if (name === 'small') {
+          vanilla.set(dtype, { perSeqKv: rec.kv_bytes / FIXED_BATCH, rate: rec.tokens_per_s, flops: rec.linear_mflops_per_token, roofline: rec.roofline_tokens_per_s });
+        } else {
+          const r = ratio(dtype, rec);
+          if (r !== null) emit({ bench: 'infer_ratio', model: name, batching, max_batch: FIXED_BATCH, ...r });
+        }
+        const v = vanilla.get('f32');
+        if (spec.memoryMatched && dtype === 'f32' && batching === modes[0] && name !== 'small' && v !== undefined) {
+          // memory-matched: as many sequences as fit in the KV bytes vanilla used at FIXED_BATCH
+          const perSeq = rec.kv_bytes / FIXED_BATCH;
+          const matched = Math.max(1, Math.floor((v.perSeqKv * FIXED_BATCH) / perSeq));
+          if (matched !== FIXED_BATCH) {
+            const m = await runConfig(name, model, threshold, batching, matched, w, dtype);
+            const r = ratio(dtype, m);
+            if (r !== null) emit({ bench: 'infer_ratio', model: name, batching, max_batch: matched, memory_matched: true, ...r });
+          }
+        }
+      }
+      if (fixedRate.has('depth') && fixedRate.has('sequence')) {
+        const dw = (fixedRate.get('depth') as number) / (fixedRate.get('sequence') as number);
+        emit({ bench: 'infer_ratio', protocol, dtype, model: name, max_batch: FIXED_BATCH, depth_vs_sequence: Math.round(dw * 100) / 100 });
+      }
+    }
+  }
+}
+
+/** Single-request decoding of `small` (16-token prompt, 128 generated) in one dtype. */
+async function singleDecode(dtype: Dtype): Promise<void> {
+  const model = createModel(preset('small'), 1);
+  const rng = new Rng(3);
+  const engine = new Engine(model, { maxBatch: 1, ...(dtype === 'f32' ? {} : { dtype }) } as EngineOptions);
+  const prompt = Int32Array.from({ length: 16 }, () => rng.nextInt(model.config.vocab_size));
+  const h = engine.submit(prompt, { maxTokens: 128, temperature: 0 });
+  await engine.runUntilIdle();
+  const r = await h.result;
+  const decodeTokens = r.tokens.length - 1;
+  emit({ bench: 'decode', model: 'small', batch: 1, dtype, tokens: decodeTokens, tokens_per_s: Math.round(decodeTokens / ((r.totalMs - r.firstTokenMs) / 1000)) });
+}
+
 async function main(): Promise<void> {
   const be = getBackend();
+  lineContext = context(be);
   ceilings = { gflops: measureGemmPeak(be), gbps: measureCeilings(be)?.streamReadGbps ?? Number.NaN };
-  emit({ bench: 'info', ...be.info(), ...context(be), gemm_peak_gflops: Math.round(ceilings.gflops), stream_read_gbps: Math.round(ceilings.gbps * 10) / 10 });
+  emit({ bench: 'info', ...be.info(), gemm_peak_gflops: Math.round(ceilings.gflops), stream_read_gbps: Math.round(ceilings.gbps * 10) / 10 });
+  const protocols = listEnv('MOR_BENCH_PROTOCOLS', 'paper,long', ['paper', 'long']) as Protocol[];
+  const dtypes = listEnv('MOR_BENCH_DTYPES', 'f32', ['f32', 'bf16']) as Dtype[];
+
   // single-request decode and prefill of `small`
-  {
-    const model = createModel(preset('small'), 1);
-    const rng = new Rng(3);
-    const engine = new Engine(model, { maxBatch: 1 });
-    const prompt = Int32Array.from({ length: 256 - 1 }, () => rng.nextInt(8192));
-    emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, tokens_per_s: prefillRate(model, 0.5) });
-    const h = engine.submit(prompt.subarray(0, 16), { maxTokens: 128, temperature: 0 });
-    await engine.runUntilIdle();
-    const r = await h.result;
-    const decodeTokens = r.tokens.length - 1;
-    emit({ bench: 'decode', model: 'small', batch: 1, tokens: decodeTokens, tokens_per_s: Math.round(decodeTokens / ((r.totalMs - r.firstTokenMs) / 1000)) });
-  }
+  emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, tokens_per_s: prefillRate(createModel(preset('small'), 1), 0.5) });
+  for (const dtype of dtypes) await singleDecode(dtype);
 
   // KV sharing at prefill: against each one's recursion-wise twin (Cycle sharing skips the
   // deeper recursions of non-final prompt tokens; Middle-Cycle cannot, see runner.prefill)
@@ -221,52 +337,10 @@ async function main(): Promise<void> {
     emit({ bench: 'prefill_kvshare', model: shared, twin, prompt_tokens: 256, tokens_per_s: rates[0], twin_tokens_per_s: rates[1], vs_twin: Math.round(((rates[0] as number) / (rates[1] as number)) * 100) / 100 });
   }
 
-  const names = process.argv.slice(2).length ? process.argv.slice(2) : ['small', 'small-rec3', 'small-mor2', 'small-mor3', 'small-mor4'];
-  let vanillaPerSeqKv = 0;
-  let vanillaRate = 0;
-  let vanillaFlops = 0;
-  let vanillaRoofline = 0;
-  // vs_small: measured tokens/s ratio; flop_bound: the ratio if tokens/s were set by linear FLOPs
-  // alone; bound: the ratio of the two runs' rooflines (FLOPs and bytes)
-  const ratio = (rec: { tokens_per_s: number; linear_mflops_per_token: number; roofline_tokens_per_s: number }) => ({
-    protocol: PROTOCOL,
-    dtype: 'f32',
-    vs_small: Math.round((rec.tokens_per_s / vanillaRate) * 100) / 100,
-    flop_bound: Math.round((vanillaFlops / rec.linear_mflops_per_token) * 100) / 100,
-    bound: Math.round((rec.roofline_tokens_per_s / vanillaRoofline) * 100) / 100,
-  });
-  for (const name of names) {
-    const model = createModel(preset(name), 1);
-    const { threshold } = calibrateThreshold(model);
-    const w = workload(model.config.vocab_size, 11);
-    const modes: BatchingMode[] = model.config.recursion === null ? ['sequence'] : ['depth', 'sequence'];
-    const fixedRate = new Map<BatchingMode, number>();
-    for (const batching of modes) {
-      const rec = await runConfig(name, model, threshold, batching, FIXED_BATCH, w);
-      fixedRate.set(batching, rec.tokens_per_s);
-      if (name === 'small') {
-        vanillaPerSeqKv = rec.kv_bytes / FIXED_BATCH;
-        vanillaRate = rec.tokens_per_s;
-        vanillaRoofline = rec.roofline_tokens_per_s;
-        vanillaFlops = rec.linear_mflops_per_token;
-      } else if (vanillaRate > 0) {
-        emit({ bench: 'infer_ratio', model: name, batching, max_batch: FIXED_BATCH, ...ratio(rec) });
-      }
-      if (batching === modes[0] && name !== 'small' && vanillaPerSeqKv > 0) {
-        // memory-matched: as many sequences as fit in the KV bytes vanilla used at FIXED_BATCH
-        const perSeq = rec.kv_bytes / FIXED_BATCH;
-        const matched = Math.max(1, Math.floor((vanillaPerSeqKv * FIXED_BATCH) / perSeq));
-        if (matched !== FIXED_BATCH) {
-          const m = await runConfig(name, model, threshold, batching, matched, w);
-          emit({ bench: 'infer_ratio', model: name, batching, max_batch: matched, memory_matched: true, ...ratio(m) });
-        }
-      }
-    }
-    if (fixedRate.has('depth')) {
-      const dw = (fixedRate.get('depth') as number) / (fixedRate.get('sequence') as number);
-      emit({ bench: 'infer_ratio', model: name, max_batch: FIXED_BATCH, depth_vs_sequence: Math.round(dw * 100) / 100 });
-    }
-  }
+  const names = process.argv.slice(2).length
+    ? process.argv.slice(2)
+    : ['small', 'small-14', 'small-rec3', 'small-mor2', 'small-mor3', 'small-mor4', 'small-mor3-kvshare'];
+  for (const protocol of protocols) await runProtocol(protocol, names, dtypes);
 }
 
 await main();

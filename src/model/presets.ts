@@ -9,6 +9,7 @@
  *     small-rec4  1 + 3×4 + 1 = 14 layers, 5 unique   (10/4 is not whole: 3 shared, 2 added)
  *   tiny (4 layers), Middle-Cycle:
  *     tiny-rec2   1 + 1×2 + 1 = 4,  tiny-rec3  1 + 1×3 + 1 = 5,  tiny-rec4  1 + 1×4 + 1 = 6
+ *   small-14    vanilla, 14 layers: `small` at the effective depth of small-rec3/4 and small-mor3/4
  *   demo-rec2 (the `mor demo` model): d 128, 1 + 3×2 + 1 = 8 layers, 5 unique, vocab 4096
  *
  * MoR presets (`*-mor2/3/4`) are the recursive shapes plus expert-choice routing with the
@@ -93,6 +94,9 @@ const RAW_PRESETS: Record<string, object> = {
   'tiny-rec3': recursive(TINY, 3),
   'tiny-rec4': recursive(TINY, 4),
   small: SMALL,
+  // vanilla at the effective depth of small-rec3/4 and small-mor3/4 (14 layers): the paper
+  // compares MoR with a vanilla model of equal depth
+  'small-14': { ...SMALL, num_hidden_layers: 14 },
   'small-rec2': recursive(SMALL, 2),
   'small-rec3': recursive(SMALL, 3),
   'small-rec4': recursive(SMALL, 4),
