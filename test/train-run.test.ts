@@ -6,7 +6,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } fr
 import { join } from 'node:path';
 import { useCorpusFolder } from './helpers/temp-dir.js';
 import { runTraining, trimMetrics, type TrainRunOptions } from '../src/train/run.js';
-import { compareSeqLen, runComparison } from '../src/train/compare.js';
+import { compareSeqLen, meanStd, runComparison } from '../src/train/compare.js';
 import { trainFlopsPerToken } from '../src/model/flops.js';
 import { preset } from '../src/model/presets.js';
 import { ArgumentError } from '../src/errors.js';
@@ -119,5 +119,33 @@ describe('compare', () => {
     const md = readFileSync(join(out, 'compare.md'), 'utf8');
     assert.match(md, /batch 2 × 128 tokens/);
     assert.match(md, /\| train tokens \|/);
+  });
+
+  test('several seeds: one run per seed, mean ± sample std. dev., and a stopped comparison continues', async () => {
+    const { mean, std } = meanStd([1, 2, 4]);
+    assert.ok(Math.abs(mean - 7 / 3) < 1e-12);
+    assert.ok(Math.abs(std - Math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)) < 1e-12);
+    assert.equal(meanStd([5]).std, 0);
+    const out = join(root, 'compare-seeds');
+    const T = 32;
+    const flops = 2 * 2 * T * trainFlopsPerToken(preset('tiny'), T);
+    const opts = { presets: ['tiny'], flops, outDir: out, data: [corpus], batchSize: 2, seqLen: T, cacheDir, evalBatches: 1, seeds: 2, seed: 3 };
+    const rows = await runComparison(opts);
+    assert.deepEqual(rows.map((r) => [r.model, r.seed]), [['tiny', 3], ['tiny', 4]]);
+    assert.ok(existsSync(join(out, 'tiny-seed3', 'checkpoint')) && existsSync(join(out, 'tiny-seed4', 'checkpoint')));
+    assert.notEqual(rows[0]?.val_nll, rows[1]?.val_nll, 'different seeds train different models');
+    const { mean: m, std: sd } = meanStd(rows.map((r) => r.val_nll));
+    const md = readFileSync(join(out, 'compare.md'), 'utf8');
+    assert.match(md, /seeds 3–4 \(mean ± sample std\. dev\. over 2\)/);
+    assert.ok(md.includes(`${m.toFixed(4)} ± ${sd.toFixed(4)}`), md);
+    // continue: drop seed 4's row as if the comparison had stopped during it, and run again
+    const json = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')) as { rows: unknown[] };
+    writeFileSync(join(out, 'compare.json'), JSON.stringify({ ...json, rows: json.rows.slice(0, 1) }));
+    const logs: string[] = [];
+    const again = await runComparison({ ...opts, onLog: (l) => logs.push(l) });
+    assert.ok(logs.some((l) => /tiny, seed 3: recorded/.test(l)), 'seed 3 is not trained again');
+    assert.ok(logs.some((l) => /tiny, seed 4: .*training FLOPs/.test(l)), 'seed 4 is trained again');
+    assert.deepEqual(again.map((r) => r.val_nll), rows.map((r) => r.val_nll), 'training is deterministic per seed');
+    await assert.rejects(runComparison({ ...opts, seeds: 0 }), (e: unknown) => e instanceof ArgumentError && /seeds must be an integer ≥ 1/.test(e.message));
   });
 });

@@ -199,6 +199,7 @@ interface CompareFlags {
   seqLen?: number;
   lr: number;
   seed: number;
+  seeds: number;
   evalBatches?: number;
   out: string;
   cacheDir: string;
@@ -215,10 +216,11 @@ export function registerCompareCommand(program: Command): void {
     .option('--batch <n>', 'sequences per batch', int('--batch', 1), RUN_DEFAULTS.batchSize)
     .option('--seq-len <n>', 'tokens per sequence (default: the smallest context among the presets, so every model sees the same sequences)', int('--seq-len', 2))
     .option('--lr <x>', 'peak learning rate', num('--lr'), RUN_DEFAULTS.lr)
-    .option('--seed <n>', 'seed', int('--seed', 0), RUN_DEFAULTS.seed)
+    .option('--seed <n>', 'first seed', int('--seed', 0), RUN_DEFAULTS.seed)
+    .option('--seeds <n>', 'train each model with this many seeds (seed, seed + 1, …) and report mean ± std. dev.', int('--seeds', 1), 1)
     .option('--eval-batches <n>', 'validation batches (default: the whole split)', int('--eval-batches', 1))
     .option('--out <dir>', 'output directory', COMPARE_DEFAULTS.outDir)
-    .option('--overwrite', 'replace model runs already in --out')
+    .option('--overwrite', 'start again: retrain the runs already recorded in --out (by default a stopped comparison continues)')
     .option('--cache-dir <dir>', 'token cache location', RUN_DEFAULTS.cacheDir)
     .action(async (o: CompareFlags) => {
       const presets = o.presets.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
@@ -232,6 +234,7 @@ export function registerCompareCommand(program: Command): void {
         batchSize: o.batch,
         lr: o.lr,
         seed: o.seed,
+        seeds: o.seeds,
         cacheDir: o.cacheDir,
         ...definedOnly({ seqLen: o.seqLen, evalBatches: o.evalBatches, overwrite: o.overwrite }),
         onLog: log,

@@ -3,11 +3,16 @@
  * data at one training-FLOPs budget, then evaluate each on the same validation tokens. MoR
  * models spend fewer FLOPs per token, so at equal FLOPs they see more tokens.
  *
- * Writes <out>/compare.json and <out>/compare.md (atomically) and one run directory per model.
+ * Writes <out>/compare.json and <out>/compare.md (atomically) and one run directory per model
+ * and seed. With several seeds each model trains once per seed (seed, seed + 1, …) and the table
+ * gives mean ± sample standard deviation. The JSON is written after every run, and a run already
+ * in it (same budget and settings) is not trained again: a comparison stopped midway continues
+ * where it stopped; `overwrite` starts it again.
  *
  * Every model trains and is evaluated on sequences of one length: by default the smallest
  * context among the presets, so all runs see the same data cut the same way.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ArgumentError } from '../errors.js';
 import { countParams } from '../model/params.js';
@@ -44,11 +49,14 @@ export interface CompareOptions {
   /** Default: the smallest max_position_embeddings among the presets. */
   readonly seqLen?: number;
   readonly lr?: number;
+  /** The first seed (default: the run default). */
   readonly seed?: number;
+  /** Seeds per model: seed, seed + 1, … (default 1). */
+  readonly seeds?: number;
   readonly cacheDir?: string;
   /** Validation batches for the final evaluation (default: the whole validation split). */
   readonly evalBatches?: number;
-  /** Replace model runs already in the output folder. */
+  /** Start again: retrain the runs already recorded in the output folder's compare.json. */
   readonly overwrite?: boolean;
   readonly onLog?: (line: string) => void;
   readonly onMetrics?: (preset: string, m: Record<string, unknown>) => void;
@@ -56,6 +64,7 @@ export interface CompareOptions {
 
 export interface CompareRow {
   model: string;
+  seed: number;
   params_unique: number;
   params_effective: number;
   train_flops: number;
@@ -63,6 +72,8 @@ export interface CompareRow {
   tokens_seen: number;
   steps: number;
   wall_seconds: number;
+  /** Training tokens per second of wall time (the machine may have been shared: see the JSON's cpu). */
+  train_tokens_per_s: number;
   /** Validation NLL with causal routing (what generation can do) — the comparison's figure. */
   val_nll: number;
   /** MoR only: validation NLL with training-time top-k routing (looks at later tokens). */
@@ -76,23 +87,58 @@ interface CompareSettings {
   readonly seqLen: number;
   readonly lr: number;
   readonly seed: number;
+  readonly seeds: number;
+}
+
+/** Mean and sample standard deviation (n − 1; 0 for one value). */
+export function meanStd(xs: readonly number[]): { mean: number; std: number } {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const v = xs.length < 2 ? 0 : xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (xs.length - 1);
+  return { mean, std: Math.sqrt(v) };
+}
+
+function fmtNll(xs: readonly number[]): string {
+  const { mean, std } = meanStd(xs);
+  return xs.length < 2 ? mean.toFixed(4) : `${mean.toFixed(4)} ± ${std.toFixed(4)}`;
 }
 
 function markdown(rows: readonly CompareRow[], o: CompareOptions, s: CompareSettings): string {
+  const seedText = s.seeds === 1 ? `seed ${s.seed}` : `seeds ${s.seed}–${s.seed + s.seeds - 1} (mean ± sample std. dev. over ${s.seeds})`;
   const lines = [
     `Budget: ${o.flops.toExponential(2)} training FLOPs per model; batch ${s.batchSize} × ${s.seqLen} tokens, ` +
-      `peak LR ${s.lr} (warmup–stable–decay), seed ${s.seed}.`,
+      `peak LR ${s.lr} (warmup–stable–decay), ${seedText}.`,
     '',
-    '| model | unique params | train FLOPs | train tokens | wall time | val NLL (causal) | val NLL (top-k) |',
+    '| model | unique params | train FLOPs | train tokens | train tokens/s | val NLL (causal) | val NLL (top-k) |',
     '| --- | --- | --- | --- | --- | --- | --- |',
   ];
-  for (const r of rows) {
+  for (const model of [...new Set(rows.map((r) => r.model))]) {
+    const rs = rows.filter((r) => r.model === model);
+    const first = rs[0] as CompareRow;
+    const topk = rs.map((r) => r.val_nll_topk).filter((x): x is number => x !== null);
     lines.push(
-      `| \`${r.model}\` | ${(r.params_unique / 1e6).toFixed(2)}M | ${r.train_flops.toExponential(2)} | ${r.tokens_seen.toLocaleString('en-US')} | ` +
-        `${(r.wall_seconds / 60).toFixed(1)} min | ${r.val_nll.toFixed(4)} | ${r.val_nll_topk === null ? '—' : r.val_nll_topk.toFixed(4)} |`,
+      `| \`${model}\` | ${(first.params_unique / 1e6).toFixed(2)}M | ${meanStd(rs.map((r) => r.train_flops)).mean.toExponential(2)} | ` +
+        `${Math.round(meanStd(rs.map((r) => r.tokens_seen)).mean).toLocaleString('en-US')} | ${Math.round(meanStd(rs.map((r) => r.train_tokens_per_s)).mean).toLocaleString('en-US')} | ` +
+        `${fmtNll(rs.map((r) => r.val_nll))} | ${topk.length === 0 ? '—' : fmtNll(topk)} |`,
     );
   }
   return lines.join('\n') + '\n';
+}
+
+/** What compare.json holds. */
+interface CompareFile {
+  budget_flops: number;
+  seq_len: number;
+  batch_size: number;
+  lr: number;
+  rows: CompareRow[];
+}
+
+/** Rows of an earlier run of the same comparison (same budget and settings), else none. */
+function recordedRows(path: string, o: CompareOptions, s: CompareSettings): CompareRow[] {
+  if (o.overwrite || !existsSync(path)) return [];
+  const f = JSON.parse(readFileSync(path, 'utf8')) as Partial<CompareFile>;
+  const same = f.budget_flops === o.flops && f.seq_len === s.seqLen && f.batch_size === s.batchSize && f.lr === s.lr;
+  return same && Array.isArray(f.rows) ? f.rows.filter((r) => typeof r.seed === 'number') : [];
 }
 
 /** The sequence length of a comparison: the one given, else the smallest context of the presets. */
@@ -105,51 +151,76 @@ export function compareSeqLen(presets: readonly string[], seqLen?: number): numb
 export async function runComparison(o: CompareOptions): Promise<CompareRow[]> {
   const log = o.onLog ?? (() => {});
   const out = resolve(o.outDir);
+  const seeds = o.seeds ?? 1;
+  if (!Number.isInteger(seeds) || seeds < 1) throw new ArgumentError(`compare: seeds must be an integer ≥ 1, got ${seeds}`);
   const settings: CompareSettings = {
     batchSize: o.batchSize ?? RUN_DEFAULTS.batchSize,
     seqLen: compareSeqLen(o.presets, o.seqLen),
     lr: o.lr ?? RUN_DEFAULTS.lr,
     seed: o.seed ?? RUN_DEFAULTS.seed,
+    seeds,
   };
+  const jsonPath = join(out, 'compare.json');
+  const recorded = recordedRows(jsonPath, o, settings);
   const rows: CompareRow[] = [];
-  for (const name of o.presets) {
-    log(`== ${name}: ${o.flops.toExponential(2)} training FLOPs, sequences of ${settings.seqLen} tokens`);
-    const run: TrainRunOptions = {
-      ...settings,
-      preset: name,
-      flops: o.flops,
-      outDir: join(out, name),
-      data: o.data ?? [],
-      cacheDir: o.cacheDir,
-      overwrite: o.overwrite,
-      evalBatches: 1, // the real evaluation below covers the whole split
-      measureMfu: false,
-      onLog: log,
-      onMetrics: (m: Record<string, unknown>) => o.onMetrics?.(name, m),
-    };
-    const result = await runTraining(run);
-    const { batchSize: B, seqLen: T } = settings;
-    const maxBatches = o.evalBatches ?? Number.MAX_SAFE_INTEGER;
-    const causal = evaluateNll(result.model, result.data.val, B, T, maxBatches, 'causal');
-    const topk = result.model.config.mor ? evaluateNll(result.model, result.data.val, B, T, maxBatches, 'topk').nll : null;
-    const counts = countParams(result.model.config);
-    const row: CompareRow = {
-      model: name,
-      params_unique: counts.unique,
-      params_effective: counts.effective,
-      train_flops: result.state.flopsSeen,
-      tokens_seen: result.state.tokensSeen,
-      steps: result.state.step,
-      wall_seconds: result.state.elapsedSeconds,
-      val_nll: causal.nll,
-      val_nll_topk: topk,
-      val_tokens: causal.tokens,
-    };
-    rows.push(row);
-    log(`   ${name}: val NLL ${causal.nll.toFixed(4)} (causal)${topk === null ? '' : `, ${topk.toFixed(4)} (top-k)`}, ${row.tokens_seen.toLocaleString('en-US')} training tokens`);
-    // write after every model, so a long comparison leaves partial results if stopped
-    await writeFileAtomic(join(out, 'compare.json'), JSON.stringify({ budget_flops: o.flops, seq_len: settings.seqLen, rows }, null, 2) + '\n');
+  const write = async (): Promise<void> => {
+    const file: CompareFile = { budget_flops: o.flops, seq_len: settings.seqLen, batch_size: settings.batchSize, lr: settings.lr, rows };
+    await writeFileAtomic(jsonPath, JSON.stringify(file, null, 2) + '\n');
     await writeFileAtomic(join(out, 'compare.md'), markdown(rows, o, settings));
+  };
+  for (const name of o.presets) {
+    for (let seed = settings.seed; seed < settings.seed + seeds; seed++) {
+      const earlier = recorded.find((r) => r.model === name && r.seed === seed);
+      if (earlier !== undefined) {
+        log(`== ${name}, seed ${seed}: recorded in ${jsonPath} (val NLL ${earlier.val_nll.toFixed(4)}); not trained again`);
+        rows.push(earlier);
+        continue;
+      }
+      log(`== ${name}, seed ${seed}: ${o.flops.toExponential(2)} training FLOPs, sequences of ${settings.seqLen} tokens`);
+      const run: TrainRunOptions = {
+        batchSize: settings.batchSize,
+        seqLen: settings.seqLen,
+        lr: settings.lr,
+        seed,
+        preset: name,
+        flops: o.flops,
+        // one seed keeps the single-run layout (<out>/<model>)
+        outDir: seeds === 1 ? join(out, name) : join(out, `${name}-seed${seed}`),
+        data: o.data ?? [],
+        cacheDir: o.cacheDir,
+        // a run that is not in compare.json is this comparison's own unfinished run: replace it
+        overwrite: true,
+        evalBatches: 1, // the real evaluation below covers the whole split
+        measureMfu: false,
+        onLog: log,
+        onMetrics: (m: Record<string, unknown>) => o.onMetrics?.(name, m),
+      };
+      const result = await runTraining(run);
+      const { batchSize: B, seqLen: T } = settings;
+      const maxBatches = o.evalBatches ?? Number.MAX_SAFE_INTEGER;
+      const causal = evaluateNll(result.model, result.data.val, B, T, maxBatches, 'causal');
+      const topk = result.model.config.mor ? evaluateNll(result.model, result.data.val, B, T, maxBatches, 'topk').nll : null;
+      const counts = countParams(result.model.config);
+      const row: CompareRow = {
+        model: name,
+        seed,
+        params_unique: counts.unique,
+        params_effective: counts.effective,
+        train_flops: result.state.flopsSeen,
+        tokens_seen: result.state.tokensSeen,
+        steps: result.state.step,
+        wall_seconds: result.state.elapsedSeconds,
+        train_tokens_per_s: result.state.tokensSeen / result.state.elapsedSeconds,
+        val_nll: causal.nll,
+        val_nll_topk: topk,
+        val_tokens: causal.tokens,
+      };
+      rows.push(row);
+      log(`   ${name}, seed ${seed}: val NLL ${causal.nll.toFixed(4)} (causal)${topk === null ? '' : `, ${topk.toFixed(4)} (top-k)`}, ${row.tokens_seen.toLocaleString('en-US')} training tokens`);
+      // write after every run, so a long comparison leaves partial results if stopped
+      await write();
+    }
   }
+  await write();
   return rows;
 }
