@@ -159,14 +159,19 @@ export class ModelRunner {
         }
         return be.packWeight(w, n, k);
       };
-      const layers = this.model.params.layers.map((p) => ({
-        inputNorm: p.inputNorm.f32(),
-        postNorm: p.postNorm.f32(),
-        qkv: pack(p.w.q_proj, p.w.k_proj, p.w.v_proj),
-        o: pack(p.w.o_proj),
-        gateUp: pack(p.w.gate_proj, p.w.up_proj),
-        down: pack(p.w.down_proj),
-      }));
+      const layers = this.model.params.layers.map((p) => {
+        const { gate_proj: gate, up_proj: up, down_proj: down } = p.w;
+        // MoE layers have no dense MLP; the engine cannot decode them yet
+        if (gate === undefined || up === undefined || down === undefined) throw new ArgumentError('the engine does not decode Mixture-of-Experts layers yet');
+        return {
+          inputNorm: p.inputNorm.f32(),
+          postNorm: p.postNorm.f32(),
+          qkv: pack(p.w.q_proj, p.w.k_proj, p.w.v_proj),
+          o: pack(p.w.o_proj),
+          gateUp: pack(gate, up),
+          down: pack(down),
+        };
+      });
       this.packed = { backend: be, layers, head: pack(this.model.params.head) };
     }
     return this.packed;
