@@ -1,7 +1,7 @@
 // Mixture-of-Experts MLPs (MOR_SPEC §10): gradients through router, experts, shared experts,
 // auxiliary and z-losses; exactly top-k experts per token; dropless and capacity modes against
 // a per-token reference; loss-free balancing; reduction to the dense model; config errors;
-// checkpoints with the bias; FLOPs and parameter counts. Every backend.
+// checkpoints with the bias; FLOPs and parameter counts; engine greedy equality. Every backend.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -16,6 +16,7 @@ import { MoeForward, expertForward, updateMoeBias } from '../src/model/moe.js';
 import { expertCapacity } from '../src/model/moe-config.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.js';
 import { createOptimizer } from '../src/train/trainer.js';
+import { Engine } from '../src/infer/engine.js';
 import { backward, noGrad, parameter, tensor, zeroGrad, type Tensor } from '../src/tensor/tensor.js';
 import { linear, sigmoid, softmax } from '../src/tensor/ops.js';
 import { Rng } from '../src/util/rng.js';
@@ -23,6 +24,7 @@ import { centralDifference } from './helpers/numeric.js';
 import { withTempDir } from './helpers/temp-dir.js';
 import { writeRepeatedJsonl } from './helpers/corpus.js';
 import { runTraining, type TrainRunOptions } from '../src/train/run.js';
+import { forwardGreedy, generateAll } from './helpers/greedy.js';
 
 /** A preset with its moe section overridden (and other top-level fields). */
 function moeConfig(base: string, moe: object, extra: object = {}): ModelConfig {
@@ -294,6 +296,33 @@ for (const backendName of availableBackends()) {
       const moe = forwardFlopsPerSequence(preset('tiny-moe'), 24);
       assert.equal(moe - dense, 24 * 4 * 2 * 8 * 64);
     });
+  });
+
+  describe(`MoE decoding on ${backendName}`, () => {
+    const variants: Array<[string, ModelConfig]> = [
+      ['sigmoid router, no shared expert, top-2', moeConfig('tiny-moe', { router_func: 'sigmoid', num_shared_experts: 0, top_k: 2 })],
+      ['MoR token-choice + MoE', moeConfig('tiny-mor3-token', { num_experts: 4, top_k: 1, num_shared_experts: 1 })],
+      ['MoR KV sharing + MoE block only', moeConfig('tiny-mor3-kvshare', { placement: 'block' })],
+      ['MoR cycle + per-recursion routers', moeConfig('tiny-mor3-cycle', { router_per_recursion: true })],
+      ['MoR + MoE on the unique layers, loss-free bias', moeConfig('tiny-mor3', { placement: 'unique', balancing: 'loss_free' })],
+    ];
+    for (const [what, c] of variants) {
+      test(`${what}: greedy engine output = training forward argmax (causal), every batching mode`, async () => {
+        setBackend(backendName);
+        const model = createModel(c, 21);
+        // a non-zero selection bias must steer decoding as it steers the forward
+        const r = new Rng(1);
+        for (const [name, t] of model.params.byName) if (name.endsWith('selection_bias')) for (let i = 0; i < t.size; i++) t.f32()[i] = 0.05 * r.normal();
+        const prompts = [Int32Array.from([3, 141, 59, 265, 35, 89]), Int32Array.from([7, 300, 2])];
+        const expected = prompts.map((p) => forwardGreedy(model, p, 8));
+        for (const batching of ['depth', 'sequence', 'static'] as const) {
+          const engine = new Engine(model, { maxBatch: 4, batching, blockSize: 4 });
+          const got = await generateAll(engine, prompts, prompts.map(() => ({ maxTokens: 8, temperature: 0 })));
+          assert.deepEqual(got, expected, `${what} ${batching}`);
+          assert.equal(engine.kvBytes, 0);
+        }
+      });
+    }
   });
 }
 
