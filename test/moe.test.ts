@@ -24,6 +24,8 @@ import { centralDifference } from './helpers/numeric.js';
 import { withTempDir } from './helpers/temp-dir.js';
 import { writeRepeatedJsonl } from './helpers/corpus.js';
 import { runTraining, type TrainRunOptions } from '../src/train/run.js';
+import { ExportError, unrollModel } from '../src/interop/unroll.js';
+import { ConversionError, convertModel } from '../src/convert/convert.js';
 import { forwardGreedy, generateAll } from './helpers/greedy.js';
 
 /** A preset with its moe section overridden (and other top-level fields). */
@@ -291,6 +293,12 @@ for (const backendName of availableBackends()) {
         const expected = forwardFlopsPerSequence(c, T2);
         assert.ok(Math.abs(out.flops - expected) <= 1e-9 * expected, `${name}: executed ${out.flops}, accounted ${expected}`);
       }
+      // capacity dropping: the slots dropped ran no expert
+      const cap = moeConfig('tiny-moe', { capacity_factor: 0.5 }, { initializer_range: 0.3 });
+      const out = noGrad(() => forward(createModel(cap, 2), randomIds(rng, 2 * 24, cap.vocab_size), 2));
+      const dropped = (out.moeStats?.counts ?? []).reduce((a, r) => a + r.dropped, 0);
+      assert.ok(dropped > 0);
+      assert.equal(out.flops, 2 * forwardFlopsPerSequence(cap, 24) - dropped * 2 * 3 * 64 * 44);
       // active MLP width (3 + 1)·I/4 = I: the MoE model's FLOPs are the dense one's plus its routers
       const dense = forwardFlopsPerSequence(preset('tiny'), 24);
       const moe = forwardFlopsPerSequence(preset('tiny-moe'), 24);
@@ -374,6 +382,11 @@ describe('MoE config, parameters and checkpoints', () => {
     assert.equal(moe.active, dense.active + 4 * 8 * d);
     const mor = countParams(preset('tiny-mor3-moe'));
     assert.ok(mor.unique < mor.effective && mor.active < mor.effective);
+  });
+
+  test('plain-Llama export and layer-tying conversion refuse MoE models with typed errors', () => {
+    for (const c of [preset('tiny-moe'), moeConfig('tiny-rec3', {})]) assert.throws(() => unrollModel(createModel(c, 1)), (e: unknown) => e instanceof ExportError && /Mixture-of-Experts/.test(e.message));
+    assert.throws(() => convertModel(createModel(preset('tiny-moe'), 1), { numRecursions: 2 }), (e: unknown) => e instanceof ConversionError && /dense MLPs/.test(e.message));
   });
 
   test('checkpoint round-trip: config.json, experts and the loss-free bias', () =>

@@ -136,6 +136,7 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
     const moeLoss = moe.loss();
     if (moeLoss !== null) routingLoss = routingLoss === null ? moeLoss : add(routingLoss, moeLoss);
     routingTerms = { ...routingTerms, ...moe.terms };
+    flops -= moe.droppedFlops(); // dropped slots ran no expert
   }
   const logits = linear(rmsnorm(h, p.norm, c.rms_norm_eps), p.head); //   (N, V); head = embed when tied
   const lmLoss = targets === undefined ? null : crossEntropy(logits, indexTensor(targets));

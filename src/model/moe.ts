@@ -233,6 +233,15 @@ export class MoeForward {
     return (x) => this.forward(layer, r, this.slotOf.get(`${u}.${r}`) as number, x);
   }
 
+  /**
+   * Forward FLOPs the accounting (flops.ts: every row runs its k experts) counted but capacity
+   * dropping skipped: 2 per parameter of each dropped slot's expert.
+   */
+  droppedFlops(): number {
+    const dropped = this.stats.counts.reduce((a, r) => a + r.dropped, 0);
+    return 2 * 3 * this.c.hidden_size * this.m.expert_intermediate_size * dropped;
+  }
+
   /** The weighted sum of this forward's MoE losses, or null. */
   loss(): Tensor | null {
     let total: Tensor | null = null;
