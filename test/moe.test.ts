@@ -241,7 +241,7 @@ for (const backendName of availableBackends()) {
 
     test('a 1-expert top-1 MoE without shared experts equals the dense model with the same weights', () => {
       setBackend(backendName);
-      for (const base of ['tiny', 'tiny-mor3', 'tiny-mor3-token']) {
+      for (const base of ['tiny', 'tiny-rec3', 'tiny-mor3', 'tiny-mor3-token', 'tiny-mor3-kvshare']) {
         const dense = createModel(preset(base), 11);
         const c = validateConfig({ ...preset(base), moe: { num_experts: 1, top_k: 1, num_shared_experts: 0, expert_intermediate_size: 176, balancing: 'none' } });
         const byName = new Map<string, Tensor>();
@@ -259,6 +259,15 @@ for (const backendName of availableBackends()) {
         assert.ok(maxDiff(a.logits.f32(), b.logits.f32()) < 1e-5, `${base}: logits differ by ${maxDiff(a.logits.f32(), b.logits.f32())}`);
         assert.ok(Math.abs((a.loss?.item() ?? 0) - (b.loss?.item() ?? 1)) < 1e-5);
       }
+      // sequence sharing (no MoR): the block layers repeat in a row, their experts shared by identity
+      const seq = validateConfig({ ...preset('tiny-rec3'), recursion: { num_recursions: 3, sharing: 'middle_sequence', lora_rank: 0 }, moe: { expert_intermediate_size: 44, placement: 'block' } });
+      const model = createModel(seq, 2);
+      const ids = randomIds(rng, B * T, seq.vocab_size);
+      const out = forward(model, ids, B, ids);
+      assert.equal(out.moeSelections.length, 3, 'the one block layer runs at 3 positions');
+      backward(out.loss as Tensor);
+      assert.ok(model.params.byName.get('model.layers.1.mlp.routers.0.weight')?.grad, 'the block router gets gradients');
+      assert.ok([...Array(8).keys()].some((e) => model.params.byName.get(`model.layers.1.mlp.experts.${e}.gate_proj.weight`)?.grad), 'block experts get gradients');
     });
 
     test('loss-free balancing: the bias moves toward balance over a few steps, and is not trained', () => {
