@@ -6,40 +6,15 @@ import assert from 'node:assert/strict';
 import { availableBackends, setBackend } from '../src/backend/index.js';
 import { preset } from '../src/model/presets.js';
 import { validateConfig } from '../src/model/config.js';
-import { createModel, forward, type Model } from '../src/model/model.js';
-import { noGrad } from '../src/tensor/tensor.js';
+import { createModel } from '../src/model/model.js';
 import { Engine, type StepRunner } from '../src/infer/engine.js';
 import { KVStream, PagedKVPool } from '../src/infer/kv-pool.js';
 import type { DepthControl, SequenceKV, TokenState } from '../src/infer/runner.js';
 import { Rng } from '../src/util/rng.js';
+import { forwardGreedy, generateAll } from './helpers/greedy.js';
 
-function argmax(x: Float32Array, from: number, len: number): number {
-  let best = 0;
-  for (let i = 1; i < len; i++) if ((x[from + i] as number) > (x[from + best] as number)) best = i;
-  return best;
-}
-
-async function generateAll(engine: Engine, prompts: Int32Array[], opts: Parameters<Engine['submit']>[1][]): Promise<number[][]> {
-  const handles = prompts.map((p, i) => engine.submit(p, opts[i] as Parameters<Engine['submit']>[1]));
-  await engine.runUntilIdle();
-  return Promise.all(handles.map(async (h) => (await h.result).tokens));
-}
-
-/** Greedy path of the training forward in causal routing mode. */
-function forwardGreedy(model: Model, prompt: Int32Array, n: number): number[] {
-  const seq = Array.from(prompt);
-  const out: number[] = [];
-  const V = model.config.vocab_size;
-  for (let i = 0; i < n; i++) {
-    const logits = noGrad(() => forward(model, Int32Array.from(seq), 1, undefined, { routing: 'causal' }).logits.f32());
-    const t = argmax(logits, (seq.length - 1) * V, V);
-    out.push(t);
-    seq.push(t);
-  }
-  return out;
-}
-
-const MODELS = ['tiny', 'tiny-rec3', 'tiny-mor3', 'tiny-mor3-token', 'tiny-mor3-kvshare', 'tiny-mor3-cycle', 'tiny-mor3-kvshare-cycle', 'tiny-mor4'];
+// MoE variants beyond these two presets are in moe.test.ts
+const MODELS = ['tiny', 'tiny-rec3', 'tiny-mor3', 'tiny-mor3-token', 'tiny-mor3-kvshare', 'tiny-mor3-cycle', 'tiny-mor3-kvshare-cycle', 'tiny-mor4', 'tiny-moe', 'tiny-mor3-moe'];
 
 for (const backendName of availableBackends()) {
   describe(`engine on ${backendName}`, () => {

@@ -231,6 +231,7 @@ export function buildProgram(): Command {
           config: c,
           params_unique: counts.unique,
           params_effective: counts.effective,
+          params_active_per_token: counts.active,
           params_embedding: counts.embedding,
           forward_flops_per_token: forwardFlopsPerToken(c, T),
           train_flops_per_token: trainFlopsPerToken(c, T),
@@ -258,7 +259,11 @@ export function buildProgram(): Command {
           const caps = m.routing === 'expert_choice' ? `, capacities ${Array.from({ length: nr }, (_, r) => targetCapacity(m, nr, r).toFixed(2)).join('/')}` : '';
           console.log(`routing        ${m.routing}, ${m.router} router, ${m.router_func} α ${m.alpha}${caps}, KV ${m.kv_strategy === 'share' ? 'sharing' : 'recursion-wise'}`);
         }
-        console.log(`parameters     unique ${(out['params_unique'] as number).toLocaleString()}, effective ${(out['params_effective'] as number).toLocaleString()}, embedding ${(out['params_embedding'] as number).toLocaleString()}`);
+        if (c.moe) {
+          const e = c.moe;
+          console.log(`experts        ${e.num_experts} × width ${e.expert_intermediate_size}, top-${e.top_k} + ${e.num_shared_experts} shared, ${e.router_func} router, balancing ${e.balancing}, placement ${e.placement}${e.capacity_factor === null ? ', dropless' : `, capacity factor ${e.capacity_factor}`}`);
+        }
+        console.log(`parameters     total ${(out['params_effective'] as number).toLocaleString()} (as unrolled), unique ${(out['params_unique'] as number).toLocaleString()}, active per token ${(out['params_active_per_token'] as number).toLocaleString()}, embedding ${(out['params_embedding'] as number).toLocaleString()}`);
         console.log(`FLOPs/token    forward ${(out['forward_flops_per_token'] as number / 1e6).toFixed(2)}M, training ${(out['train_flops_per_token'] as number / 1e6).toFixed(2)}M (T = ${String(out['seq_len'])})`);
       }
     });

@@ -15,8 +15,20 @@ function clock(seconds: number): string {
 
 const list = (x: unknown): string => (Array.isArray(x) ? x.map((v: number) => v.toFixed(2)).join('/') : '');
 
+/** MoE on the progress line: mean MaxVio over the MoE routers, and the dropped fraction when any slot was dropped. */
+function moeSummary(m: Record<string, unknown>): string {
+  if (typeof m['moe_max_vio_mean'] !== 'number') return '';
+  const dropped = Array.isArray(m['moe_dropped']) ? (m['moe_dropped'] as number[]) : [];
+  const drop = dropped.some((x) => x > 0) ? ` drop ${(dropped.reduce((a, x) => a + x, 0) / dropped.length).toFixed(3)}` : '';
+  return ` │ MoE MaxVio ${m['moe_max_vio_mean'].toFixed(2)}${drop}`;
+}
+
 /** MoR routing on the progress line: selected fractions and sampling accuracy, or depth loads. */
 function routingSummary(m: Record<string, unknown>): string {
+  return morSummary(m) + moeSummary(m);
+}
+
+function morSummary(m: Record<string, unknown>): string {
   if (Array.isArray(m['load']) && (m['load'] as number[]).length > 0) {
     return ` │ load ${list(m['load'])} MaxVio ${(m['max_vio'] as number).toFixed(2)}`;
   }

@@ -298,6 +298,9 @@ export function convertModel(source: Model, opts: ConvertOptions): Model {
       `the source must be a vanilla model (no recursion or mor section); this one has ${sc.recursion ? `${sc.recursion.sharing} sharing with ${sc.recursion.num_recursions} recursions` : 'a mor section'}`,
     );
   }
+  if (sc.moe !== null) {
+    throw new ConversionError('the source must have dense MLPs: layer tying and the SVD relaxation work on gate/up/down, which a moe section replaces by experts');
+  }
   const log = opts.onLog ?? (() => {});
   checkRecursions(opts.numRecursions);
   requestedRank(sc, opts.loraRank);

@@ -29,6 +29,8 @@ import { decoderLayer, type AttendFn } from '../nn/layers.js';
 import { Tensor, indexTensor, noGrad, tensor } from '../tensor/tensor.js';
 import { add, embedding, linearPacked, rmsnorm, softmax } from '../tensor/ops.js';
 import { KVStream, PagedKVPool } from './kv-pool.js';
+import { moeDecodeLayer, packMoeLayer, type PackedMoeLayer } from './moe-runner.js';
+import { moeMlpParamsActive, moeRouterIndex } from '../model/moe-params.js';
 
 /**
  * What the runner's native calls did, for a roofline (benchmarks): called once per layer call
@@ -90,7 +92,8 @@ export class ModelRunner {
   /** Which positions write K/V (false where KV sharing reads recursion 1's stream). */
   private readonly writesKV: Uint8Array;
   private readonly rowSize: number;
-  private packed: { backend: Backend; layers: PackedLayer[]; head: PackedWeight } | null = null;
+  /** Per unique layer: the fused dense layer, or (MoE layers) the attention weights and experts packed for moeDecodeLayer. */
+  private packed: { backend: Backend; layers: Array<PackedLayer | PackedMoeLayer>; head: PackedWeight } | null = null;
   /** Set to count the work of every call (see WorkMeter); null: not counted. */
   meter: WorkMeter | null = null;
 
@@ -145,7 +148,7 @@ export class ModelRunner {
    * runner (and so an engine) keeps serving the weights it packed; build a new one after the
    * model's weights change.
    */
-  private packedWeights(): { layers: PackedLayer[]; head: PackedWeight } {
+  private packedWeights(): { layers: Array<PackedLayer | PackedMoeLayer>; head: PackedWeight } {
     const be = getBackend();
     if (this.packed === null || this.packed.backend !== be) {
       const pack = (...ts: Tensor[]): PackedWeight => {
@@ -159,14 +162,19 @@ export class ModelRunner {
         }
         return be.packWeight(w, n, k);
       };
-      const layers = this.model.params.layers.map((p) => ({
-        inputNorm: p.inputNorm.f32(),
-        postNorm: p.postNorm.f32(),
-        qkv: pack(p.w.q_proj, p.w.k_proj, p.w.v_proj),
-        o: pack(p.w.o_proj),
-        gateUp: pack(p.w.gate_proj, p.w.up_proj),
-        down: pack(p.w.down_proj),
-      }));
+      const layers = this.model.params.layers.map((p): PackedLayer | PackedMoeLayer => {
+        if (p.moe !== null) return packMoeLayer(p, pack);
+        const { gate_proj: gate, up_proj: up, down_proj: down } = p.w;
+        if (gate === undefined || up === undefined || down === undefined) throw new ArgumentError('a dense layer lacks its MLP matrices');
+        return {
+          inputNorm: p.inputNorm.f32(),
+          postNorm: p.postNorm.f32(),
+          qkv: pack(p.w.q_proj, p.w.k_proj, p.w.v_proj),
+          o: pack(p.w.o_proj),
+          gateUp: pack(gate, up),
+          down: pack(down),
+        };
+      });
       this.packed = { backend: be, layers, head: pack(this.model.params.head) };
     }
     return this.packed;
@@ -262,17 +270,34 @@ export class ModelRunner {
     const qPos = Int32Array.from(rows, (r) => r.pos);
     const { layout, kvSlots } = this.pagedLayout(rows, positionOf, qPos);
     const lora = this.model.params.lora?.[l] ?? null;
-    if (this.meter) {
+    const u = this.model.plan.uniqueOf[l] as number;
+    const meter = (weightParams: number): void => {
+      if (!this.meter) return;
       // every row reads its whole stream: QKᵀ and P·V over `len` keys, K and V rows of f32
       let keys = 0;
       for (let i = 1; i < layout.streams.length; i += 2) keys += layout.streams[i] as number;
-      const params = linearParamsPerLayer(c);
-      this.meter.call(2 * rows.length * params, 4 * params, 4 * keys * layout.headDim * layout.numHeads, 2 * 4 * keys * this.rowSize);
-    }
+      const params = linearParamsPerLayer(c, u);
+      this.meter.call(2 * rows.length * params, 4 * weightParams, 4 * keys * layout.headDim * layout.numHeads, 2 * 4 * keys * this.rowSize);
+    };
     const be = getBackend();
+    const packedLayer = lora === null ? this.packedWeights().layers[u] : undefined;
+    if (packedLayer !== undefined && 'experts' in packedLayer) {
+      // MoE layer: rows grouped by router (their depth's, with per-recursion routers) and by expert
+      const routerOfRow = Int32Array.from(rows, (_, i) => {
+        const li = positionOf(i);
+        return moeRouterIndex(c, u, this.model.plan.recursionOf[li] as number);
+      });
+      const out = new Float32Array(h.size);
+      const used = moeDecodeLayer(be, { config: c, attention: layout, kvSlots, routerOfRow }, packedLayer, h.f32(), this.pool, out);
+      // weights streamed: attention, routers, shared experts and the routed experts that ran
+      const m = c.moe;
+      if (m !== null) meter(linearParamsPerLayer(c, u) - moeMlpParamsActive(c) + packedLayer.routers.length * m.num_experts * c.hidden_size + (m.num_shared_experts + used) * 3 * c.hidden_size * m.expert_intermediate_size);
+      return new Tensor(out, h.shape);
+    }
+    meter(linearParamsPerLayer(c, u));
     if (lora === null) {
       const out = new Float32Array(h.size);
-      const packed = this.packedWeights().layers[this.model.plan.uniqueOf[l] as number] as PackedLayer;
+      const packed = packedLayer as PackedLayer;
       be.decodeLayer({ eps: c.rms_norm_eps, ropeTheta: c.rope_theta, attention: layout, kvSlots }, h.f32(), packed, this.pool.kPool, this.pool.vPool, out);
       return new Tensor(out, h.shape);
     }

@@ -29,6 +29,9 @@ export function plainConfig(c: ModelConfig, what = 'this model'): ModelConfig {
         `export a model without routers (plain recursive or relaxed models unroll)`,
     );
   }
+  if (c.moe !== null) {
+    throw new ExportError(`${what} has Mixture-of-Experts MLPs (a 'moe' section): a plain Llama has one dense MLP per layer, so it cannot be exported as one`);
+  }
   return validateConfig({ ...c, recursion: null, mor: null });
 }
 
@@ -52,7 +55,9 @@ export function unrollModel(model: Model, what?: string): Model {
       byName.set(`model.layers.${l}.post_attention_layernorm.weight`, copy(layer.postNorm, `model.layers.${l}.post_attention_layernorm.weight`));
       for (const m of LAYER_MATRICES) {
         const name = layerParamName(l, m);
-        const w = copy(layer.w[m], name);
+        const dense = layer.w[m];
+        if (dense === undefined) throw new ExportError(`layer ${l} has no dense ${m} (an MoE layer)`);
+        const w = copy(dense, name);
         const lora = p.lora?.[l]?.[m];
         if (lora !== undefined) {
           const ba = matmul(lora.B, lora.A).f32(); //   (out, r)·(r, in) = (out, in)

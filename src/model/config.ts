@@ -9,6 +9,7 @@
 import { ConfigError } from './config-error.js';
 import { headDim } from '../nn/layers.js';
 import { validateMorConfig, type MorConfig } from './mor-config.js';
+import { validateMoeConfig, type MoeConfig } from './moe-config.js';
 
 export { ConfigError };
 
@@ -43,6 +44,8 @@ export interface ModelConfig {
   readonly recursion: RecursionConfig | null;
   /** Mixture-of-Recursions routing; null for a plain recursive model (every token, every recursion). */
   readonly mor: MorConfig | null;
+  /** Mixture-of-Experts MLPs (moe-config.ts); null for dense SwiGLU MLPs everywhere. */
+  readonly moe: MoeConfig | null;
 }
 
 export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
@@ -59,6 +62,7 @@ export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
   initializer_range: 0.02,
   recursion: null,
   mor: null,
+  moe: null,
 });
 
 const MODEL_KEYS = new Set(Object.keys(DEFAULT_CONFIG));
@@ -218,6 +222,9 @@ export function validateConfig(input: unknown): ModelConfig {
     mor = validateMorConfig(morRaw, recursion.num_recursions);
   }
 
+  const moeRaw = merged['moe'];
+  const moe = moeRaw === null || moeRaw === undefined ? null : validateMoeConfig(moeRaw, { num_hidden_layers: L, recursion });
+
   return Object.freeze({
     vocab_size: vocab,
     hidden_size: d,
@@ -232,6 +239,7 @@ export function validateConfig(input: unknown): ModelConfig {
     initializer_range: initStd,
     recursion,
     mor,
+    moe,
   });
 }
 

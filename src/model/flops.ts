@@ -11,15 +11,21 @@ import { LAYER_MATRICES, loraRankOf, matrixShape } from './params.js';
 import { targetCapacity, type MorConfig } from './mor-config.js';
 import { capacityTokens } from './routing.js';
 import { layerPlan } from './sharing.js';
+import { isMoeLayer, moeMlpParamsActive } from './moe-params.js';
 
-/** Linear-map parameters one layer position applies to a token (including its LoRA). */
-export function linearParamsPerLayer(c: ModelConfig): number {
+/**
+ * Linear-map parameters one layer position applies to a token (including its LoRA). For MoE
+ * unique layer `u` only the active experts count: one router, top-k experts, the shared ones.
+ */
+export function linearParamsPerLayer(c: ModelConfig, u = -1): number {
+  const moe = u >= 0 && isMoeLayer(c, u);
   let n = 0;
   for (const m of LAYER_MATRICES) {
+    if (moe && (m === 'gate_proj' || m === 'up_proj' || m === 'down_proj')) continue;
     const [out, inp] = matrixShape(c, m);
     n += out * inp + loraRankOf(c, m) * (out + inp);
   }
-  return n;
+  return moe ? n + moeMlpParamsActive(c) : n;
 }
 
 /**
@@ -27,9 +33,9 @@ export function linearParamsPerLayer(c: ModelConfig): number {
  * `visiblePairs` (query, key) pairs: 2 per linear-map parameter per row, QKᵀ and P·V 2 each per
  * pair per head dim per head. `skipKv`: the rows read shared K/V and skip the k/v projections.
  */
-export function layerFlops(c: ModelConfig, rows: number, visiblePairs: number, skipKv = false): number {
+export function layerFlops(c: ModelConfig, rows: number, visiblePairs: number, skipKv = false, u = -1): number {
   const kv = skipKv ? 2 * c.hidden_size * c.num_key_value_heads * headDim(c) : 0;
-  return 2 * rows * (linearParamsPerLayer(c) - kv) + 4 * visiblePairs * headDim(c) * c.num_attention_heads;
+  return 2 * rows * (linearParamsPerLayer(c, u) - kv) + 4 * visiblePairs * headDim(c) * c.num_attention_heads;
 }
 
 /** Forward FLOPs of a router over `rows` rows: linear d→out, or MLP d→2d→out (out = 1 expert-choice, Nr token-choice). */
@@ -63,15 +69,20 @@ export function forwardFlopsPerSequence(c: ModelConfig, seqLen: number): number 
   const head = 2 * T * c.vocab_size * c.hidden_size;
   const causalPairs = (T * (T + 1)) / 2;
   const m = c.mor;
-  if (m === null || c.recursion === null) return head + c.num_hidden_layers * layerFlops(c, T, causalPairs);
   const plan = layerPlan(c);
-  const K = plan.blockSize;
-  let total = head + (plan.hasUniqueEnds ? 2 * layerFlops(c, T, causalPairs) : 0);
+  const L = c.num_hidden_layers;
+  if (m === null || c.recursion === null) {
+    let total = head;
+    for (let l = 0; l < L; l++) total += layerFlops(c, T, causalPairs, false, plan.uniqueOf[l] as number);
+    return total;
+  }
+  const ends = plan.hasUniqueEnds ? layerFlops(c, T, causalPairs, false, 0) + layerFlops(c, T, causalPairs, false, plan.uniqueOf[L - 1] as number) : 0;
+  let total = head + ends;
   const k = tokensPerRecursion(c, T);
   k.forEach((kr, r) => {
     const share = m.kv_strategy === 'share' && r > 0;
     const pairs = share ? (kr * (T + 1)) / 2 : (kr * (kr + 1)) / 2;
-    total += K * layerFlops(c, kr, pairs, share);
+    for (const l of plan.depthSteps[r] as Int32Array) total += layerFlops(c, kr, pairs, share, plan.uniqueOf[l] as number);
     // expert-choice routes recursion r's candidates (the tokens of r − 1); token-choice routes once
     const routed = m.routing === 'expert_choice' ? (r === 0 ? T : (k[r - 1] as number)) : r === 0 ? T : 0;
     total += routerFlops(c, m, routed);

@@ -8,3 +8,6 @@ export * from './flops.js';
 export * from './mor-config.js';
 export * from './routing.js';
 export { routedTrunk, updateRouterBias, type RoutingMode, type RoutingStats, type RoutedTrunkResult, type Selection, type TrunkOptions } from './mor.js';
+export * from './moe-config.js';
+export * from './moe-params.js';
+export { MoeForward, MoeStats, moeSelect, moeScores, moeGateWeights, updateMoeBias, type MoeRouterCounts, type MoeRouterSummary } from './moe.js';

@@ -16,6 +16,7 @@ import { initParams, type ModelParams } from './params.js';
 import { layerPlan, type LayerPlan } from './sharing.js';
 import { routedTrunk, type RoutingMode, type RoutingStats } from './mor.js';
 import { layerFlops } from './flops.js';
+import { MoeForward, type MoeStats } from './moe.js';
 
 export interface Model {
   readonly config: ModelConfig;
@@ -53,13 +54,17 @@ export interface ForwardResult {
   routingTerms: Record<string, number>;
   /** Routing statistics, or null for a model without a MoR section. */
   stats: RoutingStats | null;
+  /** Expert-routing statistics per MoE router, or null for a model without a moe section. */
+  moeStats: MoeStats | null;
+  /** Experts picked (N·k) by every MoE MLP call, in call order; empty without MoE. */
+  moeSelections: Int32Array[];
   /** Forward FLOPs actually executed (MOR_SPEC §6 accounting over the rows each layer ran on). */
   flops: number;
 }
 
-/** FLOPs of one full-width layer over causal segments of length T: linear maps plus the attention triangle. */
-function fullLayerFlops(c: ModelConfig, batch: number, T: number): number {
-  return layerFlops(c, batch * T, (batch * T * (T + 1)) / 2);
+/** FLOPs of one full-width layer (unique layer u) over causal segments of length T: linear maps plus the attention triangle. */
+function fullLayerFlops(c: ModelConfig, batch: number, T: number, u: number): number {
+  return layerFlops(c, batch * T, (batch * T * (T + 1)) / 2, false, u);
 }
 
 /**
@@ -95,9 +100,13 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
     throw new ShapeError(`forward: maxDepth must be an integer in [1, ${numSteps}], got ${maxDepth}`);
   }
   const L = c.num_hidden_layers;
+  const mode = opts.routing ?? 'topk';
+  const moe = c.moe === null ? null : new MoeForward(c, mode);
   const runLayer = (x: Tensor, l: number): Tensor => {
-    flops += fullLayerFlops(c, batch, T);
-    return decoderLayer(c, x, layerAt(l), p.lora?.[l] ?? null, pos, attend);
+    const layer = layerAt(l);
+    const u = plan.uniqueOf[l] as number;
+    flops += fullLayerFlops(c, batch, T, u);
+    return decoderLayer(c, x, layer, p.lora?.[l] ?? null, pos, attend, undefined, moe?.mlpFor(layer.moe, u, plan.recursionOf[l] as number));
   };
 
   let h = embedding(p.embed, indexTensor(ids)); //                          (N, D)
@@ -110,7 +119,8 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
     for (const step of plan.depthSteps.slice(0, maxDepth)) for (const l of step) h = runLayer(h, l);
   } else {
     const trunk = routedTrunk(c, p, plan, h, posArr, batch, {
-      mode: opts.routing ?? 'topk',
+      mode,
+      moe,
       step: opts.step ?? Number.POSITIVE_INFINITY,
       maxDepth,
       ...(opts.threshold !== undefined ? { threshold: opts.threshold } : {}),
@@ -122,8 +132,14 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
     stats = trunk.stats;
   }
   if (plan.hasUniqueEnds) h = runLayer(h, L - 1);
+  if (moe !== null) {
+    const moeLoss = moe.loss();
+    if (moeLoss !== null) routingLoss = routingLoss === null ? moeLoss : add(routingLoss, moeLoss);
+    routingTerms = { ...routingTerms, ...moe.terms };
+    flops -= moe.droppedFlops(); // dropped slots ran no expert
+  }
   const logits = linear(rmsnorm(h, p.norm, c.rms_norm_eps), p.head); //   (N, V); head = embed when tied
   const lmLoss = targets === undefined ? null : crossEntropy(logits, indexTensor(targets));
   const loss = lmLoss === null ? null : routingLoss === null ? lmLoss : add(lmLoss, routingLoss);
-  return { logits, loss, lmLoss, routingTerms, stats, flops };
+  return { logits, loss, lmLoss, routingTerms, stats, moeStats: moe?.stats ?? null, moeSelections: moe?.selections ?? [], flops };
 }

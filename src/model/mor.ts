@@ -30,6 +30,7 @@ import { capacityAt, type MorConfig } from './mor-config.js';
 import type { ModelParams, MorParams, RouterParams } from './params.js';
 import type { LayerPlan } from './sharing.js';
 import { layerFlops, routerFlops } from './flops.js';
+import type { MoeForward } from './moe.js';
 import {
   capacityTokens, continuesAt, expertGate, expertKeeps, expertUpdate, routerLogits, thresholdLogit, tokenChoiceDepths,
   tokenChoiceFinish, tokenChoiceProbs,
@@ -100,6 +101,8 @@ interface Trunk {
   /** Recursions that may run (test-time depth); the rest select nothing. */
   readonly maxDepth: number;
   readonly kvStores: Array<KvStore | null>;
+  /** The forward's Mixture-of-Experts side (MoE MLPs of the block), or null. */
+  readonly moe: MoeForward | null;
   flops: number;
   readonly losses: Tensor[];
   readonly terms: Record<string, number>;
@@ -170,9 +173,11 @@ function applyBlock(tr: Trunk, h: Tensor, r: number, sel: Selection): Tensor {
   const pos = indexTensor(posSel);
   const ownLayout = causalSegmentsLayout(c, sel.counts, posSel);
   (plan.depthSteps[r] as Int32Array).forEach((l, j) => {
-    const layer = params.layers[plan.uniqueOf[l] as number];
+    const u = plan.uniqueOf[l] as number;
+    const layer = params.layers[u];
     if (layer === undefined) throw new ShapeError(`no unique layer at position ${l}`);
     const lora = params.lora?.[l] ?? null;
+    const mlp = tr.moe?.mlpFor(layer.moe, u, r);
     const store = tr.kvStores[j];
     if (m.kv_strategy === 'share' && r > 0 && store) {
       // queries of this recursion against recursion-1 keys/values of the same sequence
@@ -185,8 +190,8 @@ function applyBlock(tr: Trunk, h: Tensor, r: number, sel: Selection): Tensor {
         ks += store.rows.counts[b] as number;
       }
       const layout: AttentionLayout = { ...ownLayout, segments, kPos: gatherPositions(positions, store.rows.rows) };
-      x = decoderLayer(c, x, layer, lora, pos, selfAttend(layout), { k: store.k, v: store.v });
-      tr.flops += layerFlops(c, sel.rows.length, visiblePairs(layout), true);
+      x = decoderLayer(c, x, layer, lora, pos, selfAttend(layout), { k: store.k, v: store.v }, mlp);
+      tr.flops += layerFlops(c, sel.rows.length, visiblePairs(layout), true, u);
     } else {
       let attend: AttendFn = selfAttend(ownLayout);
       if (m.kv_strategy === 'share' && r === 0) {
@@ -196,8 +201,8 @@ function applyBlock(tr: Trunk, h: Tensor, r: number, sel: Selection): Tensor {
           return base(q, k, v);
         };
       }
-      x = decoderLayer(c, x, layer, lora, pos, attend);
-      tr.flops += layerFlops(c, sel.rows.length, visiblePairs(ownLayout));
+      x = decoderLayer(c, x, layer, lora, pos, attend, undefined, mlp);
+      tr.flops += layerFlops(c, sel.rows.length, visiblePairs(ownLayout), false, u);
     }
   });
   return x;
@@ -357,6 +362,8 @@ export interface TrunkOptions {
   readonly threshold?: number;
   /** Test-time depth: recursions after this many select nothing (default Nr). */
   readonly maxDepth?: number;
+  /** The forward's MoE side, when the block has MoE layers. */
+  readonly moe?: MoeForward | null;
 }
 
 /**
@@ -392,6 +399,7 @@ export function routedTrunk(
     threshold: opts.threshold ?? m.threshold,
     maxDepth: opts.maxDepth ?? nr,
     kvStores: new Array<KvStore | null>(plan.blockSize).fill(null),
+    moe: opts.moe ?? null,
     flops: 0,
     losses: [],
     terms: {},

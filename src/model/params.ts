@@ -8,7 +8,8 @@ import { Tensor, parameter } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
 import { headDim, type ModelConfig } from './config.js';
 import { layerPlan } from './sharing.js';
-import { LAYER_MATRICES, type LayerMatrix, type LayerWeights, type LoraWeights } from '../nn/layers.js';
+import { LAYER_MATRICES, MLP_MATRICES, type LayerMatrix, type LayerWeights, type LoraWeights } from '../nn/layers.js';
+import { assembleMoeLayer, isMoeLayer, moeLayerSpecs, moeMlpParamsActive, moeMlpParamsStored, type MoeLayerParams } from './moe-params.js';
 
 export type InitKind = 'normal' | 'ones' | 'zeros';
 
@@ -104,7 +105,11 @@ export function paramTable(c: ModelConfig): ParamSpec[] {
   for (let u = 0; u < plan.numUnique; u++) {
     specs.push({ name: `model.layers.${u}.input_layernorm.weight`, shape: [d], init: 'ones', decay: false });
     specs.push({ name: `model.layers.${u}.post_attention_layernorm.weight`, shape: [d], init: 'ones', decay: false });
-    for (const m of LAYER_MATRICES) specs.push({ name: layerParamName(u, m), shape: matrixShape(c, m), init: 'normal', decay: true });
+    const moe = isMoeLayer(c, u);
+    for (const m of LAYER_MATRICES) {
+      if (!moe || !isMlpMatrix(m)) specs.push({ name: layerParamName(u, m), shape: matrixShape(c, m), init: 'normal', decay: true });
+    }
+    if (moe) specs.push(...moeLayerSpecs(c, u)); // the experts replace gate/up/down
   }
   specs.push({ name: 'model.norm.weight', shape: [d], init: 'ones', decay: false });
   if (!c.tie_word_embeddings) specs.push({ name: LM_HEAD, shape: [c.vocab_size, d], init: 'normal', decay: true });
@@ -123,8 +128,12 @@ export function paramTable(c: ModelConfig): ParamSpec[] {
   return specs;
 }
 
-/** A unique layer's parameters (the nn/ layer weights). */
-export type LayerParams = LayerWeights;
+const isMlpMatrix = (m: LayerMatrix): boolean => (MLP_MATRICES as readonly string[]).includes(m);
+
+/** A unique layer's parameters: the nn/ layer weights, and its experts when it is an MoE layer. */
+export interface LayerParams extends LayerWeights {
+  readonly moe: MoeLayerParams | null;
+}
 
 /** One unrolled position's LoRA pairs. */
 export type LoraParams = LoraWeights;
@@ -177,12 +186,14 @@ export function assembleParams(c: ModelConfig, byName: ReadonlyMap<string, Tenso
   const plan = layerPlan(c);
   const layers: LayerParams[] = [];
   for (let u = 0; u < plan.numUnique; u++) {
+    const moe = isMoeLayer(c, u);
     const w = {} as Record<LayerMatrix, Tensor>;
-    for (const m of LAYER_MATRICES) w[m] = need(byName, layerParamName(u, m));
+    for (const m of LAYER_MATRICES) if (!moe || !isMlpMatrix(m)) w[m] = need(byName, layerParamName(u, m));
     layers.push({
       inputNorm: need(byName, `model.layers.${u}.input_layernorm.weight`),
       postNorm: need(byName, `model.layers.${u}.post_attention_layernorm.weight`),
       w,
+      moe: moe ? assembleMoeLayer(c, u, byName) : null,
     });
   }
   let lora: LoraParams[] | null = null;
@@ -230,19 +241,36 @@ export function initParams(c: ModelConfig, seed: number): ModelParams {
   return assembleParams(c, byName);
 }
 
-/** Parameter counts: unique (stored), embedding, and effective (as if unrolled without sharing). */
-export function countParams(c: ModelConfig): { unique: number; embedding: number; nonEmbedding: number; effective: number } {
+/**
+ * Parameter counts: unique (stored), embedding, effective (every parameter at every unrolled
+ * position, as if unrolled without sharing: the "total" of an MoE model) and active per token
+ * (what one token running every position multiplies: the embedding row, norms, attention, and
+ * of an MoE MLP one router, its top-k experts and the shared ones; = effective for dense models).
+ */
+export function countParams(c: ModelConfig): { unique: number; embedding: number; nonEmbedding: number; effective: number; active: number } {
   const size = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
   let unique = 0;
   for (const s of paramTable(c)) unique += size(s.shape);
   const embedding = c.vocab_size * c.hidden_size;
   const untiedHead = c.tie_word_embeddings ? 0 : embedding;
-  let perLayer = 2 * c.hidden_size;
-  for (const m of LAYER_MATRICES) perLayer += size(matrixShape(c, m));
+  let attnLayer = 2 * c.hidden_size;
+  let denseMlp = 0;
+  for (const m of LAYER_MATRICES) {
+    if (isMlpMatrix(m)) denseMlp += size(matrixShape(c, m));
+    else attnLayer += size(matrixShape(c, m));
+  }
   const loraPerPosition = LAYER_MATRICES.reduce((acc, m) => {
     const [out, inp] = matrixShape(c, m);
     return acc + loraRankOf(c, m) * (out + inp);
   }, 0);
-  const effective = embedding + untiedHead + c.hidden_size + c.num_hidden_layers * (perLayer + loraPerPosition);
-  return { unique, embedding, nonEmbedding: unique - embedding, effective };
+  const plan = layerPlan(c);
+  let effective = embedding + untiedHead + c.hidden_size;
+  let active = effective;
+  for (let p = 0; p < c.num_hidden_layers; p++) {
+    const u = plan.uniqueOf[p] as number;
+    const moe = isMoeLayer(c, u);
+    effective += attnLayer + loraPerPosition + (moe ? moeMlpParamsStored(c, u) : denseMlp);
+    active += attnLayer + loraPerPosition + (moe ? moeMlpParamsActive(c) : denseMlp);
+  }
+  return { unique, embedding, nonEmbedding: unique - embedding, effective, active };
 }

@@ -15,6 +15,13 @@
  * MoR presets (`*-mor2/3/4`) are the recursive shapes plus expert-choice routing with the
  * authors' defaults (linear router, sigmoid, α 0.1, aux BCE 0.001, recursion-wise KV caching);
  * `*-mor3-token` uses token-choice routing, `*-mor3-kvshare` recursive KV sharing.
+ *
+ * MoE presets (`*-moe`, MOR_SPEC §10) replace every layer's SwiGLU MLP (intermediate I) by
+ * 8 fine-grained experts of width I/4, top-3 routed + 1 shared: a token's active MLP width is
+ * (3 + 1)·I/4 = I, the dense model's, so active parameters per token match the dense model's
+ * (plus the router, 8·D per layer) while the MLP stores 9/4 of the dense parameters. Softmax
+ * router, auxiliary balancing loss 0.01, dropless. `tiny-moe`, `tiny-mor3-moe` are for tests;
+ * `small-moe` = small + MoE, `small-mor3-moe` = small-mor3 + MoE.
  */
 import { ConfigError, tileableDepth, validateConfig, type ModelConfig } from './config.js';
 
@@ -88,6 +95,11 @@ function withMor(rec: object, mor: object = {}): object {
   return { ...rec, mor: { routing: 'expert_choice', ...mor } };
 }
 
+/** A Mixture-of-Experts version of a shape: 8 experts of I/4, top-3 + 1 shared (active MLP width = I). */
+function withMoe(base: object & { intermediate_size: number }): object {
+  return { ...base, moe: { num_experts: 8, top_k: 3, num_shared_experts: 1, expert_intermediate_size: base.intermediate_size / 4 } };
+}
+
 const RAW_PRESETS: Record<string, object> = {
   tiny: TINY,
   'tiny-rec2': recursive(TINY, 2),
@@ -114,6 +126,10 @@ const RAW_PRESETS: Record<string, object> = {
   'small-mor3-kvshare': withMor(recursive(SMALL, 3), { kv_strategy: 'share' }),
   'small-mor3-cycle': withMor(recursive(SMALL, 3, 'cycle')),
   'small-mor3-kvshare-cycle': withMor(recursive(SMALL, 3, 'cycle'), { kv_strategy: 'share' }),
+  'tiny-moe': withMoe(TINY),
+  'tiny-mor3-moe': withMoe(withMor(recursive(TINY, 3)) as typeof TINY),
+  'small-moe': withMoe(SMALL),
+  'small-mor3-moe': withMoe(withMor(recursive(SMALL, 3)) as typeof TINY),
   'demo-rec2': recursive(DEMO, 2),
   'demo-mor3': withMor(recursive(DEMO, 3)),
   'smollm-135m': SMOLLM_135M,

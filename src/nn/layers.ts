@@ -9,12 +9,16 @@
  * parameter table satisfy.
  */
 import type { AttentionLayout } from '../backend/backend.js';
+import { ShapeError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { add, attention, linear, reshape, rmsnorm, rope, swiglu } from '../tensor/ops.js';
 
 /** The seven matrices of a decoder layer, in the order of the parameter table. */
 export const LAYER_MATRICES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export type LayerMatrix = (typeof LAYER_MATRICES)[number];
+/** The MLP's three matrices: absent in a Mixture-of-Experts layer, whose MLP is given as a function. */
+export const MLP_MATRICES = ['gate_proj', 'up_proj', 'down_proj'] as const;
+export type MlpMatrix = (typeof MLP_MATRICES)[number];
 
 /** The dimensions a decoder layer reads (a ModelConfig has them under these Hugging Face names). */
 export interface LayerShape {
@@ -25,12 +29,18 @@ export interface LayerShape {
   readonly rope_theta: number;
 }
 
-/** One decoder layer's weights: the two norm scales (D) and the seven matrices (out, in). */
+/**
+ * One decoder layer's weights: the two norm scales (D) and the seven matrices (out, in); an
+ * MoE layer has only the four attention matrices (its experts replace gate/up/down).
+ */
 export interface LayerWeights {
   readonly inputNorm: Tensor;
   readonly postNorm: Tensor;
-  readonly w: Readonly<Record<LayerMatrix, Tensor>>;
+  readonly w: Readonly<Record<Exclude<LayerMatrix, MlpMatrix>, Tensor> & Partial<Record<MlpMatrix, Tensor>>>;
 }
+
+/** The MLP half of a layer as a function of its normed input: x (N, D) → (N, D) (an MoE layer's experts). */
+export type MlpFn = (x: Tensor) => Tensor;
 
 /** Per-matrix LoRA pairs A (r, in), B (out, r) of one layer position. */
 export type LoraWeights = Readonly<Record<LayerMatrix, { readonly A: Tensor; readonly B: Tensor }>>;
@@ -111,12 +121,18 @@ export function decoderLayer(
    * layer computes queries only and attends to them (MOR_SPEC §5).
    */
   sharedKV?: { readonly k: Tensor; readonly v: Tensor },
+  /** The MLP half in place of the dense SwiGLU (a Mixture-of-Experts layer). */
+  mlp?: MlpFn,
 ): Tensor {
   const n = h.dim(0);
   const hd = headDim(c);
   const H = c.num_attention_heads;
   const KVH = c.num_key_value_heads;
-  const lin = (x: Tensor, m: LayerMatrix): Tensor => loraLinear(x, p.w[m], lora?.[m]);
+  const lin = (x: Tensor, m: LayerMatrix): Tensor => {
+    const w = p.w[m];
+    if (w === undefined) throw new ShapeError(`decoderLayer: the layer has no ${m} (an MoE layer needs its mlp function)`);
+    return loraLinear(x, w, lora?.[m]);
+  };
 
   const x = rmsnorm(h, p.inputNorm, c.rms_norm_eps); //                        (N, D)
   const q = rope(reshape(lin(x, 'q_proj'), [n, H, hd]), pos, c.rope_theta); //  (N, H, HD)
@@ -125,6 +141,7 @@ export function decoderLayer(
   const a = reshape(attend(q, k, v), [n, H * hd]); //                          (N, H·HD)
   const h2 = add(h, lin(a, 'o_proj')); //                                      (N, D)
   const x2 = rmsnorm(h2, p.postNorm, c.rms_norm_eps);
+  if (mlp !== undefined) return add(h2, mlp(x2)); //                           (N, D)
   const m = swiglu(lin(x2, 'gate_proj'), lin(x2, 'up_proj')); //               (N, I)
   return add(h2, lin(m, 'down_proj')); //                                      (N, D)
 }

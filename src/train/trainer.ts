@@ -12,6 +12,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import { forward, type Model } from '../model/model.js';
 import type { RoutingStats } from '../model/mor.js';
 import { updateRouterBias } from '../model/mor.js';
+import { MoeStats, updateMoeBias } from '../model/moe.js';
 import { AdamW, DEFAULT_ADAMW, clipGradNorm, optimParamsFromTable, type AdamWConfig } from './optim.js';
 import { learningRate, type ScheduleConfig } from './schedule.js';
 import { distillKl, type DistillOptions } from './distill.js';
@@ -143,6 +144,7 @@ export async function trainLoop(model: Model, data: BatchSource, optimizer: Adam
     const distill = opts.distill;
     const terms: Record<string, number> = {};
     const routing = new RoutingAccumulator();
+    const moeStats = model.config.moe === null ? null : new MoeStats(model.config);
     for (let micro = 0; micro < accum; micro++) {
       const batch = data.next();
       const out = forward(model, batch.inputs, batch.batchSize, batch.targets, { step: state.step });
@@ -160,6 +162,7 @@ export async function trainLoop(model: Model, data: BatchSource, optimizer: Adam
       lmLossSum += out.lmLoss.item();
       for (const [k, v] of Object.entries(out.routingTerms)) terms[k] = (terms[k] ?? 0) + v / accum;
       if (out.stats) routing.add(out.stats);
+      if (out.moeStats) moeStats?.merge(out.moeStats);
       backward(accum === 1 ? loss : scale(loss, 1 / accum));
       tokens += batch.inputs.length;
       forwardFlops += out.flops;
@@ -168,6 +171,7 @@ export async function trainLoop(model: Model, data: BatchSource, optimizer: Adam
     noGrad(() => optimizer.step(lr));
     const routingStats = routing.mean();
     if (routingStats) updateRouterBias(model.config, model.params, routingStats['load'] as number[]);
+    if (moeStats) updateMoeBias(model.config, model.params.layers, moeStats); // loss-free expert balancing
     const seconds = (performance.now() - t0) / 1000;
     const loss = lmLossSum / accum;
     // training = forward + backward ≈ 3 × the forward FLOPs actually executed (MOR_SPEC §6),
@@ -200,6 +204,7 @@ export async function trainLoop(model: Model, data: BatchSource, optimizer: Adam
       record['teacher_flops'] = teacherFlops;
     }
     if (routingStats) Object.assign(record, routingStats);
+    if (moeStats) Object.assign(record, moeStats.metrics());
     emit(record);
 
     const last = state.step === total;
