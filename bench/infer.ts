@@ -143,18 +143,20 @@ function calibrateThreshold(model: Model): { threshold: number; targetDepth: num
 }
 
 /**
- * Linear-map FLOPs a generated token costs at a mean depth: the layers outside the shared block,
- * the block once per recursion, and the head (attention and routers are small beside them).
+ * Linear-map FLOPs a generated token costs at a mean depth: the layers outside the depth steps,
+ * the first depth step once per recursion run, and the head (attention and routers are small
+ * beside them). MoE layers count their active experts (flops.ts).
  */
 function linearFlopsPerToken(model: Model, meanDepth: number): number {
   const c = model.config;
-  const perLayer = 2 * linearParamsPerLayer(c);
-  const head = 2 * c.vocab_size * c.hidden_size;
-  if (c.recursion === null) return c.num_hidden_layers * perLayer + head;
-  const nr = c.recursion.num_recursions;
-  const block = model.plan.blockSize;
-  const outside = c.num_hidden_layers - nr * block;
-  return (outside + block * meanDepth) * perLayer + head;
+  const plan = model.plan;
+  const params = (l: number) => linearParamsPerLayer(c, plan.uniqueOf[l] as number);
+  const inSteps = new Set(plan.depthSteps.flatMap((s) => [...s]));
+  let outside = 0;
+  for (let l = 0; l < c.num_hidden_layers; l++) if (!inSteps.has(l)) outside += params(l);
+  const step = [...(plan.depthSteps[0] as Int32Array)].reduce((a, l) => a + params(l), 0);
+  const depth = plan.depthSteps.length === 1 ? 1 : meanDepth;
+  return 2 * (outside + step * depth) + 2 * c.vocab_size * c.hidden_size;
 }
 
 /** The machine's ceilings of this run: our GEMM's peak (GFLOP/s) and the streaming read (GB/s). */
