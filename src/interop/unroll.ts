@@ -29,6 +29,12 @@ export function plainConfig(c: ModelConfig, what = 'this model'): ModelConfig {
         `export a model without routers (plain recursive or relaxed models unroll)`,
     );
   }
+  if (c.mod !== null) {
+    throw new ExportError(
+      `${what} has Mixture-of-Depths routers (a 'mod' section): which tokens run each routed layer is decided by ` +
+        `its routers, which a plain Llama does not have, so it cannot be exported as one`,
+    );
+  }
   return validateConfig({ ...c, recursion: null, mor: null });
 }
 

@@ -9,6 +9,7 @@
 import { ConfigError } from './config-error.js';
 import { headDim } from '../nn/layers.js';
 import { validateMorConfig, type MorConfig } from './mor-config.js';
+import { validateModConfig, type ModConfig } from './mod-config.js';
 
 export { ConfigError };
 
@@ -43,6 +44,8 @@ export interface ModelConfig {
   readonly recursion: RecursionConfig | null;
   /** Mixture-of-Recursions routing; null for a plain recursive model (every token, every recursion). */
   readonly mor: MorConfig | null;
+  /** Mixture-of-Depths routing of a vanilla model (mod-config.ts); null: every layer sees every token. */
+  readonly mod: ModConfig | null;
 }
 
 export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
@@ -59,6 +62,7 @@ export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
   initializer_range: 0.02,
   recursion: null,
   mor: null,
+  mod: null,
 });
 
 const MODEL_KEYS = new Set(Object.keys(DEFAULT_CONFIG));
@@ -208,8 +212,13 @@ export function validateConfig(input: unknown): ModelConfig {
     }
   }
 
-  let mor: MorConfig | null = null;
+  const modRaw = merged['mod'];
   const morRaw = merged['mor'];
+  // MoD is the vanilla baseline: its layers are not shared, and MoR routes recursions instead
+  if (modRaw !== null && modRaw !== undefined && (recursion !== null || (morRaw !== null && morRaw !== undefined))) {
+    throw new ConfigError(`mod (Mixture-of-Depths) routes the layers of a vanilla model: it cannot be combined with a ${recursion !== null ? 'recursion' : 'mor'} section`);
+  }
+  let mor: MorConfig | null = null;
   if (morRaw !== null && morRaw !== undefined) {
     if (recursion === null) throw new ConfigError('mor needs a recursion section: routing decides how many recursions each token gets');
     if (recursion.sharing !== 'cycle' && recursion.sharing !== 'middle_cycle') {
@@ -217,6 +226,9 @@ export function validateConfig(input: unknown): ModelConfig {
     }
     mor = validateMorConfig(morRaw, recursion.num_recursions);
   }
+
+  let mod: ModConfig | null = null;
+  if (modRaw !== null && modRaw !== undefined) mod = validateModConfig(modRaw, L);
 
   return Object.freeze({
     vocab_size: vocab,
@@ -232,6 +244,7 @@ export function validateConfig(input: unknown): ModelConfig {
     initializer_range: initStd,
     recursion,
     mor,
+    mod,
   });
 }
 

@@ -14,6 +14,10 @@
  * MoR presets (`*-mor2/3/4`) are the recursive shapes plus expert-choice routing with the
  * authors' defaults (linear router, sigmoid, α 0.1, aux BCE 0.001, recursion-wise KV caching);
  * `*-mor3-token` uses token-choice routing, `*-mor3-kvshare` recursive KV sharing.
+ *
+ * Mixture-of-Depths baselines (`*-mod`, MOR_SPEC §11) are the vanilla shapes with every other
+ * layer routed from layer 1 at capacity 12.5% (mod-config.ts defaults):
+ *   tiny-mod   layers 1, 3 of 4 route        small-mod  layers 1, 3, 5, 7, 9, 11 of 12 route
  */
 import { ConfigError, tileableDepth, validateConfig, type ModelConfig } from './config.js';
 
@@ -87,6 +91,11 @@ function withMor(rec: object, mor: object = {}): object {
   return { ...rec, mor: { routing: 'expert_choice', ...mor } };
 }
 
+/** A Mixture-of-Depths version of a vanilla shape (mod-config.ts defaults unless overridden). */
+function withMod(base: object, mod: object = {}): object {
+  return { ...base, mod };
+}
+
 const RAW_PRESETS: Record<string, object> = {
   tiny: TINY,
   'tiny-rec2': recursive(TINY, 2),
@@ -110,6 +119,8 @@ const RAW_PRESETS: Record<string, object> = {
   'small-mor3-kvshare': withMor(recursive(SMALL, 3), { kv_strategy: 'share' }),
   'small-mor3-cycle': withMor(recursive(SMALL, 3, 'cycle')),
   'small-mor3-kvshare-cycle': withMor(recursive(SMALL, 3, 'cycle'), { kv_strategy: 'share' }),
+  'tiny-mod': withMod(TINY),
+  'small-mod': withMod(SMALL),
   'demo-rec2': recursive(DEMO, 2),
   'demo-mor3': withMor(recursive(DEMO, 3)),
   'smollm-135m': SMOLLM_135M,
