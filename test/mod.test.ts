@@ -14,6 +14,16 @@ import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.js';
 import { createModel } from '../src/model/model.js';
 import { plainConfig, ExportError } from '../src/interop/unroll.js';
 import { withTempDir } from './helpers/temp-dir.js';
+import { availableBackends, setBackend } from '../src/backend/index.js';
+import { forward, type Model } from '../src/model/model.js';
+import { modStack } from '../src/model/mod.js';
+import { forwardFlopsPerSequence, layerFlops, modRouterFlops } from '../src/model/flops.js';
+import { rowPositions } from '../src/nn/layers.js';
+import { backward, noGrad, tensor, zeroGrad, type Tensor } from '../src/tensor/tensor.js';
+import { createOptimizer } from '../src/train/trainer.js';
+import { Rng } from '../src/util/rng.js';
+import { centralDifference } from './helpers/numeric.js';
+import { sub } from '../src/tensor/ops.js';
 
 function modConfig(base: string, mod: object, extra: object = {}): ModelConfig {
   const b = preset(base);
@@ -87,3 +97,234 @@ describe('MoD config', () => {
     assert.throws(() => plainConfig(preset('tiny-mod')), (e: unknown) => e instanceof ExportError && /Mixture-of-Depths routers/.test(e.message));
   });
 });
+
+function randomIds(rng: Rng, n: number, vocab: number): Int32Array {
+  return Int32Array.from({ length: n }, () => rng.nextInt(vocab));
+}
+
+/** Which rows each routed layer processed: the selection fingerprint of a forward. */
+function selectionKey(model: Model, ids: Int32Array, batch: number): string {
+  const out = noGrad(() => forward(model, ids, batch, ids));
+  return JSON.stringify(out.stats?.selectedRows.map((r) => Array.from(r)));
+}
+
+/**
+ * Finite differences of the training loss (LM + aux BCE) w.r.t. a few coordinates of the named
+ * parameters, skipping coordinates whose perturbation changes the top-k selection (where the
+ * loss jumps). Returns the number of coordinates checked.
+ */
+function checkModelGrad(model: Model, ids: Int32Array, batch: number, names: string[], rng: Rng): number {
+  const params = [...model.params.byName.values()].filter((t) => t.requiresGrad);
+  zeroGrad(params);
+  const out = forward(model, ids, batch, ids);
+  assert.ok(out.loss);
+  backward(out.loss);
+  const key = selectionKey(model, ids, batch);
+  let checked = 0;
+  for (const name of names) {
+    const t = model.params.byName.get(name) as Tensor;
+    const g = t.grad;
+    assert.ok(g, `no gradient for ${name}`);
+    const gmax = Math.max(1e-6, ...Array.from(g, Math.abs));
+    const data = t.f32();
+    for (let s = 0; s < 8; s++) {
+      const i = rng.nextInt(data.length);
+      let sameRouting = true;
+      const fd = centralDifference(data, i, 1e-2, () => {
+        const loss = noGrad(() => forward(model, ids, batch, ids).loss?.item() ?? NaN);
+        if (selectionKey(model, ids, batch) !== key) sameRouting = false;
+        return loss;
+      });
+      if (!sameRouting) continue;
+      assert.ok(Math.abs(fd - (g[i] as number)) <= 0.05 * gmax, `${name}[${i}]: tape ${g[i]}, finite difference ${fd} (scale ${gmax})`);
+      checked++;
+    }
+  }
+  return checked;
+}
+
+/** Rows (b·T + t) of each sequence a selection holds: counts per sequence. */
+function countsPerSequence(rows: Int32Array, batch: number, T: number): number[] {
+  const counts = new Array<number>(batch).fill(0);
+  for (const r of rows) counts[Math.floor(r / T)] = (counts[Math.floor(r / T)] as number) + 1;
+  return counts;
+}
+
+for (const backendName of availableBackends()) {
+  describe(`MoD forward on ${backendName}`, () => {
+    const rng = new Rng(123);
+    const B = 2;
+    const T = 24;
+
+    test('top-k mode selects exactly k = max(1, ⌊capacity·T⌋) rows per sequence at every routed layer', () => {
+      setBackend(backendName);
+      for (const [capacity, len] of [[0.125, 24], [0.25, 24], [0.125, 5], [0.3, 17]] as const) {
+        const c = modConfig('tiny-mod', { capacity });
+        const model = createModel(c, 1);
+        const out = noGrad(() => forward(model, randomIds(rng, B * len, c.vocab_size), B));
+        const k = Math.max(1, Math.floor(capacity * len));
+        const stats = out.stats;
+        assert.ok(stats);
+        assert.equal(stats.selectedRows.length, 2, 'one entry per routed layer (1 and 3)');
+        for (const rows of stats.selectedRows) assert.deepEqual(countsPerSequence(rows, B, len), [k, k], `capacity ${capacity}, T ${len}`);
+        assert.deepEqual(stats.selectedFraction, [k / len, k / len]);
+      }
+    });
+
+    test('a routed layer leaves the rows it skips bit-for-bit unchanged and moves the rows it takes', () => {
+      setBackend(backendName);
+      for (const mode of ['topk', 'causal'] as const) {
+        // one routed layer (1) and identity full layers: any change to h is that layer's
+        const c = modConfig('tiny-mod', { route_every: 8, capacity: 0.25 }, { initializer_range: 0.2 });
+        const model = createModel(c, 2);
+        const N = B * T;
+        const hIn = tensor(Float32Array.from({ length: N * c.hidden_size }, () => rng.normal()), [N, c.hidden_size]);
+        const res = noGrad(() => modStack(c, model.params, hIn, rowPositions(B, T), B, (x) => x, { mode }));
+        const sel = new Set(res.stats.selectedRows[0]);
+        assert.ok(sel.size > 0 && sel.size < N, `${mode}: ${sel.size} of ${N} rows selected`);
+        const a = hIn.f32();
+        const b = res.h.f32();
+        const D = c.hidden_size;
+        for (let r = 0; r < N; r++) {
+          let diff = 0;
+          for (let j = 0; j < D; j++) diff = Math.max(diff, Math.abs((a[r * D + j] as number) - (b[r * D + j] as number)));
+          if (sel.has(r)) assert.ok(diff > 1e-4, `${mode}: selected row ${r} did not change`);
+          else assert.equal(diff, 0, `${mode}: skipped row ${r} changed by ${diff}`);
+        }
+      }
+    });
+
+    test('causal mode: logits at t do not depend on tokens after t (top-k mode does look ahead)', () => {
+      setBackend(backendName);
+      const c = modConfig('tiny-mod', {}, { initializer_range: 0.1 });
+      const model = createModel(c, 3);
+      const len = 16;
+      const cut = 7;
+      const V = c.vocab_size;
+      let lookahead = 0;
+      for (let trial = 0; trial < 4; trial++) {
+        const ids = randomIds(rng, len, V);
+        const ids2 = ids.slice();
+        for (let t = cut + 1; t < len; t++) ids2[t] = ((ids2[t] as number) + 17) % V;
+        const run = (x: Int32Array, routing: 'causal' | 'topk') => noGrad(() => forward(model, x, 1, undefined, { routing }));
+        const a = run(ids, 'causal');
+        const b = run(ids2, 'causal');
+        // the threshold decisions vary (not all or nothing), so the routed layers really route
+        for (const f of a.stats?.selectedFraction ?? []) assert.ok(f > 0 && f < 1, `selected fraction ${f}`);
+        const la = a.logits.f32();
+        const lb = b.logits.f32();
+        let err = 0;
+        let scale = 0;
+        for (let i = 0; i < (cut + 1) * V; i++) {
+          err = Math.max(err, Math.abs((la[i] as number) - (lb[i] as number)));
+          scale = Math.max(scale, Math.abs(la[i] as number));
+        }
+        assert.ok(err <= 1e-5 * scale, `logits before the change moved by ${err}`);
+        let after = 0;
+        for (let i = (cut + 1) * V; i < la.length; i++) after = Math.max(after, Math.abs((la[i] as number) - (lb[i] as number)));
+        assert.ok(after > 1e-4, 'logits after the change did not move');
+        // top-k ranks the whole sequence: a change after the cut can reselect tokens before it
+        const ta = run(ids, 'topk').stats?.selectedRows ?? [];
+        const tb = run(ids2, 'topk').stats?.selectedRows ?? [];
+        ta.forEach((rows, i) => {
+          const early = (r: Int32Array) => JSON.stringify(Array.from(r).filter((t) => t <= cut));
+          if (early(rows) !== early(tb[i] as Int32Array)) lookahead++;
+        });
+      }
+      assert.ok(lookahead > 0, 'top-k selection before the cut never changed: the comparison above would not see a look-ahead');
+    });
+
+    test('finite-difference gradients through router, gate, gathered layers and the aux BCE', () => {
+      setBackend(backendName);
+      for (const router_func of ['sigmoid', 'tanh', 'none'] as const) {
+        // larger init than 0.02 and a strong aux BCE, so every path stands above float32 resolution
+        const c = modConfig('tiny-mod', { router_func, capacity: 0.25, aux_loss_coef: 0.5 }, { initializer_range: 0.2 });
+        const model = createModel(c, 5);
+        const ids = randomIds(rng, B * 12, c.vocab_size);
+        const n = checkModelGrad(model, ids, B, ['model.layers.1.mod_router.weight', 'model.layers.3.mod_router.weight', 'model.layers.1.mlp.down_proj.weight', 'model.layers.3.self_attn.q_proj.weight', 'model.layers.2.mlp.up_proj.weight'], rng);
+        assert.ok(n >= 15, `${router_func}: only ${n} coordinates checked`);
+      }
+    });
+
+    test('aux BCE: the loss term is mean BCE(z, top-k membership) per routed layer, and it trains the routers to predict top-k', () => {
+      setBackend(backendName);
+      // one routed layer behind an identity stack: z = h·wᵀ of the input rows, checkable by hand
+      const c = modConfig('tiny-mod', { route_every: 8, capacity: 0.25, aux_loss_coef: 0.3 });
+      const model = createModel(c, 6);
+      const N = B * T;
+      const D = c.hidden_size;
+      const h = tensor(Float32Array.from({ length: N * D }, () => rng.normal()), [N, D]);
+      const res = noGrad(() => modStack(c, model.params, h, rowPositions(B, T), B, (x) => x, { mode: 'topk' }));
+      const w = model.params.byName.get('model.layers.1.mod_router.weight')?.f32() ?? new Float32Array(0);
+      const H = h.f32();
+      const z = Array.from({ length: N }, (_, r) => {
+        let acc = 0;
+        for (let j = 0; j < D; j++) acc += (H[r * D + j] as number) * (w[j] as number);
+        return acc;
+      });
+      const k = Math.floor(0.25 * T);
+      let bce = 0;
+      for (let b = 0; b < B; b++) {
+        const order = Array.from({ length: T }, (_, t) => t).sort((x, y) => (z[b * T + y] as number) - (z[b * T + x] as number));
+        const top = new Set(order.slice(0, k));
+        for (let t = 0; t < T; t++) {
+          const zt = z[b * T + t] as number;
+          const y = top.has(t) ? 1 : 0;
+          bce += Math.max(zt, 0) - zt * y + Math.log1p(Math.exp(-Math.abs(zt)));
+        }
+      }
+      bce /= N;
+      assert.ok(Math.abs((res.terms['aux_bce'] ?? NaN) - bce) < 1e-4 * Math.max(1, bce), `aux_bce ${res.terms['aux_bce']}, by hand ${bce}`);
+      assert.ok(Math.abs((res.routingLoss?.item() ?? NaN) - 0.3 * bce) < 1e-4);
+      // in the model's loss: total = LM + coef · Σ_l BCE_l (both routed layers of tiny-mod)
+      const full = createModel(modConfig('tiny-mod', { aux_loss_coef: 0.3 }), 6);
+      const ids = randomIds(rng, B * T, c.vocab_size);
+      const out = noGrad(() => forward(full, ids, B, ids));
+      assert.ok(Math.abs((out.loss?.item() ?? 0) - (out.lmLoss?.item() ?? 0) - 0.3 * (out.routingTerms['aux_bce'] ?? NaN)) < 1e-4);
+      // causal mode adds no routing loss
+      assert.equal(noGrad(() => forward(full, ids, B, ids, { routing: 'causal' })).routingTerms['aux_bce'], undefined);
+      // training on the BCE alone (routers only) makes the threshold decision agree with top-k
+      const c2 = modConfig('tiny-mod', { aux_loss_coef: 1 });
+      const m2 = createModel(c2, 7);
+      const opt = createOptimizer(m2, { weightDecay: 0 });
+      const batch = randomIds(rng, B * T, c2.vocab_size);
+      const accuracy = () => Math.min(...(noGrad(() => forward(m2, batch, B)).stats?.samplingAccuracy ?? [0]));
+      const before = accuracy();
+      const routers = [...m2.params.byName.entries()].filter(([n]) => n.includes('mod_router')).map(([, t]) => t);
+      for (let step = 0; step < 100; step++) {
+        zeroGrad([...m2.params.byName.values()]);
+        const o = forward(m2, batch, B, batch);
+        assert.ok(o.loss && o.lmLoss);
+        backward(sub(o.loss, o.lmLoss)); // the routing loss: the aux BCE alone
+        for (const [n, t] of m2.params.byName) if (!n.includes('mod_router') && t.grad) t.grad.fill(0);
+        noGrad(() => opt.step(0.1));
+      }
+      assert.ok(routers.length === 2);
+      const afterAcc = accuracy();
+      assert.ok(afterAcc > 0.95 && afterAcc > before, `sampling accuracy ${before} → ${afterAcc}`);
+    });
+
+    test('FLOPs count only the processed rows: executed = accounted in top-k mode, = the causal selection otherwise', () => {
+      setBackend(backendName);
+      for (const name of ['tiny-mod', 'tiny']) {
+        const c = preset(name);
+        const model = createModel(c, 2);
+        const len = 32;
+        const out = noGrad(() => forward(model, randomIds(rng, len, c.vocab_size), 1));
+        const expected = forwardFlopsPerSequence(c, len);
+        assert.ok(Math.abs(out.flops - expected) <= 1e-9 * expected, `${name}: executed ${out.flops}, accounted ${expected}`);
+      }
+      const c = preset('tiny-mod');
+      const model = createModel(c, 2);
+      const len = 32;
+      const causal = noGrad(() => forward(model, randomIds(rng, len, c.vocab_size), 1, undefined, { routing: 'causal' }));
+      const n = (causal.stats?.selectedRows ?? []).map((r) => r.length);
+      const full = layerFlops(c, len, (len * (len + 1)) / 2);
+      const byHand = 2 * len * c.vocab_size * c.hidden_size + 2 * full + n.reduce((a, k) => a + layerFlops(c, k, (k * (k + 1)) / 2) + modRouterFlops(c, len), 0);
+      assert.ok(n.some((k) => k !== 4), 'the causal selection differs from top-k (else this repeats the check above)');
+      assert.ok(Math.abs(causal.flops - byHand) <= 1e-9 * byHand, `causal: executed ${causal.flops}, by hand ${byHand}`);
+      // half the layers at 12.5%: well under the vanilla model's FLOPs
+      assert.ok(forwardFlopsPerSequence(preset('small-mod'), 256) < 0.65 * forwardFlopsPerSequence(preset('small'), 256));
+    });
+  });
+}

@@ -8,3 +8,5 @@ export * from './flops.js';
 export * from './mor-config.js';
 export * from './routing.js';
 export { routedTrunk, updateRouterBias, type RoutingMode, type RoutingStats, type RoutedTrunkResult, type Selection, type TrunkOptions } from './mor.js';
+export * from './mod-config.js';
+export { modStack, MOD_GATING, type ModStackOptions, type ModStackResult } from './mod.js';

@@ -14,6 +14,7 @@
  * token of a sequence, which decoding reads as the sequence's length.
  */
 import { ConfigError } from './config-error.js';
+import type { ModelConfig } from './config.js';
 
 /** The gate of the update: α·sigmoid(z), α·tanh(z) or α·z (the MoD paper's raw router output). */
 export type ModGateFunc = 'sigmoid' | 'tanh' | 'none';
@@ -104,4 +105,14 @@ export function routerIndexOfLayer(m: ModConfig | null, numLayers: number): Int3
   const idx = new Int32Array(numLayers).fill(-1);
   if (m !== null) routedLayers(m, numLayers).forEach((l, i) => (idx[l] = i));
   return idx;
+}
+
+/**
+ * The default router threshold of a model whose routers decide per token by sigmoid(z) >
+ * threshold — expert-choice MoR (`mor.threshold`) or MoD (`mod.threshold`) — else null (no such
+ * router: token-choice, plain recursive, vanilla). What `--threshold` and a request's threshold move.
+ */
+export function routerThreshold(c: Pick<ModelConfig, 'mor' | 'mod'>): number | null {
+  if (c.mod !== null) return c.mod.threshold;
+  return c.mor?.routing === 'expert_choice' ? c.mor.threshold : null;
 }
