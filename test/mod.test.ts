@@ -24,6 +24,7 @@ import { createOptimizer } from '../src/train/trainer.js';
 import { Rng } from '../src/util/rng.js';
 import { centralDifference } from './helpers/numeric.js';
 import { sub } from '../src/tensor/ops.js';
+import { Engine } from '../src/infer/engine.js';
 
 function modConfig(base: string, mod: object, extra: object = {}): ModelConfig {
   const b = preset(base);
@@ -325,6 +326,84 @@ for (const backendName of availableBackends()) {
       assert.ok(Math.abs(causal.flops - byHand) <= 1e-9 * byHand, `causal: executed ${causal.flops}, by hand ${byHand}`);
       // half the layers at 12.5%: well under the vanilla model's FLOPs
       assert.ok(forwardFlopsPerSequence(preset('small-mod'), 256) < 0.65 * forwardFlopsPerSequence(preset('small'), 256));
+    });
+  });
+}
+
+for (const backendName of availableBackends()) {
+  describe(`MoD decoding on ${backendName}`, () => {
+    test('the K/V stream of a routed layer holds exactly the tokens that ran it, at their positions (prefill and decode)', async () => {
+      setBackend(backendName);
+      const c = modConfig('tiny-mod', {}, { initializer_range: 0.1 });
+      const model = createModel(c, 11);
+      const prompt = Int32Array.from({ length: 30 }, (_, i) => (i * 37 + 5) % c.vocab_size);
+      const engine = new Engine(model, { maxBatch: 1, blockSize: 4 });
+      const runner = engine.runner;
+      const seq = runner.newSequence();
+      const control = { maxDepth: 1, threshold: c.mod?.threshold ?? 0.5, exitConfidence: null };
+      const { logits } = runner.prefill(seq, prompt, control);
+      // decode 6 more tokens greedily, one at a time, through the step functions
+      const ids = Array.from(prompt);
+      let last = logits;
+      for (let step = 0; step < 6; step++) {
+        let best = 0;
+        for (let v = 1; v < c.vocab_size; v++) if ((last[v] as number) > (last[best] as number)) best = v;
+        ids.push(best);
+        const rows = runner.newTokens(seq, [best], ids.length - 1, control);
+        runner.enter(rows, Int32Array.of(best));
+        while (rows.some((r) => r.next === 'block')) runner.block(rows.filter((r) => r.next === 'block'));
+        last = runner.exit(rows, [true]);
+      }
+      // the causal training forward over the same tokens says which positions each routed layer ran
+      const n = ids.length; // every token was run: 30 at prefill, 6 one by one
+      const out = noGrad(() => forward(model, Int32Array.from(ids), 1, undefined, { routing: 'causal' }));
+      const selected = out.stats?.selectedRows ?? [];
+      assert.equal(seq.streams.length, c.num_hidden_layers, 'one stream per layer');
+      const pool = runner.pool;
+      const positionsOf = (l: number): number[] => {
+        const st = seq.streams[l];
+        assert.ok(st);
+        return Array.from({ length: st.length }, (_, i) => pool.posPool[(st.blocks[Math.floor(i / pool.blockSize)] as number) * pool.blockSize + (i % pool.blockSize)] as number);
+      };
+      const all = Array.from({ length: n }, (_, t) => t);
+      assert.deepEqual(positionsOf(0), all, 'full layer 0 caches every token');
+      assert.deepEqual(positionsOf(2), all, 'full layer 2 caches every token');
+      for (const [i, l] of [1, 3].entries()) {
+        const want = Array.from(selected[i] ?? []);
+        assert.ok(want.length > 0 && want.length < n, `layer ${l}: ${want.length} of ${n} tokens processed (a real mix)`);
+        assert.deepEqual(positionsOf(l), want, `layer ${l} caches only the tokens it processed`);
+      }
+      assert.ok(runner.sequenceBytes(seq) < c.num_hidden_layers * Math.ceil(n / 4) * pool.bytesPerBlock, 'less K/V than a vanilla model');
+      runner.releaseSequence(seq);
+      assert.equal(pool.bytesInUse, 0);
+    });
+
+    test('greedy decoding equals the causal forward at another threshold, and a higher threshold runs fewer tokens', async () => {
+      setBackend(backendName);
+      const c = modConfig('tiny-mod', {}, { initializer_range: 0.1 });
+      const model = createModel(c, 12);
+      const prompt = Int32Array.from([5, 17, 300, 2, 99, 41, 7]);
+      const V = c.vocab_size;
+      const greedy = (threshold: number): number[] => {
+        const seq = Array.from(prompt);
+        const toks: number[] = [];
+        for (let i = 0; i < 8; i++) {
+          const lg = noGrad(() => forward(model, Int32Array.from(seq), 1, undefined, { routing: 'causal', threshold }).logits.f32());
+          let best = 0;
+          for (let v = 1; v < V; v++) if ((lg[(seq.length - 1) * V + v] as number) > (lg[(seq.length - 1) * V + best] as number)) best = v;
+          toks.push(best);
+          seq.push(best);
+        }
+        return toks;
+      };
+      for (const threshold of [0.45, 0.55]) {
+        const engine = new Engine(model, { maxBatch: 2, batching: 'depth', blockSize: 4 });
+        const h = engine.submit(prompt, { maxTokens: 8, temperature: 0, threshold });
+        await engine.runUntilIdle();
+        assert.deepEqual((await h.result).tokens, greedy(threshold), `threshold ${threshold}`);
+      }
+      const frac = (threshold: number) => (noGrad(() => forward(model, prompt, 1, undefined, { routing: 'causal', threshold })).stats?.selectedRows ?? []).reduce((a, r) => a + r.length, 0);
+      assert.ok(frac(0.55) < frac(0.45), 'a higher threshold processes fewer tokens');
     });
   });
 }
