@@ -20,7 +20,8 @@ import { modStack } from '../src/model/mod.js';
 import { forwardFlopsPerSequence, layerFlops, modRouterFlops } from '../src/model/flops.js';
 import { rowPositions } from '../src/nn/layers.js';
 import { backward, noGrad, tensor, zeroGrad, type Tensor } from '../src/tensor/tensor.js';
-import { createOptimizer } from '../src/train/trainer.js';
+import { createOptimizer, trainLoop } from '../src/train/trainer.js';
+import { evaluateNll } from '../src/train/evaluate.js';
 import { Rng } from '../src/util/rng.js';
 import { centralDifference } from './helpers/numeric.js';
 import { sub } from '../src/tensor/ops.js';
@@ -303,6 +304,42 @@ for (const backendName of availableBackends()) {
       assert.ok(routers.length === 2);
       const afterAcc = accuracy();
       assert.ok(afterAcc > 0.95 && afterAcc > before, `sampling accuracy ${before} → ${afterAcc}`);
+    });
+
+    test('training loop metrics carry the routing stats per routed layer; validation reports causal and top-k NLL', async () => {
+      setBackend(backendName);
+      const c = preset('tiny-mod');
+      const model = createModel(c, 4);
+      const len = 16;
+      const data = Uint16Array.from({ length: 4000 }, (_, i) => (i * 31 + (i >> 3)) % c.vocab_size);
+      let cursor = 0;
+      const source = {
+        next: () => {
+          const inputs = Int32Array.from({ length: B * len }, (_, i) => data[(cursor + i) % data.length] as number);
+          const targets = Int32Array.from({ length: B * len }, (_, i) => data[(cursor + i + 1) % data.length] as number);
+          cursor += B * len;
+          return { inputs, targets, batchSize: B, seqLen: len };
+        },
+        getState: () => cursor,
+      };
+      const records: Array<Record<string, unknown>> = [];
+      const state = { step: 0, tokensSeen: 0, flopsSeen: 0, elapsedSeconds: 0, dataState: null, lastLoss: null };
+      const evaluate = (m: Model) => {
+        const ev = evaluateNll(m, data, B, len, 2, 'causal');
+        return { ...ev, nllTopk: evaluateNll(m, data, B, len, 2, 'topk').nll };
+      };
+      await trainLoop(model, source, createOptimizer(model), state, { schedule: { kind: 'constant', peakLr: 3e-3, totalSteps: 2, warmupSteps: 1 }, evaluate, onMetrics: (r) => records.push(r) });
+      const train = records.filter((r) => r['type'] === 'train');
+      assert.equal(train.length, 2);
+      for (const r of train) {
+        assert.deepEqual(r['selected_fraction'], [2 / len, 2 / len]);
+        assert.equal((r['sampling_accuracy'] as number[]).length, 2);
+        assert.ok((r['aux_bce'] as number) > 0);
+        assert.equal(r['flops'], 3 * B * forwardFlopsPerSequence(c, len), 'training FLOPs = 3 × the processed rows');
+      }
+      const ev = records.find((r) => r['type'] === 'eval');
+      assert.ok(ev && Number.isFinite(ev['val_nll']) && Number.isFinite(ev['val_nll_topk']));
+      assert.notEqual(ev['val_nll'], ev['val_nll_topk'], 'causal and top-k routing are different figures');
     });
 
     test('FLOPs count only the processed rows: executed = accounted in top-k mode, = the causal selection otherwise', () => {

@@ -10,7 +10,7 @@ import { VERSION } from '../version.js';
 import { preset, PRESET_NAMES } from '../model/presets.js';
 import { validateConfig, type ModelConfig } from '../model/config.js';
 import { targetCapacity } from '../model/mor-config.js';
-import { routerThreshold } from '../model/mod-config.js';
+import { routedLayers, routerThreshold } from '../model/mod-config.js';
 import { countParams } from '../model/params.js';
 import { forwardFlopsPerToken, trainFlopsPerToken } from '../model/flops.js';
 import { loadModel } from '../interop/load.js';
@@ -78,7 +78,7 @@ function checkDepthFlags(model: Model, f: { maxDepth?: number | undefined; thres
   }
   const th = f.threshold !== undefined ? '--threshold' : f.thresholds !== undefined ? '--thresholds' : null;
   if (th && routerThreshold(model.config) === null) {
-    throw new ArgumentError(`${th} sets the threshold of MoR expert-choice or MoD routers; this model has ${m ? 'token-choice routing (its depth is chosen once per token)' : 'no routers (for early exit use --exit-confidence)'}`);
+    throw new ArgumentError(`${th} sets the threshold of MoR expert-choice routers and MoD routers; this model has ${m ? 'token-choice routing (its depth is chosen once per token)' : 'no routers (for early exit use --exit-confidence)'}`);
   }
   if (f.exitConfidence !== undefined && (m !== null || steps === 1)) {
     throw new ArgumentError(`--exit-confidence is early exit for recursive models without routers; this model ${m ? 'has MoR routers (use --threshold)' : 'has a single depth step'}`);
@@ -259,6 +259,10 @@ export function buildProgram(): Command {
           const nr = c.recursion?.num_recursions ?? 0;
           const caps = m.routing === 'expert_choice' ? `, capacities ${Array.from({ length: nr }, (_, r) => targetCapacity(m, nr, r).toFixed(2)).join('/')}` : '';
           console.log(`routing        ${m.routing}, ${m.router} router, ${m.router_func} α ${m.alpha}${caps}, KV ${m.kv_strategy === 'share' ? 'sharing' : 'recursion-wise'}`);
+        }
+        if (c.mod) {
+          const layers = routedLayers(c.mod, c.num_hidden_layers);
+          console.log(`routing        Mixture-of-Depths: layers ${layers.join(', ')} route, capacity ${c.mod.capacity}, gate ${c.mod.router_func} α ${c.mod.alpha}, threshold ${c.mod.threshold}`);
         }
         console.log(`parameters     unique ${(out['params_unique'] as number).toLocaleString()}, effective ${(out['params_effective'] as number).toLocaleString()}, embedding ${(out['params_embedding'] as number).toLocaleString()}`);
         console.log(`FLOPs/token    forward ${(out['forward_flops_per_token'] as number / 1e6).toFixed(2)}M, training ${(out['train_flops_per_token'] as number / 1e6).toFixed(2)}M (T = ${String(out['seq_len'])})`);
