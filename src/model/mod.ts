@@ -5,7 +5,7 @@
  *
  *   full layer l:     h ← Layer_l(h)                                       every row
  *   routed layer l:   z = w_l·h (N)     g = α·f(z)                          (routing.ts)
- *                     S = top-k of g per sequence, k = max(1, ⌊capacity·T⌋)   ('topk', training)
+ *                     S = top-k of g (= of z) per sequence, k = max(1, ⌊capacity·T⌋) (training)
  *                      or {t : sigmoid(z_t) > threshold}                      ('causal', as decoding)
  *                     h[S] ← h[S] + g[S]·(Layer_l(h[S]) − h[S])            rows of S only, attending
  *                                                                          among themselves at
@@ -102,7 +102,9 @@ export function modStack(
     const g = expertGate(m, z); //                                            (N)
     flops += modRouterFlops(c, N);
     const zv = z.f32();
-    const inTopk = topkMembership(g.f32(), batch, T, k); //                   (N) the training targets
+    // ranked by z: every gate is increasing in z (α > 0), so the order is g's, without the ties
+    // a saturated sigmoid or tanh would make in float32
+    const inTopk = topkMembership(zv, batch, T, k); //                        (N) the training targets
     const keeps = opts.mode === 'topk' ? inTopk : thresholdKeeps(zv, threshold);
     const { sel } = keptRows(allRows(batch, T), keeps);
 
