@@ -9,9 +9,9 @@ import { readFileSync } from 'node:fs';
 import { validateConfig, ConfigError, type ModelConfig } from '../src/model/config.js';
 import { MOD_DEFAULTS, routedLayers } from '../src/model/mod-config.js';
 import { preset } from '../src/model/presets.js';
-import { countParams, paramTable } from '../src/model/params.js';
+import { assembleParams, countParams, paramTable } from '../src/model/params.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.js';
-import { createModel } from '../src/model/model.js';
+import { createModel, modelFromParams } from '../src/model/model.js';
 import { plainConfig, ExportError } from '../src/interop/unroll.js';
 import { withTempDir } from './helpers/temp-dir.js';
 import { availableBackends, setBackend } from '../src/backend/index.js';
@@ -19,7 +19,7 @@ import { forward, type Model } from '../src/model/model.js';
 import { modStack } from '../src/model/mod.js';
 import { forwardFlopsPerSequence, layerFlops, modRouterFlops } from '../src/model/flops.js';
 import { rowPositions } from '../src/nn/layers.js';
-import { backward, noGrad, tensor, zeroGrad, type Tensor } from '../src/tensor/tensor.js';
+import { backward, noGrad, parameter, tensor, zeroGrad, type Tensor } from '../src/tensor/tensor.js';
 import { createOptimizer, trainLoop } from '../src/train/trainer.js';
 import { evaluateNll } from '../src/train/evaluate.js';
 import { Rng } from '../src/util/rng.js';
@@ -193,6 +193,34 @@ for (const backendName of availableBackends()) {
           if (sel.has(r)) assert.ok(diff > 1e-4, `${mode}: selected row ${r} did not change`);
           else assert.equal(diff, 0, `${mode}: skipped row ${r} changed by ${diff}`);
         }
+      }
+    });
+
+    test('a zero gate makes routed layers identity: MoD = the vanilla model of its full layers', () => {
+      setBackend(backendName);
+      // raw gate g = z and zero routers: g = 0, so h + 0·(Layer(h) − h) = h for the selected rows too
+      const c = modConfig('tiny-mod', { router_func: 'none', aux_loss_coef: 0 });
+      const mod = createModel(c, 8);
+      for (const [name, t] of mod.params.byName) if (name.includes('mod_router')) t.f32().fill(0);
+      // the vanilla 2-layer model whose layers 0 and 1 are MoD's full layers 0 and 2
+      const v = validateConfig({ ...preset('tiny'), num_hidden_layers: 2 });
+      const byName = new Map<string, Tensor>();
+      for (const s of paramTable(v)) {
+        const src = mod.params.byName.get(s.name.replace('model.layers.1.', 'model.layers.2.')) as Tensor;
+        byName.set(s.name, parameter(src.f32().slice(), s.shape, s.name));
+      }
+      const vanilla = modelFromParams(v, assembleParams(v, byName));
+      const ids = randomIds(rng, B * T, c.vocab_size);
+      for (const routing of ['topk', 'causal'] as const) {
+        // z = 0 everywhere: a threshold under 0.5 lets every row through in causal mode
+        const a = noGrad(() => forward(mod, ids, B, ids, { routing, threshold: 0.4 }));
+        const b = noGrad(() => forward(vanilla, ids, B, ids));
+        const la = a.logits.f32();
+        const lb = b.logits.f32();
+        let err = 0;
+        for (let i = 0; i < la.length; i++) err = Math.max(err, Math.abs((la[i] as number) - (lb[i] as number)));
+        assert.ok(err < 1e-5, `${routing}: max logit difference ${err}`);
+        assert.ok((a.stats?.selectedRows[0]?.length ?? 0) > 0, `${routing}: the routed layers did select rows`);
       }
     });
 
