@@ -37,18 +37,20 @@ export interface ModConfig {
 }
 
 /**
- * Defaults. The gate is α·sigmoid(z) with α = 1 rather than the paper's raw z: the aux BCE pushes
- * the logits of selected tokens up and of the others down without bound, and a raw gate would
- * then scale (and for negative z flip) the layer's contribution along with them; sigmoid keeps
- * g in (0, 1) — a convex mix between skipping (g → 0) and running the layer (g → 1) — while the
- * ranking is the same (sigmoid is monotone) and z = 0 is both the gate's midpoint and the 0.5
- * threshold. 'none' gives the paper's form. The aux coefficient is MoR's (§3, 0.001).
+ * Defaults. The gate is the paper's raw router output, g = z (router_func 'none', α 1). The
+ * squashed alternatives (α·sigmoid(z), as MoR's default, or α·tanh(z)) keep g bounded, but in a
+ * 300-step tiny-mod run the raw gate was both better (validation NLL 4.18 vs 4.25) and better at
+ * the causal decision (threshold vs top-k agreement 0.97–0.98 vs 0.93–0.94): its gradient
+ * dg/dz = 1 lets the LM loss push apart the logits of the tokens a layer helps, which is what
+ * the threshold reads, where sigmoid's ≤ 1/4 does so weakly. The ranking is the same for every
+ * choice (each gate is increasing in z), and z = 0 is the 0.5 threshold. The aux coefficient
+ * is MoR's (§3, 0.001).
  */
 export const MOD_DEFAULTS: ModConfig = Object.freeze({
   capacity: 0.125,
   route_every: 2,
   first_routed_layer: 1,
-  router_func: 'sigmoid',
+  router_func: 'none',
   alpha: 1,
   aux_loss_coef: 0.001,
   threshold: 0.5,
