@@ -21,6 +21,7 @@ export { preset, PRESET_NAMES } from './model/presets.js';
 export { validateConfig, DEFAULT_CONFIG, type ModelConfig, type RecursionConfig, type SharingStrategy } from './model/config.js';
 export type { MorConfig } from './model/mor-config.js';
 export type { MoeConfig } from './model/moe-config.js';
+export type { ModConfig } from './model/mod-config.js';
 export { createModel, forward, type Model, type ForwardOptions, type ForwardResult } from './model/model.js';
 export { countParams } from './model/params.js';
 export { forwardFlopsPerToken, trainFlopsPerToken } from './model/flops.js';

@@ -14,7 +14,7 @@ import { Rng } from '../src/util/rng.js';
 import { forwardGreedy, generateAll } from './helpers/greedy.js';
 
 // MoE variants beyond these two presets are in moe.test.ts
-const MODELS = ['tiny', 'tiny-rec3', 'tiny-mor3', 'tiny-mor3-token', 'tiny-mor3-kvshare', 'tiny-mor3-cycle', 'tiny-mor3-kvshare-cycle', 'tiny-mor4', 'tiny-moe', 'tiny-mor3-moe'];
+const MODELS = ['tiny', 'tiny-rec3', 'tiny-mor3', 'tiny-mor3-token', 'tiny-mor3-kvshare', 'tiny-mor3-cycle', 'tiny-mor3-kvshare-cycle', 'tiny-mor4', 'tiny-moe', 'tiny-mor3-moe', 'tiny-mod'];
 
 for (const backendName of availableBackends()) {
   describe(`engine on ${backendName}`, () => {
@@ -32,6 +32,21 @@ for (const backendName of availableBackends()) {
         }
       });
     }
+
+    test('tiny-mod at a larger init (routing moves the argmax): several requests at once, every batching mode', async () => {
+      setBackend(backendName);
+      // at the default init the routed layers barely move the logits; at 0.1 running a token
+      // through a layer it should skip (or skipping one it should run) changes the greedy path
+      const model = createModel(validateConfig({ ...preset('tiny-mod'), initializer_range: 0.1 }), 22);
+      const prompts = [Int32Array.from([3, 141, 59, 265, 35, 89]), Int32Array.from([400, 7]), Int32Array.from([12, 13, 14, 15, 16, 17, 18, 19, 20])];
+      const expected = prompts.map((p) => forwardGreedy(model, p, 8));
+      for (const batching of ['depth', 'sequence', 'static'] as const) {
+        const engine = new Engine(model, { maxBatch: 2, batching, blockSize: 4 });
+        const got = await generateAll(engine, prompts, prompts.map(() => ({ maxTokens: 8, temperature: 0 })));
+        assert.deepEqual(got, expected, batching);
+        assert.equal(engine.kvBytes, 0, 'memory returned after the requests');
+      }
+    });
 
     test('relaxed (LoRA) recursive model: rows at different depths apply their own LoRA', async () => {
       setBackend(backendName);

@@ -10,6 +10,7 @@ import { VERSION } from '../version.js';
 import { preset, PRESET_NAMES } from '../model/presets.js';
 import { validateConfig, type ModelConfig } from '../model/config.js';
 import { targetCapacity } from '../model/mor-config.js';
+import { routedLayers, routerThreshold } from '../model/mod-config.js';
 import { countParams } from '../model/params.js';
 import { forwardFlopsPerToken, trainFlopsPerToken } from '../model/flops.js';
 import { loadModel } from '../interop/load.js';
@@ -76,8 +77,8 @@ function checkDepthFlags(model: Model, f: { maxDepth?: number | undefined; thres
     throw new ArgumentError(`--max-depth ${f.maxDepth}: this model takes at most ${steps} recursion${steps === 1 ? '' : 's'}`);
   }
   const th = f.threshold !== undefined ? '--threshold' : f.thresholds !== undefined ? '--thresholds' : null;
-  if (th && m?.routing !== 'expert_choice') {
-    throw new ArgumentError(`${th} sets the threshold of MoR expert-choice routers; this model has ${m ? 'token-choice routing (its depth is chosen once per token)' : 'no routers (for early exit use --exit-confidence)'}`);
+  if (th && routerThreshold(model.config) === null) {
+    throw new ArgumentError(`${th} sets the threshold of MoR expert-choice routers and MoD routers; this model has ${m ? 'token-choice routing (its depth is chosen once per token)' : 'no routers (for early exit use --exit-confidence)'}`);
   }
   if (f.exitConfidence !== undefined && (m !== null || steps === 1)) {
     throw new ArgumentError(`--exit-confidence is early exit for recursive models without routers; this model ${m ? 'has MoR routers (use --threshold)' : 'has a single depth step'}`);
@@ -171,7 +172,8 @@ async function evalCommand(o: EvalFlags): Promise<void> {
   });
   const T = o.seqLen ?? model.config.max_position_embeddings;
   const steps = model.plan.depthSteps.length;
-  const expert = model.config.mor?.routing === 'expert_choice';
+  // expert-choice MoR and MoD: routers decide by a threshold, and training ranks by top-k
+  const expert = routerThreshold(model.config) !== null;
   const depth = { ...(o.maxDepth !== undefined ? { maxDepth: o.maxDepth } : {}), ...(o.threshold !== undefined ? { threshold: o.threshold } : {}) };
 
   if (o.depthSweep || o.thresholds) {
@@ -188,7 +190,7 @@ async function evalCommand(o: EvalFlags): Promise<void> {
   const ev = evaluateNll(model, data.val, o.batch, T, o.batches, 'causal', depth);
   const bpb = (ev.nll / Math.LN2) / data.valBytesPerToken;
   const out: Record<string, unknown> = { model: o.model, val_nll: ev.nll, val_ppl: Math.exp(ev.nll), val_bpb: bpb, val_tokens: ev.tokens, mean_depth: ev.meanDepth, max_depth: o.maxDepth ?? steps };
-  if (expert) out['threshold'] = o.threshold ?? model.config.mor?.threshold;
+  if (expert) out['threshold'] = o.threshold ?? routerThreshold(model.config);
   // Expert-choice MoR: the causal figure (per-token decisions, as generation makes them) is the
   // honest one; training-time top-k routing looks at later tokens and is shown beside it. Token-
   // choice is causal by construction, so it has one figure.
@@ -258,6 +260,10 @@ export function buildProgram(): Command {
           const nr = c.recursion?.num_recursions ?? 0;
           const caps = m.routing === 'expert_choice' ? `, capacities ${Array.from({ length: nr }, (_, r) => targetCapacity(m, nr, r).toFixed(2)).join('/')}` : '';
           console.log(`routing        ${m.routing}, ${m.router} router, ${m.router_func} α ${m.alpha}${caps}, KV ${m.kv_strategy === 'share' ? 'sharing' : 'recursion-wise'}`);
+        }
+        if (c.mod) {
+          const layers = routedLayers(c.mod, c.num_hidden_layers);
+          console.log(`routing        Mixture-of-Depths: layers ${layers.join(', ')} route, capacity ${c.mod.capacity}, gate ${c.mod.router_func} α ${c.mod.alpha}, threshold ${c.mod.threshold}`);
         }
         if (c.moe) {
           const e = c.moe;

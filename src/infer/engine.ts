@@ -18,6 +18,7 @@ import { ArgumentError, MorError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 import type { Model } from '../model/model.js';
 import { headDim } from '../model/config.js';
+import { routerThreshold } from '../model/mod-config.js';
 import { PagedKVPool } from './kv-pool.js';
 import { ModelRunner, type DepthControl, type SequenceKV, type TokenState } from './runner.js';
 import { sampleToken, tokenLogprob, validateSampling, type SamplingOptions, type TokenLogprob } from './sampler.js';
@@ -54,7 +55,7 @@ export interface RequestOptions extends SamplingOptions {
   readonly shouldStop?: (generated: readonly number[]) => boolean;
   /** Test-time scaling: at most this many recursions per token (default: all). */
   readonly maxDepth?: number;
-  /** Test-time scaling, MoR expert-choice: continue iff sigmoid(z) > threshold; higher → shallower (default: the model's `mor.threshold`). */
+  /** Test-time scaling, MoR expert-choice / MoD: continue (run a routed layer) iff sigmoid(z) > threshold; higher → shallower (default: the model's `mor.threshold` / `mod.threshold`). */
   readonly threshold?: number;
   /** Test-time scaling, models without routers: exit once the head's top probability reaches this; higher → deeper (default: the engine's). */
   readonly exitConfidence?: number;
@@ -228,7 +229,7 @@ export class Engine {
     this.maxBatch = opts.maxBatch ?? ENGINE_DEFAULTS.maxBatch;
     this.batching = opts.batching ?? ENGINE_DEFAULTS.batching;
     this.exitConfidence = opts.exitConfidence ?? ENGINE_DEFAULTS.exitConfidence;
-    this.defaultThreshold = model?.config.mor?.threshold ?? 0.5;
+    this.defaultThreshold = (model ? routerThreshold(model.config) : null) ?? 0.5;
     if (opts.runner) {
       this.runner = opts.runner;
       this.contextLength = Number.MAX_SAFE_INTEGER;

@@ -16,6 +16,11 @@
  * sequence sharing, whose recursions are not contiguous in the stack. A prompt goes through the
  * same functions as a batch of rows: KV rows are appended before attention and keys are
  * filtered by position, so causal prefill falls out.
+ *
+ * Mixture-of-Depths models (a vanilla stack, one depth step) decide at each routed layer, per
+ * token, whether it runs that layer (sigmoid(z) > threshold, as the causal training forward):
+ * the rows that do run it and append their K/V to its stream; the others pass through unchanged
+ * and leave that stream alone, so later queries there see only the keys of processed tokens.
  */
 import { ArgumentError } from '../errors.js';
 import { getBackend } from '../backend/index.js';
@@ -24,7 +29,9 @@ import { headDim, type ModelConfig } from '../model/config.js';
 import { linearParamsPerLayer } from '../model/flops.js';
 import type { Model } from '../model/model.js';
 import type { RouterParams } from '../model/params.js';
-import { expertGate, expertKeeps, expertUpdate, routerLogits, tokenChoiceDepths, tokenChoiceFinish, tokenChoiceProbs } from '../model/routing.js';
+import { expertGate, expertKeeps, expertUpdate, routerLogits, thresholdKeeps, tokenChoiceDepths, tokenChoiceFinish, tokenChoiceProbs } from '../model/routing.js';
+import { routerIndexOfLayer } from '../model/mod-config.js';
+import { MOD_GATING } from '../model/mod.js';
 import { decoderLayer, type AttendFn } from '../nn/layers.js';
 import { Tensor, indexTensor, noGrad, tensor } from '../tensor/tensor.js';
 import { add, embedding, linearPacked, rmsnorm, softmax } from '../tensor/ops.js';
@@ -92,6 +99,8 @@ export class ModelRunner {
   /** Which positions write K/V (false where KV sharing reads recursion 1's stream). */
   private readonly writesKV: Uint8Array;
   private readonly rowSize: number;
+  /** MoD: (L) router index of each layer position, −1 where every token runs it. */
+  private readonly modRouterOf: Int32Array;
   /** Per unique layer: the fused dense layer, or (MoE layers) the attention weights and experts packed for moeDecodeLayer. */
   private packed: { backend: Backend; layers: Array<PackedLayer | PackedMoeLayer>; head: PackedWeight } | null = null;
   /** Set to count the work of every call (see WorkMeter); null: not counted. */
@@ -127,6 +136,7 @@ export class ModelRunner {
       }
     }
     this.numStreams = n;
+    this.modRouterOf = routerIndexOfLayer(c.mod, L);
   }
 
   newSequence(): SequenceKV {
@@ -317,6 +327,33 @@ export class ModelRunner {
     return decoderLayer(c, h, layer, lora, indexTensor(qPos), attend);
   }
 
+  /**
+   * A MoD routed layer at position l: each row runs it iff sigmoid(z) > its request's threshold
+   * (routing.ts, as the causal training forward); those rows take h + g·(Layer(h) − h) and write
+   * K/V to the layer's stream, the others are returned unchanged and write nothing.
+   *   h (n, D) → (n, D)
+   */
+  private routedLayer(rows: readonly TokenState[], h: Tensor, l: number): Tensor {
+    const m = this.config.mod;
+    const router = this.model.params.modRouters?.[this.modRouterOf[l] as number];
+    if (m === null || router === undefined) throw new ArgumentError(`layer ${l} has no MoD router`);
+    const z = routerLogits(m, router, h); //                                    (n, 1)
+    const keeps = thresholdKeeps(z.f32(), rows.map((r) => r.control.threshold));
+    const g = expertGate(m, z).f32();
+    const idx: number[] = [];
+    keeps.forEach((k, i) => k === 1 && idx.push(i));
+    if (idx.length === 0) return h;
+    const d = this.config.hidden_size;
+    const H = h.f32();
+    const taken = idx.map((i) => rows[i] as TokenState);
+    const x = this.stack(idx.map((i) => H.subarray(i * d, (i + 1) * d))); //    (n', D)
+    const y = this.runLayer(taken, x, () => l);
+    const next = add(x, expertUpdate(MOD_GATING, y, x, tensor(Float32Array.from(idx, (i) => g[i] as number), [idx.length, 1]))).f32();
+    const out = H.slice();
+    idx.forEach((i, k) => out.set(next.subarray(k * d, (k + 1) * d), i * d));
+    return new Tensor(out, h.shape);
+  }
+
   /** Rows of D floats stacked: (n, D). */
   private stack(vectors: readonly Float32Array[]): Tensor {
     const d = this.config.hidden_size;
@@ -426,7 +463,11 @@ export class ModelRunner {
       const before = this.gather(rows); //                                       (n, D)
       let y = before;
       const K = (this.depthSteps[0] as Int32Array).length; // every depth step has the same length
-      for (let j = 0; j < K; j++) y = this.runLayer(rows, y, (i) => (this.depthSteps[(rows[i] as TokenState).depth] as Int32Array)[j] as number);
+      for (let j = 0; j < K; j++) {
+        const positionOf = (i: number): number => (this.depthSteps[(rows[i] as TokenState).depth] as Int32Array)[j] as number;
+        // MoD is vanilla (one depth step): every row is at the same layer position
+        y = (this.modRouterOf[positionOf(0)] as number) >= 0 ? this.routedLayer(rows, y, positionOf(0)) : this.runLayer(rows, y, positionOf);
+      }
       let next: Tensor = y; //                         carried on ungated, or a model without routing
       if (m?.routing === 'expert_choice') {
         next = add(before, expertUpdate(m, y, before, tensor(Float32Array.from(rows, (r) => r.gate), [rows.length, 1])));

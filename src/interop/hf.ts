@@ -151,7 +151,7 @@ export async function loadHfTokenizer(dir: string): Promise<Tokenizer> {
 
 /** config.json of a plain Llama as transformers writes it for LlamaForCausalLM. */
 export function hfConfigJson(c: ModelConfig, tokenizer: Tokenizer | null): Record<string, unknown> {
-  if (c.recursion !== null || c.mor !== null) throw new ArgumentError('hfConfigJson: expects a plain (unrolled) config');
+  if (c.recursion !== null || c.mor !== null || c.mod !== null) throw new ArgumentError('hfConfigJson: expects a plain (unrolled) config');
   return {
     architectures: ['LlamaForCausalLM'],
     attention_bias: false,

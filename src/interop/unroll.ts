@@ -32,6 +32,12 @@ export function plainConfig(c: ModelConfig, what = 'this model'): ModelConfig {
   if (c.moe !== null) {
     throw new ExportError(`${what} has Mixture-of-Experts MLPs (a 'moe' section): a plain Llama has one dense MLP per layer, so it cannot be exported as one`);
   }
+  if (c.mod !== null) {
+    throw new ExportError(
+      `${what} has Mixture-of-Depths routers (a 'mod' section): which tokens run each routed layer is decided by ` +
+        `its routers, which a plain Llama does not have, so it cannot be exported as one`,
+    );
+  }
   return validateConfig({ ...c, recursion: null, mor: null });
 }
 

@@ -10,6 +10,7 @@ import { ConfigError } from './config-error.js';
 import { headDim } from '../nn/layers.js';
 import { validateMorConfig, type MorConfig } from './mor-config.js';
 import { validateMoeConfig, type MoeConfig } from './moe-config.js';
+import { validateModConfig, type ModConfig } from './mod-config.js';
 
 export { ConfigError };
 
@@ -46,6 +47,8 @@ export interface ModelConfig {
   readonly mor: MorConfig | null;
   /** Mixture-of-Experts MLPs (moe-config.ts); null for dense SwiGLU MLPs everywhere. */
   readonly moe: MoeConfig | null;
+  /** Mixture-of-Depths routing of a vanilla model (mod-config.ts); null: every layer sees every token. */
+  readonly mod: ModConfig | null;
 }
 
 export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
@@ -63,6 +66,7 @@ export const DEFAULT_CONFIG: ModelConfig = Object.freeze({
   recursion: null,
   mor: null,
   moe: null,
+  mod: null,
 });
 
 const MODEL_KEYS = new Set(Object.keys(DEFAULT_CONFIG));
@@ -212,8 +216,13 @@ export function validateConfig(input: unknown): ModelConfig {
     }
   }
 
-  let mor: MorConfig | null = null;
+  const modRaw = merged['mod'];
   const morRaw = merged['mor'];
+  // MoD is the vanilla baseline: its layers are not shared, and MoR routes recursions instead
+  if (modRaw !== null && modRaw !== undefined && (recursion !== null || (morRaw !== null && morRaw !== undefined))) {
+    throw new ConfigError(`mod (Mixture-of-Depths) routes the layers of a vanilla model: it cannot be combined with a ${recursion !== null ? 'recursion' : 'mor'} section`);
+  }
+  let mor: MorConfig | null = null;
   if (morRaw !== null && morRaw !== undefined) {
     if (recursion === null) throw new ConfigError('mor needs a recursion section: routing decides how many recursions each token gets');
     if (recursion.sharing !== 'cycle' && recursion.sharing !== 'middle_cycle') {
@@ -224,6 +233,12 @@ export function validateConfig(input: unknown): ModelConfig {
 
   const moeRaw = merged['moe'];
   const moe = moeRaw === null || moeRaw === undefined ? null : validateMoeConfig(moeRaw, { num_hidden_layers: L, recursion });
+  let mod: ModConfig | null = null;
+  if (modRaw !== null && modRaw !== undefined) {
+    // the MoD layer path (mod.ts) runs dense MLPs; routed experts inside routed layers are not built
+    if (moe !== null) throw new ConfigError('mod (Mixture-of-Depths) cannot be combined with a moe section: MoD layers run dense MLPs');
+    mod = validateModConfig(modRaw, L);
+  }
 
   return Object.freeze({
     vocab_size: vocab,
@@ -240,6 +255,7 @@ export function validateConfig(input: unknown): ModelConfig {
     recursion,
     mor,
     moe,
+    mod,
   });
 }
 

@@ -12,6 +12,7 @@ import { targetCapacity, type MorConfig } from './mor-config.js';
 import { capacityTokens } from './routing.js';
 import { layerPlan } from './sharing.js';
 import { isMoeLayer, moeMlpParamsActive } from './moe-params.js';
+import { routerIndexOfLayer } from './mod-config.js';
 
 /**
  * Linear-map parameters one layer position applies to a token (including its LoRA). For MoE
@@ -45,6 +46,11 @@ export function routerFlops(c: ModelConfig, m: MorConfig, rows: number): number 
   return rows * (m.router === 'mlp' ? 2 * (d * 2 * d + 2 * d * out) : 2 * d * out);
 }
 
+/** Forward FLOPs of MoD's linear routers (D → 1) over `rows` rows (every row of a routed layer is scored). */
+export function modRouterFlops(c: ModelConfig, rows: number): number {
+  return 2 * rows * c.hidden_size;
+}
+
 /**
  * Tokens each recursion processes in a sequence of T under MoR: expert-choice max(1, ⌊cap_r·T⌋)
  * at the target capacities; token-choice assuming balanced depths, T·(Nr − r)/Nr.
@@ -68,6 +74,14 @@ export function forwardFlopsPerSequence(c: ModelConfig, seqLen: number): number 
   const T = seqLen;
   const head = 2 * T * c.vocab_size * c.hidden_size;
   const causalPairs = (T * (T + 1)) / 2;
+  if (c.mod !== null) {
+    // MoD: a routed layer runs its k = max(1, ⌊capacity·T⌋) selected rows, causal among themselves
+    const k = Math.min(T, capacityTokens(c.mod.capacity, T));
+    const routed = routerIndexOfLayer(c.mod, c.num_hidden_layers);
+    let total = head;
+    for (const i of routed) total += i < 0 ? layerFlops(c, T, causalPairs) : layerFlops(c, k, (k * (k + 1)) / 2) + modRouterFlops(c, T);
+    return total;
+  }
   const m = c.mor;
   const plan = layerPlan(c);
   const L = c.num_hidden_layers;

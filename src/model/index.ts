@@ -11,3 +11,5 @@ export { routedTrunk, updateRouterBias, type RoutingMode, type RoutingStats, typ
 export * from './moe-config.js';
 export * from './moe-params.js';
 export { MoeForward, MoeStats, moeSelect, moeScores, moeGateWeights, updateMoeBias, type MoeRouterCounts, type MoeRouterSummary } from './moe.js';
+export * from './mod-config.js';
+export { modStack, MOD_GATING, type ModStackOptions, type ModStackResult } from './mod.js';

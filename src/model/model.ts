@@ -15,6 +15,7 @@ import type { ModelConfig } from './config.js';
 import { initParams, type ModelParams } from './params.js';
 import { layerPlan, type LayerPlan } from './sharing.js';
 import { routedTrunk, type RoutingMode, type RoutingStats } from './mor.js';
+import { modStack } from './mod.js';
 import { layerFlops } from './flops.js';
 import { MoeForward, type MoeStats } from './moe.js';
 
@@ -33,11 +34,11 @@ export function modelFromParams(config: ModelConfig, params: ModelParams): Model
 }
 
 export interface ForwardOptions {
-  /** MoR selection: 'topk' (training, expert-choice ranks the whole sequence) or 'causal' (per-token decisions, as inference can). Default 'topk'. */
+  /** MoR / MoD selection: 'topk' (training, expert-choice ranks the whole sequence) or 'causal' (per-token decisions, as inference can). Default 'topk'. */
   readonly routing?: RoutingMode;
   /** Optimiser step, for capacity and balancing warmups. Default: warmups over. */
   readonly step?: number;
-  /** Causal expert-choice routing: threshold on sigmoid(z) (default: the config's `mor.threshold`). */
+  /** Causal expert-choice (MoR) or MoD routing: threshold on sigmoid(z) (default: the config's `mor.threshold` / `mod.threshold`). */
   readonly threshold?: number;
   /** Test-time depth: run at most this many depth steps (recursions; default all, see LayerPlan.depthSteps). */
   readonly maxDepth?: number;
@@ -52,7 +53,7 @@ export interface ForwardResult {
   lmLoss: Tensor | null;
   /** Unweighted routing loss terms (aux_bce, z_loss, balance, …), for metrics. */
   routingTerms: Record<string, number>;
-  /** Routing statistics, or null for a model without a MoR section. */
+  /** Routing statistics (per recursion for MoR, per routed layer for MoD), or null for a model without routing. */
   stats: RoutingStats | null;
   /** Expert-routing statistics per MoE router, or null for a model without a moe section. */
   moeStats: MoeStats | null;
@@ -115,7 +116,18 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
   let routingTerms: Record<string, number> = {};
   let stats: RoutingStats | null = null;
   if (plan.hasUniqueEnds) h = runLayer(h, 0);
-  if (c.mor === null) {
+  if (c.mod !== null) {
+    // Mixture-of-Depths: a vanilla stack whose routed layers run only their selected rows (mod.ts)
+    const stack = modStack(c, p, h, posArr, batch, runLayer, {
+      mode: opts.routing ?? 'topk',
+      ...(opts.threshold !== undefined ? { threshold: opts.threshold } : {}),
+    });
+    h = stack.h;
+    flops += stack.flops;
+    routingLoss = stack.routingLoss;
+    routingTerms = stack.terms;
+    stats = stack.stats;
+  } else if (c.mor === null) {
     for (const step of plan.depthSteps.slice(0, maxDepth)) for (const l of step) h = runLayer(h, l);
   } else {
     const trunk = routedTrunk(c, p, plan, h, posArr, batch, {

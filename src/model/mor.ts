@@ -111,7 +111,7 @@ interface Trunk {
 type MutableStats = { -readonly [K in keyof RoutingStats]: RoutingStats[K] };
 
 /** Number of (query, key) pairs visible under a layout: Σ over queries of keys with kPos ≤ qPos. */
-function visiblePairs(layout: AttentionLayout): number {
+export function visiblePairs(layout: AttentionLayout): number {
   let pairs = 0;
   const { segments, qPos, kPos } = layout;
   for (let s = 0; s < segments.length; s += 4) {
@@ -125,7 +125,7 @@ function visiblePairs(layout: AttentionLayout): number {
   return pairs;
 }
 
-function gatherPositions(pos: Int32Array, rows: Int32Array): Int32Array {
+export function gatherPositions(pos: Int32Array, rows: Int32Array): Int32Array {
   const out = new Int32Array(rows.length);
   for (let i = 0; i < rows.length; i++) out[i] = pos[rows[i] as number] as number;
   return out;
@@ -137,7 +137,7 @@ function addLoss(tr: Trunk, name: string, t: Tensor, coef: number): void {
 }
 
 /** The candidates with keeps[i] = 1, as local indices and as a selection (per-sequence counts kept). */
-function keptRows(cand: Selection, keeps: Uint8Array): { keptLocal: Int32Array; sel: Selection } {
+export function keptRows(cand: Selection, keeps: Uint8Array): { keptLocal: Int32Array; sel: Selection } {
   const local: number[] = [];
   const counts: number[] = [];
   let start = 0;
@@ -157,7 +157,7 @@ function keptRows(cand: Selection, keeps: Uint8Array): { keptLocal: Int32Array; 
 }
 
 /** Every row of the batch, as a selection. */
-function allRows(batch: number, T: number): Selection {
+export function allRows(batch: number, T: number): Selection {
   return { rows: Int32Array.from({ length: batch * T }, (_, i) => i), counts: new Array<number>(batch).fill(T) };
 }
 

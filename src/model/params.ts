@@ -10,6 +10,7 @@ import { headDim, type ModelConfig } from './config.js';
 import { layerPlan } from './sharing.js';
 import { LAYER_MATRICES, MLP_MATRICES, type LayerMatrix, type LayerWeights, type LoraWeights } from '../nn/layers.js';
 import { assembleMoeLayer, isMoeLayer, moeLayerSpecs, moeMlpParamsActive, moeMlpParamsStored, type MoeLayerParams } from './moe-params.js';
+import { routedLayers } from './mod-config.js';
 
 export type InitKind = 'normal' | 'ones' | 'zeros';
 
@@ -95,6 +96,17 @@ function morSpecs(c: ModelConfig): ParamSpec[] {
   return specs;
 }
 
+/** Name of the MoD router of layer l: a linear D → 1 (MOR_SPEC §11). */
+export function modRouterName(l: number): string {
+  return `model.layers.${l}.mod_router.weight`;
+}
+
+/** Router parameters of the MoD section: one linear router per routed layer (empty without one). */
+function modSpecs(c: ModelConfig): ParamSpec[] {
+  if (c.mod === null) return [];
+  return routedLayers(c.mod, c.num_hidden_layers).map((l) => ({ name: modRouterName(l), shape: [1, c.hidden_size], init: 'normal' as const, decay: true }));
+}
+
 /** The untied output head's parameter (Hugging Face's name; absent when tie_word_embeddings). */
 export const LM_HEAD = 'lm_head.weight';
 
@@ -125,6 +137,7 @@ export function paramTable(c: ModelConfig): ParamSpec[] {
     }
   }
   specs.push(...morSpecs(c));
+  specs.push(...modSpecs(c));
   return specs;
 }
 
@@ -166,6 +179,8 @@ export interface ModelParams {
   readonly lora: readonly LoraParams[] | null;
   /** Router weights, or null without a MoR section. */
   readonly mor: MorParams | null;
+  /** MoD: the router of each routed layer, in layer order (mod-config.ts routedLayers), or null without a MoD section. */
+  readonly modRouters: readonly RouterParams[] | null;
 }
 
 function need(byName: ReadonlyMap<string, Tensor>, name: string): Tensor {
@@ -224,7 +239,8 @@ export function assembleParams(c: ModelConfig, byName: ReadonlyMap<string, Tenso
   for (const s of specs) if (s.trainable === false) (byName.get(s.name) as Tensor).requiresGrad = false;
   const embed = need(byName, 'model.embed_tokens.weight');
   const head = c.tie_word_embeddings ? embed : need(byName, LM_HEAD);
-  return { specs, byName, embed, head, norm: need(byName, 'model.norm.weight'), layers, lora, mor };
+  const modRouters = c.mod === null ? null : routedLayers(c.mod, c.num_hidden_layers).map((l): RouterParams => ({ kind: 'linear', w: need(byName, modRouterName(l)) }));
+  return { specs, byName, embed, head, norm: need(byName, 'model.norm.weight'), layers, lora, mor, modRouters };
 }
 
 /** Fresh parameters: normal(0, initializer_range) matrices, ones for norms, zeros for LoRA B. */

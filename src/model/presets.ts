@@ -22,6 +22,9 @@
  * (plus the router, 8·D per layer) while the MLP stores 9/4 of the dense parameters. Softmax
  * router, auxiliary balancing loss 0.01, dropless. `tiny-moe`, `tiny-mor3-moe` are for tests;
  * `small-moe` = small + MoE, `small-mor3-moe` = small-mor3 + MoE.
+ * Mixture-of-Depths baselines (`*-mod`, MOR_SPEC §11) are the vanilla shapes with every other
+ * layer routed from layer 1 at capacity 12.5% (mod-config.ts defaults):
+ *   tiny-mod   layers 1, 3 of 4 route        small-mod  layers 1, 3, 5, 7, 9, 11 of 12 route
  */
 import { ConfigError, tileableDepth, validateConfig, type ModelConfig } from './config.js';
 
@@ -100,6 +103,11 @@ function withMoe(base: object & { intermediate_size: number }): object {
   return { ...base, moe: { num_experts: 8, top_k: 3, num_shared_experts: 1, expert_intermediate_size: base.intermediate_size / 4 } };
 }
 
+/** A Mixture-of-Depths version of a vanilla shape (mod-config.ts defaults unless overridden). */
+function withMod(base: object, mod: object = {}): object {
+  return { ...base, mod };
+}
+
 const RAW_PRESETS: Record<string, object> = {
   tiny: TINY,
   'tiny-rec2': recursive(TINY, 2),
@@ -130,6 +138,8 @@ const RAW_PRESETS: Record<string, object> = {
   'tiny-mor3-moe': withMoe(withMor(recursive(TINY, 3)) as typeof TINY),
   'small-moe': withMoe(SMALL),
   'small-mor3-moe': withMoe(withMor(recursive(SMALL, 3)) as typeof TINY),
+  'tiny-mod': withMod(TINY),
+  'small-mod': withMod(SMALL),
   'demo-rec2': recursive(DEMO, 2),
   'demo-mor3': withMor(recursive(DEMO, 3)),
   'smollm-135m': SMOLLM_135M,

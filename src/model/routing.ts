@@ -11,21 +11,30 @@
  *   gated update       output: h + g·y      delta: h + g·(y − h)         expertUpdate
  *   token-choice       p = α·f(z), f ∈ {softmax, sigmoid};  depth = argmax_j (p_j + b_j)
  *                      finished at its depth: h¹ + p_depth·y;  before it: y   tokenChoice*
+ *
+ * Mixture-of-Depths (mod.ts) routes with the same functions: logits and gate (routerLogits,
+ * expertGate: its config has router_func and alpha), top-k of equal-length sequences
+ * (topkMembership), the causal test (thresholdKeeps) and the delta update (expertUpdate).
  */
-import { Tensor } from '../tensor/tensor.js';
-import { add, gelu, linear, scale, scaleRows, sigmoid, softmax, sub, tanh } from '../tensor/ops.js';
+import { Tensor, tensor } from '../tensor/tensor.js';
+import { add, gelu, linear, scale, scaleRows, sigmoid, softmax, sub, tanh, topk } from '../tensor/ops.js';
 import { capacityAt, type MorConfig } from './mor-config.js';
+import type { ModConfig } from './mod-config.js';
 import type { RouterParams } from './params.js';
 
-/** Router logits: linear x·Wᵀ, or MLP fc2·GELU(fc1·x), on x / temperature.  x (N, D) → (N, out) */
-export function routerLogits(m: MorConfig, r: RouterParams, x: Tensor): Tensor {
-  const input = m.temperature === 1 ? x : scale(x, 1 / m.temperature);
+/**
+ * Router logits: linear x·Wᵀ, or MLP fc2·GELU(fc1·x), on x / temperature (a router config without
+ * a temperature, MoD's, reads x as is).  x (N, D) → (N, out)
+ */
+export function routerLogits(m: MorConfig | ModConfig, r: RouterParams, x: Tensor): Tensor {
+  const temp = 'temperature' in m ? m.temperature : 1;
+  const input = temp === 1 ? x : scale(x, 1 / temp);
   if (r.kind === 'linear') return linear(input, r.w);
   return linear(gelu(linear(input, r.fc1)), r.fc2);
 }
 
 /** Expert-choice gate of router logits: α·f(z).  z (N) → g (N) */
-export function expertGate(m: MorConfig, z: Tensor): Tensor {
+export function expertGate(m: Pick<MorConfig, 'router_func' | 'alpha'>, z: Tensor): Tensor {
   if (m.router_func === 'sigmoid') return scale(sigmoid(z), m.alpha);
   if (m.router_func === 'tanh') return scale(tanh(z), m.alpha);
   return scale(z, m.alpha);
@@ -52,8 +61,16 @@ export function takesAllAt(m: MorConfig, numRecursions: number, r: number, step 
  * `thresholds` is one threshold for all, or one per candidate (per-request thresholds at inference).
  */
 export function expertKeeps(m: MorConfig, numRecursions: number, r: number, z: Float32Array, thresholds: number | ArrayLike<number>): Uint8Array {
+  if (takesAllAt(m, numRecursions, r)) return new Uint8Array(z.length).fill(1);
+  return thresholdKeeps(z, thresholds);
+}
+
+/**
+ * The per-token causal decision on router logits z: keeps[i] = 1 iff sigmoid(z_i) > threshold
+ * (one threshold, or one per row).
+ */
+export function thresholdKeeps(z: Float32Array, thresholds: number | ArrayLike<number>): Uint8Array {
   const keeps = new Uint8Array(z.length);
-  if (takesAllAt(m, numRecursions, r)) return keeps.fill(1);
   const one = typeof thresholds === 'number' ? thresholdLogit(thresholds) : 0;
   for (let i = 0; i < z.length; i++) {
     const zt = typeof thresholds === 'number' ? one : thresholdLogit(thresholds[i] as number);
@@ -68,11 +85,26 @@ export function capacityTokens(cap: number, T: number): number {
 }
 
 /**
+ * Top-k membership in S sequences of T rows each, laid end to end: inTopk[s·T + t] = 1 iff row t
+ * is among the k highest scores of sequence s (ties to the lower index, as the topk kernel breaks them).
+ *   scores (S·T) → inTopk (S·T)
+ */
+export function topkMembership(scores: Float32Array, numSeqs: number, seqLen: number, k: number): Uint8Array {
+  const inTopk = new Uint8Array(numSeqs * seqLen);
+  if (numSeqs === 0 || seqLen === 0) return inTopk;
+  const { indices } = topk(tensor(scores, [numSeqs, seqLen]), Math.min(k, seqLen), 'index');
+  const idx = indices.i32();
+  const kk = idx.length / numSeqs;
+  for (let s = 0; s < numSeqs; s++) for (let j = 0; j < kk; j++) inTopk[s * seqLen + (idx[s * kk + j] as number)] = 1;
+  return inTopk;
+}
+
+/**
  * The gated expert-choice update as a residual to add to the selected rows' state:
  *   output gating  Δ = g·y        delta gating  Δ = g·(y − h)
  *   y, h (n, D) block output and state of the selected rows; g (n, 1) → Δ (n, D)
  */
-export function expertUpdate(m: MorConfig, y: Tensor, h: Tensor, g: Tensor): Tensor {
+export function expertUpdate(m: Pick<MorConfig, 'gating'>, y: Tensor, h: Tensor, g: Tensor): Tensor {
   return m.gating === 'output' ? scaleRows(y, g) : scaleRows(sub(y, h), g);
 }
 

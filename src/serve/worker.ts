@@ -7,6 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
 import { MorError } from '../errors.js';
 import { loadModel } from '../interop/load.js';
+import { routerThreshold } from '../model/mod-config.js';
 import { Engine, type BatchingMode, type RequestHandle } from '../infer/engine.js';
 import { generateText, textRequest, type StreamedToken, type TextGenerateOptions } from '../infer/generate.js';
 import type { TokenLogprob } from '../infer/sampler.js';
@@ -125,7 +126,7 @@ async function main(cfg: WorkerConfig): Promise<void> {
       name: basename(cfg.modelDir.replace(/\/checkpoint\/?$/, '')) || 'mor',
       numRecursions: model.plan.depthSteps.length,
       routing: c.mor?.routing ?? null,
-      threshold: c.mor?.routing === 'expert_choice' ? c.mor.threshold : null,
+      threshold: routerThreshold(c),
       contextLength,
       vocabSize: c.vocab_size,
     },

@@ -199,7 +199,7 @@ export async function runComparison(o: CompareOptions): Promise<CompareRow[]> {
       const { batchSize: B, seqLen: T } = settings;
       const maxBatches = o.evalBatches ?? Number.MAX_SAFE_INTEGER;
       const causal = evaluateNll(result.model, result.data.val, B, T, maxBatches, 'causal');
-      const topk = result.model.config.mor ? evaluateNll(result.model, result.data.val, B, T, maxBatches, 'topk').nll : null;
+      const topk = result.model.config.mor || result.model.config.mod ? evaluateNll(result.model, result.data.val, B, T, maxBatches, 'topk').nll : null;
       const counts = countParams(result.model.config);
       const row: CompareRow = {
         model: name,

@@ -5,6 +5,7 @@
 import { MorError } from '../errors.js';
 import { forward, type Model } from '../model/model.js';
 import type { RoutingMode } from '../model/mor.js';
+import { routerThreshold } from '../model/mod-config.js';
 import { noGrad } from '../tensor/tensor.js';
 import type { TokenArray } from '../data/dataset.js';
 import { validationBatches } from '../data/loader.js';
@@ -35,8 +36,9 @@ function nllAccumulator(model: Model, routing: RoutingMode, depth: DepthSetting)
       const n = targets.length;
       sum += (lmLoss?.item() ?? 0) * n;
       count += n;
-      // MoR: each recursion's selected rows; otherwise every token runs maxDepth steps
-      depthSum += stats ? stats.selectedRows.reduce((a, rows) => a + rows.length, 0) : n * (depth.maxDepth ?? steps);
+      // MoR: each recursion's selected rows; otherwise (MoD included: its one depth step is the
+      // whole stack) every token runs maxDepth steps
+      depthSum += stats && model.config.mod === null ? stats.selectedRows.reduce((a, rows) => a + rows.length, 0) : n * (depth.maxDepth ?? steps);
     },
     get count(): number {
       return count;
@@ -75,7 +77,7 @@ export interface SweepPoint {
 
 /**
  * Causal-routing validation NLL at every maximum depth in `maxDepths` × every threshold in
- * `thresholds` (thresholds apply to expert-choice MoR models only; others get one null point per depth).
+ * `thresholds` (thresholds apply to expert-choice MoR and MoD models only; others get one null point per depth).
  */
 export function depthSweep(
   model: Model,
@@ -86,8 +88,8 @@ export function depthSweep(
   maxDepths: readonly number[],
   thresholds: readonly number[],
 ): SweepPoint[] {
-  const routed = model.config.mor?.routing === 'expert_choice';
-  const ths: Array<number | null> = routed ? (thresholds.length ? [...thresholds] : [model.config.mor?.threshold ?? 0.5]) : [null];
+  const own = routerThreshold(model.config);
+  const ths: Array<number | null> = own !== null ? (thresholds.length ? [...thresholds] : [own]) : [null];
   const points: SweepPoint[] = [];
   for (const d of maxDepths) {
     for (const th of ths) {

@@ -376,7 +376,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
   };
   const evaluate = (m: Model) => {
     const ev = evaluateNll(m, data.val, batchSize, seqLen, options.evalBatches, 'causal');
-    const topk = m.config.mor ? { nllTopk: evaluateNll(m, data.val, batchSize, seqLen, options.evalBatches, 'topk').nll } : {};
+    const topk = m.config.mor || m.config.mod ? { nllTopk: evaluateNll(m, data.val, batchSize, seqLen, options.evalBatches, 'topk').nll } : {};
     return { ...ev, ...topk, bytes: ev.tokens * data.valBytesPerToken };
   };
   let finalEval: { nll: number; tokens: number } | null = null;
