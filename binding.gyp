@@ -14,6 +14,7 @@
       "native/src/attention.cc",
       "native/src/decode.cc",
       "native/src/gemm_builtin.cc",
+      "native/src/gemm_bf16.cc",
       "native/src/isa_table.cc",
       "native/src/kernels.cc"
     ],

@@ -163,6 +163,18 @@ struct Args {
     atLeast(name, l, want);
     return p;
   }
+  // A Float32Array, or a Uint16Array of bf16 values (*bf16 set), of exactly wantF32 / wantBf16 elements.
+  void* f32OrBf16Len(size_t i, const char* name, double wantF32, double wantBf16, bool* bf16) const {
+    bool is = false;
+    napi_typedarray_type type = napi_float32_array;
+    if (i < argc && napi_is_typedarray(env, argv[i], &is) == napi_ok && is)
+      napi_get_typedarray_info(env, argv[i], &type, nullptr, nullptr, nullptr, nullptr);
+    *bf16 = is && type == napi_uint16_array;
+    int64_t l;
+    void* p = *bf16 ? typed(i, name, napi_uint16_array, &l) : typed(i, name, napi_float32_array, &l);
+    len(name, l, *bf16 ? wantBf16 : wantF32);
+    return p;
+  }
   int32_t* i32Len(size_t i, const char* name, double want) const {
     int64_t l;
     int32_t* p = i32(i, name, &l);
@@ -311,6 +323,12 @@ napi_value packedWeightSize(const Args& a) {
   return number(a.env, static_cast<double>(mor::packedWeightSize(n, k)));
 }
 
+// packedWeightSizeBf16(n, k) → uint16 values of the bf16 packed form
+napi_value packedWeightSizeBf16(const Args& a) {
+  const int64_t n = a.size(0, "n", 1), k = a.size(1, "k", 1);
+  return number(a.env, static_cast<double>(mor::packedWeightSizeBf16(n, k)));
+}
+
 // ---- linear algebra --------------------------------------------------------------------------------
 
 // gemm(transA, transB, m, n, k, alpha, beta, batch, strideA, strideB, strideC, a, b, c)
@@ -334,23 +352,36 @@ napi_value gemm(const Args& a) {
   return undef(a.env);
 }
 
-// packWeight(n, k, w, dst): w (n, k) → dst (packedWeightSize(n, k))
+// Elements of a packed weight (n, k) in f32 and in bf16.
+double packedF32(int64_t n, int64_t k) { return static_cast<double>(mor::packedWeightSize(n, k)); }
+double packedBf16(int64_t n, int64_t k) { return static_cast<double>(mor::packedWeightSizeBf16(n, k)); }
+
+// packWeight(n, k, w, dst): w (n, k) → dst, a Float32Array (packedWeightSize) or a Uint16Array
+// (packedWeightSizeBf16: bf16 panels)
 napi_value packWeight(const Args& a) {
   const int64_t n = a.size(0, "n", 1), k = a.size(1, "k", 1);
   const float* w = a.f32AtLeast(2, "w", static_cast<double>(n) * k);
-  float* d = a.f32AtLeast(3, "dst", static_cast<double>(mor::packedWeightSize(n, k)));
-  mor::packWeight(n, k, w, d);
+  bool bf16;
+  void* d = a.f32OrBf16Len(3, "dst", packedF32(n, k), packedBf16(n, k), &bf16);
+  if (bf16)
+    mor::packWeightBf16(n, k, w, static_cast<uint16_t*>(d));
+  else
+    mor::packWeight(n, k, w, static_cast<float*>(d));
   return undef(a.env);
 }
 
-// gemmPacked(m, n, k, a, packed, c, accumulate): c (m, n) = a (m, k) · Wᵀ (+ c)
+// gemmPacked(m, n, k, a, packed, c, accumulate): c (m, n) = a (m, k) · Wᵀ (+ c); packed f32 or bf16
 napi_value gemmPacked(const Args& a) {
   const int64_t m = a.size(0, "m", 0), n = a.size(1, "n", 1), k = a.size(2, "k", 1);
   const float* A = a.f32AtLeast(3, "a", static_cast<double>(m) * k);
-  const float* P = a.f32AtLeast(4, "packed", static_cast<double>(mor::packedWeightSize(n, k)));
+  bool bf16;
+  const void* P = a.f32OrBf16Len(4, "packed", packedF32(n, k), packedBf16(n, k), &bf16);
   float* C = a.f32AtLeast(5, "c", static_cast<double>(m) * n);
   const bool acc = a.boolean(6, "accumulate");
-  mor::isa().sgemmPacked(m, n, k, A, k, P, C, n, acc);
+  if (bf16)
+    mor::isa().sgemmPackedBf16(m, n, k, A, k, static_cast<const uint16_t*>(P), C, n, acc);
+  else
+    mor::isa().sgemmPacked(m, n, k, A, k, static_cast<const float*>(P), C, n, acc);
   return undef(a.env);
 }
 
@@ -419,8 +450,20 @@ void readStreams(const Args& a, size_t i, mor::PagedShape& s) {
   s.blockTables = a.i32(i + 3, "blockTables", &s.tableLen);
 }
 
+// The K and V pools at argv[i], argv[i+1]: both Float32Array or both Uint16Array (bf16), kn elements.
+mor::DecodeLayerPool readPools(const Args& a, size_t i, double kn) {
+  mor::DecodeLayerPool p{};
+  bool vBf16;
+  p.k = a.f32OrBf16Len(i, "kPool", kn, kn, &p.bf16);
+  p.v = a.f32OrBf16Len(i + 1, "vPool", kn, kn, &vBf16);
+  if (vBf16 != p.bf16)
+    fail(ErrKind::Dtype, std::string(a.fn) + ": kPool and vPool must have one dtype (both Float32Array or both Uint16Array bf16)");
+  return p;
+}
+
 // attentionPaged(H, KVH, HD, scale, blockSize, qPos, posPool, streams, blockTables, q, kPool, vPool, out)
-// Stream ranges and block ids are checked against blockTables and the pool by the kernel.
+// Stream ranges and block ids are checked against blockTables and the pool by the kernel. The pools
+// are f32, or bf16 (Uint16Array).
 napi_value attnPaged(const Args& a) {
   mor::PagedShape s{};
   readHeads(a, 0, 1, s);
@@ -429,16 +472,19 @@ napi_value attnPaged(const Args& a) {
   const double qn = static_cast<double>(s.nq) * s.numHeads * s.headDim,
                kn = static_cast<double>(s.numSlots) * s.numKvHeads * s.headDim;
   const float* q = a.f32Len(9, "q", qn);
-  const float* k = a.f32Len(10, "kPool", kn);
-  const float* v = a.f32Len(11, "vPool", kn);
+  const mor::DecodeLayerPool p = readPools(a, 10, kn);
   float* out = a.f32Len(12, "out", qn);
-  mor::isa().attentionPaged(s, q, k, v, out);
+  if (p.bf16)
+    mor::isa().attentionPagedBf16(s, q, static_cast<const uint16_t*>(p.k), static_cast<const uint16_t*>(p.v), out);
+  else
+    mor::isa().attentionPaged(s, q, static_cast<const float*>(p.k), static_cast<const float*>(p.v), out);
   return undef(a.env);
 }
 
 // decodeLayer(n, d, inter, numHeads, numKvHeads, headDim, scale, blockSize, eps, ropeTheta,
 //             qPos, posPool, streams, blockTables, kvSlots,
 //             h, inputNorm, postNorm, qkv, o, gateUp, down, kPool, vPool, out)
+// The four packed weights all f32 or all bf16 (Uint16Array); the pools both f32 or both bf16.
 napi_value decodeLayer(const Args& a) {
   mor::DecodeLayerShape s{};
   mor::PagedShape& p = s.attn;
@@ -461,17 +507,19 @@ napi_value decodeLayer(const Args& a) {
   w.inputNorm = a.f32Len(16, "inputNorm", static_cast<double>(s.d));
   w.postNorm = a.f32Len(17, "postNorm", static_cast<double>(s.d));
   auto packed = [&](size_t i, const char* name, int64_t rows, int64_t cols) {
-    return a.f32Len(i, name, static_cast<double>(mor::packedWeightSize(rows, cols)));
+    bool bf16;
+    const void* d = a.f32OrBf16Len(i, name, packedF32(rows, cols), packedBf16(rows, cols), &bf16);
+    if (i == 18) w.bf16 = bf16;
+    if (bf16 != w.bf16) fail(ErrKind::Dtype, std::string("decodeLayer: ") + name + " is not of qkv's dtype: pack all four weights in one dtype");
+    return d;
   };
   w.qkv = packed(18, "qkv", qw + 2 * kvw, s.d);
   w.o = packed(19, "o", s.d, qw);
   w.gateUp = packed(20, "gateUp", 2 * s.inter, s.d);
   w.down = packed(21, "down", s.d, s.inter);
-  const double kn = static_cast<double>(p.numSlots) * kvw;
-  float* kPool = a.f32Len(22, "kPool", kn);
-  float* vPool = a.f32Len(23, "vPool", kn);
+  const mor::DecodeLayerPool pool = readPools(a, 22, static_cast<double>(p.numSlots) * kvw);
   float* out = a.f32Len(24, "out", nd);
-  mor::isa().decodeLayer(s, h, w, kPool, vPool, out);
+  mor::isa().decodeLayer(s, h, w, pool, out);
   return undef(a.env);
 }
 
@@ -797,6 +845,7 @@ const Export kExports[] = {
     {"probeStreamRead", probeStreamRead},
     {"rawSgemmGflops", rawSgemmGflops},
     {"packedWeightSize", packedWeightSize},
+    {"packedWeightSizeBf16", packedWeightSizeBf16},
     {"gemm", gemm},
     {"packWeight", packWeight},
     {"gemmPacked", gemmPacked},
