@@ -20,6 +20,7 @@
 import { ArgumentError } from '../errors.js';
 import { getBackend } from '../backend/index.js';
 import type { Backend, PackedLayer, PackedWeight, PagedAttentionLayout } from '../backend/backend.js';
+import type { StorageDtype } from '../backend/bf16.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import { linearParamsPerLayer } from '../model/flops.js';
 import type { Model } from '../model/model.js';
@@ -93,9 +94,15 @@ export class ModelRunner {
   private packed: { backend: Backend; layers: PackedLayer[]; head: PackedWeight } | null = null;
   /** Set to count the work of every call (see WorkMeter); null: not counted. */
   meter: WorkMeter | null = null;
+  /** Storage of the packed weights and the K/V pool: the pool's dtype (f32 or bf16). */
+  readonly dtype: StorageDtype;
+  /** Bytes per stored weight / K or V element (4 f32, 2 bf16), for the WorkMeter. */
+  private readonly elementBytes: number;
 
   constructor(readonly model: Model, readonly pool: PagedKVPool) {
     const c = model.config;
+    this.dtype = pool.dtype;
+    this.elementBytes = pool.elementBytes;
     this.config = c;
     const plan = model.plan;
     this.depthSteps = plan.depthSteps;
@@ -143,7 +150,7 @@ export class ModelRunner {
    * The weights as the decoding kernels read them: every unique layer's matrices (q/k/v and
    * gate/up stacked) and the output head (the embedding when tied), packed by the backend once, on first use. A snapshot: a
    * runner (and so an engine) keeps serving the weights it packed; build a new one after the
-   * model's weights change.
+   * model's weights change. In the runner's dtype (bf16: each value rounded to nearest-even).
    */
   private packedWeights(): { layers: PackedLayer[]; head: PackedWeight } {
     const be = getBackend();
@@ -157,7 +164,7 @@ export class ModelRunner {
           w.set(t.f32(), at);
           at += t.size;
         }
-        return be.packWeight(w, n, k);
+        return be.packWeight(w, n, k, this.dtype);
       };
       const layers = this.model.params.layers.map((p) => ({
         inputNorm: p.inputNorm.f32(),
@@ -175,7 +182,7 @@ export class ModelRunner {
   /** Final norm and output head: h (n, D) → logits (n, V). */
   private head(h: Tensor): Tensor {
     const c = this.config;
-    this.meter?.call(2 * h.dim(0) * c.vocab_size * c.hidden_size, 4 * c.vocab_size * c.hidden_size, 0, 0);
+    this.meter?.call(2 * h.dim(0) * c.vocab_size * c.hidden_size, this.elementBytes * c.vocab_size * c.hidden_size, 0, 0);
     return linearPacked(rmsnorm(h, this.model.params.norm, this.config.rms_norm_eps), this.packedWeights().head);
   }
 
@@ -263,11 +270,12 @@ export class ModelRunner {
     const { layout, kvSlots } = this.pagedLayout(rows, positionOf, qPos);
     const lora = this.model.params.lora?.[l] ?? null;
     if (this.meter) {
-      // every row reads its whole stream: QKᵀ and P·V over `len` keys, K and V rows of f32
+      // every row reads its whole stream: QKᵀ and P·V over `len` keys, K and V rows in the pool's dtype
       let keys = 0;
       for (let i = 1; i < layout.streams.length; i += 2) keys += layout.streams[i] as number;
       const params = linearParamsPerLayer(c);
-      this.meter.call(2 * rows.length * params, 4 * params, 4 * keys * layout.headDim * layout.numHeads, 2 * 4 * keys * this.rowSize);
+      const eb = this.elementBytes;
+      this.meter.call(2 * rows.length * params, eb * params, 4 * keys * layout.headDim * layout.numHeads, 2 * eb * keys * this.rowSize);
     }
     const be = getBackend();
     if (lora === null) {
