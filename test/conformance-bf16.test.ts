@@ -13,6 +13,9 @@
  *   u = 2⁻⁸ (half the spacing 2⁻⁷·2^e in [2^e, 2^(e+1))), so each a·w̃ is within u·|a·w| of a·w and
  *       |c − c_exact| ≤ u · Σ_p |a_p · w_p|   (+ the float32 sum's own error, ≤ 4e-5 of the scale)
  *   elementwise: checked as stated, it fails if any rounding is worse than nearest.
+ * - The native avx512bf16 variant's bf16 GEMM uses vdpbf16ps, which multiplies bf16 pairs: it
+ *   rounds the activations to bf16 too (native/src/gemm_bf16.cc). Its reference rounds them the
+ *   same way (same tolerances), and its bound against the unrounded inputs is (2u + u²)·Σ|a·w|.
  * - decodeLayer over a bf16 pool: the rows it writes are its float32 k, v rounded; the reference
  *   rounds the float64 ones, which can land on the neighbouring bf16 value when they straddle a
  *   rounding boundary (one bf16 ulp, ≤ 2⁻⁷ relative, on one element). So the written pool rows
@@ -105,8 +108,13 @@ const gemmCases: GemmCase[] = (
   c0: Float32Array.from(randomFloats(grng, m * n)),
 }));
 
+/** Whether this backend's bf16 GEMM rounds its activations to bf16 too (vdpbf16ps, see the top). */
+function roundsActivations(be: Backend): boolean {
+  return be.name === 'native' && be.info().simd === 'avx512bf16';
+}
+
 /** c (m, n) = [c0 +] a · wᵀ in float64, and Σ_p |a·w| per element. */
-function gemmReference(g: GemmCase, w: ArrayLike<number>): { c: Float64Array; absSum: Float64Array } {
+function gemmReference(g: GemmCase, w: ArrayLike<number>, a: ArrayLike<number> = g.a): { c: Float64Array; absSum: Float64Array } {
   const c = new Float64Array(g.m * g.n);
   const absSum = new Float64Array(g.m * g.n);
   for (let i = 0; i < g.m; i++)
@@ -114,7 +122,7 @@ function gemmReference(g: GemmCase, w: ArrayLike<number>): { c: Float64Array; ab
       let s = 0;
       let t = 0;
       for (let p = 0; p < g.k; p++) {
-        const prod = (g.a[i * g.k + p] as number) * (w[j * g.k + p] as number);
+        const prod = (a[i * g.k + p] as number) * (w[j * g.k + p] as number);
         s += prod;
         t += Math.abs(prod);
       }
@@ -228,11 +236,13 @@ function runDecode(be: Backend, wd: StorageDtype, pd: StorageDtype): { out: Floa
 }
 
 /** The float64 reference of decodeLayer: ref's kernels composed, weights (and pool writes) rounded per dtype. */
-function decodeReference(wd: StorageDtype, pd: StorageDtype): { out: Float64Array; kPool: Float64Array; vPool: Float64Array } {
+function decodeReference(wd: StorageDtype, pd: StorageDtype, roundAct: boolean): { out: Float64Array; kPool: Float64Array; vPool: Float64Array } {
   const be = refBackend();
   const W = (x: Float32Array): Float64Array => Float64Array.from(wd === 'bf16' ? roundToBf16(x) : x);
+  // roundAct: the products with bf16 weights take their activations rounded to bf16 (vdpbf16ps)
+  const A = (x: Float64Array): Float64Array => (roundAct && wd === 'bf16' ? Float64Array.from(roundToBf16(x)) : x);
   const lin = (x: Float64Array, w: Float64Array, n: number, k: number, out: Float64Array, beta: number): void =>
-    be.gemm({ transA: false, transB: true, m: N, n, k, alpha: 1, beta }, x, w, out);
+    be.gemm({ transA: false, transB: true, m: N, n, k, alpha: 1, beta }, A(x), w, out);
   const kPool = Float64Array.from(pd === 'bf16' ? roundToBf16(dec.kPool) : dec.kPool);
   const vPool = Float64Array.from(pd === 'bf16' ? roundToBf16(dec.vPool) : dec.vPool);
   const x = new Float64Array(N * D);
@@ -322,16 +332,19 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
       test(`gemmPacked bf16: m=${g.m} n=${g.n} k=${g.k}${g.accumulate ? ' accumulate' : ''}`, () => {
         const c = Float32Array.from(g.c0);
         be.gemmPacked(g.m, g.a, be.packWeight(g.w, g.n, g.k, 'bf16'), c, g.accumulate);
-        // the float32 product over the rounded weights
-        assertClose(c, gemmReference(g, roundToBf16(g.w)).c, TOL_GEMM, 'vs float64 over bf16(W)');
-        // what bf16 promises against the unrounded weights: |c − c_exact| ≤ 2⁻⁸·Σ|a·w| (+ f32 sums)
+        const rounds = roundsActivations(be);
+        // the float32 product over the rounded weights (and rounded activations under vdpbf16ps)
+        assertClose(c, gemmReference(g, roundToBf16(g.w), rounds ? roundToBf16(g.a) : g.a).c, TOL_GEMM, 'vs float64 over bf16(W)');
+        // what bf16 promises against the unrounded inputs: |c − c_exact| ≤ u·Σ|a·w| (+ f32 sums),
+        // (2u + u²)·Σ|a·w| when the activations are rounded too
+        const u = rounds ? 2 * BF16_UNIT_ROUNDOFF + BF16_UNIT_ROUNDOFF ** 2 : BF16_UNIT_ROUNDOFF;
         const exact = gemmReference(g, g.w);
         let scale = 0;
         for (const x of exact.c) scale = Math.max(scale, Math.abs(x));
         for (let i = 0; i < c.length; i++) {
-          const bound = BF16_UNIT_ROUNDOFF * (exact.absSum[i] as number) + TOL_GEMM * scale;
+          const bound = u * (exact.absSum[i] as number) + TOL_GEMM * scale;
           const err = Math.abs((c[i] as number) - (exact.c[i] as number));
-          assert.ok(err <= bound, `c[${i}]: |${c[i]} − ${exact.c[i]}| = ${err} > 2⁻⁸·Σ|a·w| + f32 = ${bound}`);
+          assert.ok(err <= bound, `c[${i}]: |${c[i]} − ${exact.c[i]}| = ${err} > ${u.toExponential(3)}·Σ|a·w| + f32 = ${bound}`);
         }
       });
     }
@@ -347,7 +360,7 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
     for (const [wd, pd] of [['bf16', 'bf16'], ['bf16', 'f32'], ['f32', 'bf16']] as const) {
       test(`decodeLayer: ${wd} weights, ${pd} pool`, () => {
         const got = runDecode(be, wd, pd);
-        const want = decodeReference(wd, pd);
+        const want = decodeReference(wd, pd, roundsActivations(be));
         assertClose(got.out, want.out, TOL_DECODE, 'out');
         const ulp = pd === 'bf16' ? 2 * BF16_UNIT_ROUNDOFF : 1e-5;
         assertWithinUlps(got.kPool, want.kPool, ulp, 'kPool');
@@ -376,7 +389,7 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
 
 const { backend: native, reason } = nativeBackend();
 describe('bf16 kernels: every SIMD variant gives the same results', { skip: native === null ? reason : false }, () => {
-  test('gemmPacked, attentionPaged and decodeLayer in bf16 agree across variants within float32 sum-order noise', () => {
+  test('gemmPacked, attentionPaged and decodeLayer in bf16 agree across variants (float32 sum order; vdpbf16ps within its rounding)', () => {
     const be = native as Backend;
     const info = be.info();
     const variants = info.simdAvailable ?? [info.simd];
@@ -389,17 +402,28 @@ describe('bf16 kernels: every SIMD variant gives the same results', { skip: nati
         be.gemmPacked(g.m, g.a, be.packWeight(g.w, g.n, g.k, 'bf16'), c, false);
         const a = new Float32Array(pc.q.length);
         be.attentionPaged(pc.layout, pc.q, toBf16(pc.kPool), toBf16(pc.vPool), a);
-        return { simd, c, a, d: runDecode(be, 'bf16', 'bf16').out };
+        return { simd, rounds: roundsActivations(be), c, a, d: runDecode(be, 'bf16', 'bf16').out };
       } finally {
         be.setSimd?.(info.simd);
       }
     });
     const first = results[0];
-    assert.ok(first);
+    assert.ok(first && !first.rounds);
+    const absSum = gemmReference(g, roundToBf16(g.w)).absSum;
     for (const r of results.slice(1)) {
-      assertClose(r.c, first.c, 1e-5, `gemmPacked ${r.simd} vs ${first.simd}`);
       assertClose(r.a, first.a, 1e-5, `attentionPaged ${r.simd} vs ${first.simd}`);
-      assertClose(r.d, first.d, 1e-3, `decodeLayer ${r.simd} vs ${first.simd}`);
+      if (!r.rounds) {
+        assertClose(r.c, first.c, 1e-5, `gemmPacked ${r.simd} vs ${first.simd}`);
+        assertClose(r.d, first.d, 1e-3, `decodeLayer ${r.simd} vs ${first.simd}`);
+        continue;
+      }
+      // vdpbf16ps: the activations' rounding, u·Σ|a·w̃| per element, and no more
+      for (let i = 0; i < r.c.length; i++) {
+        const bound = BF16_UNIT_ROUNDOFF * (absSum[i] as number) + 1e-5;
+        assert.ok(Math.abs((r.c[i] as number) - (first.c[i] as number)) <= bound, `gemmPacked ${r.simd} vs ${first.simd} at [${i}]`);
+      }
+      assert.ok(r.c.some((x, i) => x !== first.c[i]), `${r.simd} rounds its activations (vdpbf16ps is in use)`);
+      assertClose(r.d, first.d, 2e-2, `decodeLayer ${r.simd} vs ${first.simd} (four products with bf16 activations, 2⁻⁸ each)`);
     }
   });
 });
