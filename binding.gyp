@@ -7,6 +7,7 @@
   #   generic  the build's baseline flags (SSE2 on x86-64, NEON on arm64), in mor_native itself
   #   avx2     x86-64-v3 (AVX2, FMA, F16C, BMI1/2, LZCNT, MOVBE)         mor_simd_avx2 (x64 only)
   #   avx512   x86-64-v4 (AVX-512 F/BW/CD/DQ/VL on top)                   mor_simd_avx512 (x64 only)
+  #   avx512bf16  + AVX512_BF16 (vdpbf16ps in the bf16 packed GEMM)      mor_simd_avx512bf16 (x64 only)
   # and native/src/isa.cc picks the widest the CPU runs at load (MOR_SIMD picks a narrower one).
   # No -march=native anywhere: the build machine's CPU does not decide what the addon runs on.
   "variables": {
@@ -14,11 +15,13 @@
       "native/src/attention.cc",
       "native/src/decode.cc",
       "native/src/gemm_builtin.cc",
+      "native/src/gemm_bf16.cc",
       "native/src/isa_table.cc",
       "native/src/kernels.cc"
     ],
     "mor_avx2_flags": ["-mavx", "-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mmovbe"],
-    "mor_avx512_flags": ["-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl"]
+    "mor_avx512_flags": ["-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl"],
+    "mor_avx512bf16_flags": ["-mavx512bf16"]
   },
   "target_defaults": {
     "cflags!": ["-fno-exceptions"],
@@ -61,7 +64,7 @@
       "conditions": [
         ["target_arch=='x64'", {
           "defines": ["MOR_X86_VARIANTS"],
-          "dependencies": ["mor_simd_avx2", "mor_simd_avx512"]
+          "dependencies": ["mor_simd_avx2", "mor_simd_avx512", "mor_simd_avx512bf16"]
         }]
       ]
     }
@@ -84,6 +87,14 @@
           "defines": ["MOR_ISA=avx512"],
           "cflags": ["<@(mor_avx2_flags)", "<@(mor_avx512_flags)"],
           "xcode_settings": {"OTHER_CFLAGS": ["<@(mor_avx2_flags)", "<@(mor_avx512_flags)"], "OTHER_CPLUSPLUSFLAGS": ["<@(mor_avx2_flags)", "<@(mor_avx512_flags)"]}
+        },
+        {
+          "target_name": "mor_simd_avx512bf16",
+          "type": "static_library",
+          "sources": ["<@(mor_kernel_sources)"],
+          "defines": ["MOR_ISA=avx512bf16"],
+          "cflags": ["<@(mor_avx2_flags)", "<@(mor_avx512_flags)", "<@(mor_avx512bf16_flags)"],
+          "xcode_settings": {"OTHER_CFLAGS": ["<@(mor_avx2_flags)", "<@(mor_avx512_flags)", "<@(mor_avx512bf16_flags)"], "OTHER_CPLUSPLUSFLAGS": ["<@(mor_avx2_flags)", "<@(mor_avx512_flags)", "<@(mor_avx512bf16_flags)"]}
         }
       ]
     }]

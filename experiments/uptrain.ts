@@ -107,7 +107,7 @@ function runTotals(runDir: string): { tokens: number; flops: number; seconds: nu
 }
 
 function uniqueParams(checkpoint: string): number {
-  const info = JSON.parse(mor(['info', '--model', checkpoint, '--json'], [])) as Record<string, unknown>;
+  const info = JSON.parse(mor(['info', '--config', join(checkpoint, 'config.json'), '--json'], [])) as Record<string, unknown>;
   return info['params_unique'] as number;
 }
 
@@ -144,10 +144,13 @@ function main(): void {
     const runDir = join(runs, spec.name);
     let nllConverted: number | null = null;
     const train = ['train', '--flops', String(SETTINGS.runFlops), ...common, '--out', runDir, '--overwrite'];
+    // a run trained to its budget earlier (the driver stopped before recording it) is only evaluated
+    const finished = existsSync(join(runDir, 'checkpoint', 'trainer_state.json')) && runTotals(runDir).flops >= 0.99 * SETTINGS.runFlops;
+    const run = finished ? (args: string[], log: string[]): string => (log.push(`mor ${args.join(' ')}`), '') : mor;
     if (spec.start.kind === 'convert') {
       const conv = join(runs, `${spec.name}.converted`);
       const s = spec.start;
-      mor(
+      run(
         ['convert', '--model', sourceCkpt, '--recursions', String(SETTINGS.recursions), '--sharing', SETTINGS.sharing, '--init', s.init,
           ...(s.loraRank ? ['--lora-rank', s.loraRank] : []), ...(s.mor ? ['--mor', s.mor] : []), '--seed', String(SETTINGS.seed), '--out', conv, '--overwrite'],
         cmds,
@@ -158,7 +161,7 @@ function main(): void {
     } else {
       train.push('--preset', spec.start.preset, '--lr', String(SETTINGS.scratchLr));
     }
-    mor(train, cmds);
+    run(train, cmds);
     const ckpt = join(runDir, 'checkpoint');
     const ev = evaluate(ckpt, cmds);
     const t = runTotals(runDir);

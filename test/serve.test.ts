@@ -194,6 +194,15 @@ describe('mor serve', () => {
     });
   });
 
+  test('dtype bf16 reaches the engine worker: /health reports it, completions work', async () => {
+    await withServer({ dtype: 'bf16' }, async (s, client) => {
+      assert.deepEqual(await (await fetch(`${s.url}/health`)).json(), { status: 'ok', dtype: 'bf16' });
+      const r = await client.completions.create({ model: 'model', prompt: 'The', max_tokens: 4 });
+      assert.ok((r.usage?.completion_tokens ?? 0) >= 1, 'tokens generated');
+    });
+    await withServer({}, async (s) => assert.deepEqual(await (await fetch(`${s.url}/health`)).json(), { status: 'ok', dtype: 'f32' }));
+  });
+
   test('/health, /metrics and /v1/models report the model and its work', async () => {
     const s = await startServer({ modelDir: modelDir(), port: 0 });
     try {

@@ -16,6 +16,7 @@
 #include "common.h"
 #include "gemm.h"
 #include "isa.h"
+#include "addon_args.h"
 
 namespace {
 
@@ -43,136 +44,6 @@ void throwJs(napi_env env, ErrKind kind, const std::string& msg) {
   else
     napi_throw_range_error(env, nullptr, msg.c_str());
 }
-
-[[noreturn]] void fail(ErrKind kind, const std::string& msg) { throw KernelError(kind, msg); }
-
-// Argument access for one call: fn is the kernel name used in messages.
-struct Args {
-  napi_env env;
-  napi_value* argv;
-  size_t argc;
-  const char* fn;
-
-  std::string where(const char* name) const { return std::string(fn) + ": " + name; }
-
-  const char* typeName(napi_value v) const {
-    napi_valuetype t;
-    napi_typeof(env, v, &t);
-    switch (t) {
-      case napi_undefined: return "undefined";
-      case napi_null: return "null";
-      case napi_boolean: return "boolean";
-      case napi_number: return "number";
-      case napi_string: return "string";
-      case napi_bigint: return "bigint";
-      default: break;
-    }
-    bool isArray = false;
-    napi_is_array(env, v, &isArray);
-    return isArray ? "Array" : "object";
-  }
-
-  static const char* arrayName(napi_typedarray_type t) {
-    switch (t) {
-      case napi_int8_array: return "Int8Array";
-      case napi_uint8_array: return "Uint8Array";
-      case napi_uint8_clamped_array: return "Uint8ClampedArray";
-      case napi_int16_array: return "Int16Array";
-      case napi_uint16_array: return "Uint16Array";
-      case napi_int32_array: return "Int32Array";
-      case napi_uint32_array: return "Uint32Array";
-      case napi_float32_array: return "Float32Array";
-      case napi_float64_array: return "Float64Array";
-      case napi_bigint64_array: return "BigInt64Array";
-      case napi_biguint64_array: return "BigUint64Array";
-      default: return "TypedArray";
-    }
-  }
-
-  void* typed(size_t i, const char* name, napi_typedarray_type want, int64_t* len) const {
-    napi_typedarray_type type;
-    size_t length = 0;
-    void* data = nullptr;
-    bool is = false;
-    if (i >= argc || napi_is_typedarray(env, argv[i], &is) != napi_ok || !is)
-      fail(ErrKind::Dtype, where(name) + " must be a " + arrayName(want) + ", got " +
-                               (i < argc ? typeName(argv[i]) : "nothing"));
-    napi_get_typedarray_info(env, argv[i], &type, &length, &data, nullptr, nullptr);
-    if (type != want)
-      fail(ErrKind::Dtype, where(name) + " must be a " + arrayName(want) + ", got " + arrayName(type));
-    *len = static_cast<int64_t>(length);
-    return data;
-  }
-  float* f32(size_t i, const char* name, int64_t* len) const {
-    return static_cast<float*>(typed(i, name, napi_float32_array, len));
-  }
-  int32_t* i32(size_t i, const char* name, int64_t* len) const {
-    return static_cast<int32_t*>(typed(i, name, napi_int32_array, len));
-  }
-  double num(size_t i, const char* name) const {
-    double d = 0;
-    if (i >= argc || napi_get_value_double(env, argv[i], &d) != napi_ok)
-      fail(ErrKind::Argument, where(name) + " must be a number, got " + (i < argc ? typeName(argv[i]) : "nothing"));
-    return d;
-  }
-  int64_t integer(size_t i, const char* name, int64_t lo, int64_t hi = (int64_t{1} << 53)) const {
-    const double d = num(i, name);
-    if (!(d == std::floor(d)) || d < static_cast<double>(lo) || d > static_cast<double>(hi))
-      fail(ErrKind::Argument, where(name) + " must be an integer in [" + std::to_string(lo) + ", " +
-                                  std::to_string(hi) + "], got " + std::to_string(d));
-    return static_cast<int64_t>(d);
-  }
-  bool boolean(size_t i, const char* name) const {
-    bool b = false;
-    if (i >= argc || napi_get_value_bool(env, argv[i], &b) != napi_ok)
-      fail(ErrKind::Argument, where(name) + " must be a boolean");
-    return b;
-  }
-  // Length checks.
-  void len(const char* name, int64_t have, double want) const {
-    if (static_cast<double>(have) != want)
-      fail(ErrKind::Shape, where(name) + " has " + std::to_string(have) + " elements, expected " +
-                               std::to_string(static_cast<int64_t>(want)));
-  }
-  void atLeast(const char* name, int64_t have, double want) const {
-    if (static_cast<double>(have) < want)
-      fail(ErrKind::Shape, where(name) + " has " + std::to_string(have) + " elements, needs at least " +
-                               std::to_string(static_cast<int64_t>(want)));
-  }
-  // rows = total / cols, which must divide exactly.
-  int64_t rowsOf(const char* name, int64_t total, int64_t cols) const {
-    if (cols <= 0) {
-      if (total == 0) return 0;
-      fail(ErrKind::Argument, where("cols") + " must be ≥ 1, got " + std::to_string(cols));
-    }
-    if (total % cols != 0)
-      fail(ErrKind::Shape, where(name) + " has " + std::to_string(total) + " elements, not a multiple of cols = " +
-                               std::to_string(cols));
-    return total / cols;
-  }
-  // Typed arrays whose length is checked at once: exactly `want`, or at least `want`, elements.
-  float* f32Len(size_t i, const char* name, double want) const {
-    int64_t l;
-    float* p = f32(i, name, &l);
-    len(name, l, want);
-    return p;
-  }
-  float* f32AtLeast(size_t i, const char* name, double want) const {
-    int64_t l;
-    float* p = f32(i, name, &l);
-    atLeast(name, l, want);
-    return p;
-  }
-  int32_t* i32Len(size_t i, const char* name, double want) const {
-    int64_t l;
-    int32_t* p = i32(i, name, &l);
-    len(name, l, want);
-    return p;
-  }
-  // A size that fits an int32 (matrix dimensions, heads, counts), at least lo.
-  int64_t size(size_t i, const char* name, int64_t lo) const { return integer(i, name, lo, INT32_MAX); }
-  float f32num(size_t i, const char* name) const { return static_cast<float>(num(i, name)); }
-};
 
 napi_value undef(napi_env) { return nullptr; }
 napi_value number(napi_env env, double d) {
@@ -311,6 +182,12 @@ napi_value packedWeightSize(const Args& a) {
   return number(a.env, static_cast<double>(mor::packedWeightSize(n, k)));
 }
 
+// packedWeightSizeBf16(n, k) → uint16 values of the bf16 packed form
+napi_value packedWeightSizeBf16(const Args& a) {
+  const int64_t n = a.size(0, "n", 1), k = a.size(1, "k", 1);
+  return number(a.env, static_cast<double>(mor::packedWeightSizeBf16(n, k)));
+}
+
 // ---- linear algebra --------------------------------------------------------------------------------
 
 // gemm(transA, transB, m, n, k, alpha, beta, batch, strideA, strideB, strideC, a, b, c)
@@ -334,23 +211,36 @@ napi_value gemm(const Args& a) {
   return undef(a.env);
 }
 
-// packWeight(n, k, w, dst): w (n, k) → dst (packedWeightSize(n, k))
+// Elements of a packed weight (n, k) in f32 and in bf16.
+double packedF32(int64_t n, int64_t k) { return static_cast<double>(mor::packedWeightSize(n, k)); }
+double packedBf16(int64_t n, int64_t k) { return static_cast<double>(mor::packedWeightSizeBf16(n, k)); }
+
+// packWeight(n, k, w, dst): w (n, k) → dst, a Float32Array (packedWeightSize) or a Uint16Array
+// (packedWeightSizeBf16: bf16 panels)
 napi_value packWeight(const Args& a) {
   const int64_t n = a.size(0, "n", 1), k = a.size(1, "k", 1);
   const float* w = a.f32AtLeast(2, "w", static_cast<double>(n) * k);
-  float* d = a.f32AtLeast(3, "dst", static_cast<double>(mor::packedWeightSize(n, k)));
-  mor::packWeight(n, k, w, d);
+  bool bf16;
+  void* d = a.f32OrBf16Len(3, "dst", packedF32(n, k), packedBf16(n, k), &bf16);
+  if (bf16)
+    mor::packWeightBf16(n, k, w, static_cast<uint16_t*>(d));
+  else
+    mor::packWeight(n, k, w, static_cast<float*>(d));
   return undef(a.env);
 }
 
-// gemmPacked(m, n, k, a, packed, c, accumulate): c (m, n) = a (m, k) · Wᵀ (+ c)
+// gemmPacked(m, n, k, a, packed, c, accumulate): c (m, n) = a (m, k) · Wᵀ (+ c); packed f32 or bf16
 napi_value gemmPacked(const Args& a) {
   const int64_t m = a.size(0, "m", 0), n = a.size(1, "n", 1), k = a.size(2, "k", 1);
   const float* A = a.f32AtLeast(3, "a", static_cast<double>(m) * k);
-  const float* P = a.f32AtLeast(4, "packed", static_cast<double>(mor::packedWeightSize(n, k)));
+  bool bf16;
+  const void* P = a.f32OrBf16Len(4, "packed", packedF32(n, k), packedBf16(n, k), &bf16);
   float* C = a.f32AtLeast(5, "c", static_cast<double>(m) * n);
   const bool acc = a.boolean(6, "accumulate");
-  mor::isa().sgemmPacked(m, n, k, A, k, P, C, n, acc);
+  if (bf16)
+    mor::isa().sgemmPackedBf16(m, n, k, A, k, static_cast<const uint16_t*>(P), C, n, acc);
+  else
+    mor::isa().sgemmPacked(m, n, k, A, k, static_cast<const float*>(P), C, n, acc);
   return undef(a.env);
 }
 
@@ -419,8 +309,20 @@ void readStreams(const Args& a, size_t i, mor::PagedShape& s) {
   s.blockTables = a.i32(i + 3, "blockTables", &s.tableLen);
 }
 
+// The K and V pools at argv[i], argv[i+1]: both Float32Array or both Uint16Array (bf16), kn elements.
+mor::DecodeLayerPool readPools(const Args& a, size_t i, double kn) {
+  mor::DecodeLayerPool p{};
+  bool vBf16;
+  p.k = a.f32OrBf16Len(i, "kPool", kn, kn, &p.bf16);
+  p.v = a.f32OrBf16Len(i + 1, "vPool", kn, kn, &vBf16);
+  if (vBf16 != p.bf16)
+    fail(ErrKind::Dtype, std::string(a.fn) + ": kPool and vPool must have one dtype (both Float32Array or both Uint16Array bf16)");
+  return p;
+}
+
 // attentionPaged(H, KVH, HD, scale, blockSize, qPos, posPool, streams, blockTables, q, kPool, vPool, out)
-// Stream ranges and block ids are checked against blockTables and the pool by the kernel.
+// Stream ranges and block ids are checked against blockTables and the pool by the kernel. The pools
+// are f32, or bf16 (Uint16Array).
 napi_value attnPaged(const Args& a) {
   mor::PagedShape s{};
   readHeads(a, 0, 1, s);
@@ -429,16 +331,19 @@ napi_value attnPaged(const Args& a) {
   const double qn = static_cast<double>(s.nq) * s.numHeads * s.headDim,
                kn = static_cast<double>(s.numSlots) * s.numKvHeads * s.headDim;
   const float* q = a.f32Len(9, "q", qn);
-  const float* k = a.f32Len(10, "kPool", kn);
-  const float* v = a.f32Len(11, "vPool", kn);
+  const mor::DecodeLayerPool p = readPools(a, 10, kn);
   float* out = a.f32Len(12, "out", qn);
-  mor::isa().attentionPaged(s, q, k, v, out);
+  if (p.bf16)
+    mor::isa().attentionPagedBf16(s, q, static_cast<const uint16_t*>(p.k), static_cast<const uint16_t*>(p.v), out);
+  else
+    mor::isa().attentionPaged(s, q, static_cast<const float*>(p.k), static_cast<const float*>(p.v), out);
   return undef(a.env);
 }
 
 // decodeLayer(n, d, inter, numHeads, numKvHeads, headDim, scale, blockSize, eps, ropeTheta,
 //             qPos, posPool, streams, blockTables, kvSlots,
 //             h, inputNorm, postNorm, qkv, o, gateUp, down, kPool, vPool, out)
+// The four packed weights all f32 or all bf16 (Uint16Array); the pools both f32 or both bf16.
 napi_value decodeLayer(const Args& a) {
   mor::DecodeLayerShape s{};
   mor::PagedShape& p = s.attn;
@@ -461,17 +366,19 @@ napi_value decodeLayer(const Args& a) {
   w.inputNorm = a.f32Len(16, "inputNorm", static_cast<double>(s.d));
   w.postNorm = a.f32Len(17, "postNorm", static_cast<double>(s.d));
   auto packed = [&](size_t i, const char* name, int64_t rows, int64_t cols) {
-    return a.f32Len(i, name, static_cast<double>(mor::packedWeightSize(rows, cols)));
+    bool bf16;
+    const void* d = a.f32OrBf16Len(i, name, packedF32(rows, cols), packedBf16(rows, cols), &bf16);
+    if (i == 18) w.bf16 = bf16;
+    if (bf16 != w.bf16) fail(ErrKind::Dtype, std::string("decodeLayer: ") + name + " is not of qkv's dtype: pack all four weights in one dtype");
+    return d;
   };
   w.qkv = packed(18, "qkv", qw + 2 * kvw, s.d);
   w.o = packed(19, "o", s.d, qw);
   w.gateUp = packed(20, "gateUp", 2 * s.inter, s.d);
   w.down = packed(21, "down", s.d, s.inter);
-  const double kn = static_cast<double>(p.numSlots) * kvw;
-  float* kPool = a.f32Len(22, "kPool", kn);
-  float* vPool = a.f32Len(23, "vPool", kn);
+  const mor::DecodeLayerPool pool = readPools(a, 22, static_cast<double>(p.numSlots) * kvw);
   float* out = a.f32Len(24, "out", nd);
-  mor::isa().decodeLayer(s, h, w, kPool, vPool, out);
+  mor::isa().decodeLayer(s, h, w, pool, out);
   return undef(a.env);
 }
 
@@ -797,6 +704,7 @@ const Export kExports[] = {
     {"probeStreamRead", probeStreamRead},
     {"rawSgemmGflops", rawSgemmGflops},
     {"packedWeightSize", packedWeightSize},
+    {"packedWeightSizeBf16", packedWeightSizeBf16},
     {"gemm", gemm},
     {"packWeight", packWeight},
     {"gemmPacked", gemmPacked},

@@ -820,9 +820,9 @@ struct Lanes {
 // rows with U key rows, U·R independent FMA chains (one chain per slot was latency-bound). NV > 0:
 // the head dim is NV vectors and the query rows are in registers (qv); NV = 0: hdv vectors, the
 // query rows read from q (stride ldq).
-template <int R, int U, int NV>
+template <int R, int U, int NV, typename T>
 MOR_INLINE Lanes<R, U> dotLanes(int64_t hdv, const float* MOR_RESTRICT q, int64_t ldq, const vf (*qv)[NV > 0 ? NV : 1],
-                                const float* const* k) {
+                                const T* const* k) {
   Lanes<R, U> x;
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -834,7 +834,7 @@ MOR_INLINE Lanes<R, U> dotLanes(int64_t hdv, const float* MOR_RESTRICT q, int64_
     vf kv[U];
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      kv[u] = vload(k[u] + c * W);
+      kv[u] = vloadT(k[u] + c * W);
       if (R > 1) MOR_PIN(kv[u]);
     }
 #pragma GCC unroll 8
@@ -851,8 +851,8 @@ MOR_INLINE Lanes<R, U> dotLanes(int64_t hdv, const float* MOR_RESTRICT q, int64_
 // q rows stride ldq, k_j = krow[j] read in place, U slots at a time (NV as in dotLanes). The rest
 // of the head dim, when W does not divide it, is added by pagedScoreTail. With MOR_PAGED_SUMW, W
 // slots' accumulators are reduced together and s rows must have room for n rounded up to W.
-template <int R, int U, int NV>
-void pagedScores(int64_t hdv, const float* MOR_RESTRICT q, int64_t ldq, const float* const* krow, int64_t n,
+template <int R, int U, int NV, typename T>
+void pagedScores(int64_t hdv, const float* MOR_RESTRICT q, int64_t ldq, const T* const* krow, int64_t n,
                  float* MOR_RESTRICT s, int64_t lds) {
   vf qv[R][NV > 0 ? NV : 1];
   if (NV > 0) {
@@ -902,19 +902,20 @@ void pagedScores(int64_t hdv, const float* MOR_RESTRICT q, int64_t ldq, const fl
 }
 
 // s[r·lds + j] += Σ_{d0 ≤ d < hd} q_r[d] · k_j[d]  (the head-dim tail past the last full vector).
-void pagedScoreTail(int64_t rows, int64_t d0, int64_t hd, const float* q, int64_t ldq, const float* const* krow,
+template <typename T>
+void pagedScoreTail(int64_t rows, int64_t d0, int64_t hd, const float* q, int64_t ldq, const T* const* krow,
                     int64_t n, float* s, int64_t lds) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < n; ++j) {
       float t = 0.f;
-      for (int64_t d = d0; d < hd; ++d) t += q[r * ldq + d] * krow[j][d];
+      for (int64_t d = d0; d < hd; ++d) t += q[r * ldq + d] * toF32(krow[j][d]);
       s[r * lds + j] += t;
     }
 }
 
 // acc[r·lda + coff + (0 : NV·W)] += Σ_{j<n} p[r·ldp + j] · vrow[j][coff + (0 : NV·W)],  r < R.
-template <int R, int NV>
-MOR_INLINE void pagedPV(int64_t n, const float* MOR_RESTRICT p, int64_t ldp, const float* const* vrow, int64_t coff,
+template <int R, int NV, typename T>
+MOR_INLINE void pagedPV(int64_t n, const float* MOR_RESTRICT p, int64_t ldp, const T* const* vrow, int64_t coff,
                         float* MOR_RESTRICT acc, int64_t lda) {
   vf a[R][NV];
 #pragma GCC unroll 4
@@ -922,10 +923,10 @@ MOR_INLINE void pagedPV(int64_t n, const float* MOR_RESTRICT p, int64_t ldp, con
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) a[r][c] = vload(acc + r * lda + coff + c * W);
   for (int64_t j = 0; j < n; ++j) {
-    const float* vj = vrow[j] + coff;
+    const T* vj = vrow[j] + coff;
     vf vv[NV];
 #pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) vv[c] = vload(vj + c * W);
+    for (int c = 0; c < NV; ++c) vv[c] = vloadT(vj + c * W);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const vf pr = bcast(p[r * ldp + j]);
@@ -940,8 +941,8 @@ MOR_INLINE void pagedPV(int64_t n, const float* MOR_RESTRICT p, int64_t ldp, con
 }
 
 // pagedPV over the head dim: NVMAX vectors per pass, then a scalar tail past the last full vector.
-template <int R>
-void pagedValues(int64_t hd, int64_t n, const float* p, int64_t ldp, const float* const* vrow, float* acc,
+template <int R, typename T>
+void pagedValues(int64_t hd, int64_t n, const float* p, int64_t ldp, const T* const* vrow, float* acc,
                  int64_t lda) {
   const int64_t hdv = hd / W;
   int64_t c = 0;
@@ -955,14 +956,15 @@ void pagedValues(int64_t hd, int64_t n, const float* p, int64_t ldp, const float
   for (int64_t d = hdv * W; d < hd; ++d)
     for (int r = 0; r < R; ++r) {
       float t = acc[r * lda + d];
-      for (int64_t j = 0; j < n; ++j) t += p[r * ldp + j] * vrow[j][d];
+      for (int64_t j = 0; j < n; ++j) t += p[r * ldp + j] * toF32(vrow[j][d]);
       acc[r * lda + d] = t;
     }
 }
 
 // Not inlined: inside the (large) task function GCC kept the accumulators in memory.
+template <typename T>
 __attribute__((noinline)) void pagedScoreRows(int64_t rows, int64_t hd, const float* q, int64_t ldq,
-                                              const float* const* krow, int64_t n, float* s, int64_t lds) {
+                                              const T* const* krow, int64_t n, float* s, int64_t lds) {
   const int64_t hdv = hd / W;
   // U·R ≤ 8 accumulators; query rows in registers when R·NV ≤ 8 (HD = 64 and two heads per kv
   // head on AVX-512).
@@ -992,8 +994,9 @@ __attribute__((noinline)) void pagedScoreRows(int64_t rows, int64_t hd, const fl
   if (hdv * W < hd) pagedScoreTail(rows, hdv * W, hd, q, ldq, krow, n, s, lds);
 }
 
+template <typename T>
 __attribute__((noinline)) void pagedValueRows(int64_t rows, int64_t hd, int64_t n, const float* p, int64_t ldp,
-                                              const float* const* vrow, float* acc, int64_t lda) {
+                                              const T* const* vrow, float* acc, int64_t lda) {
   switch (rows) {
     case 1: pagedValues<1>(hd, n, p, ldp, vrow, acc, lda); break;
     case 2: pagedValues<2>(hd, n, p, ldp, vrow, acc, lda); break;
@@ -1015,7 +1018,8 @@ struct PagedMerge {
 // One task: the online softmax of the group's heads over stream slots [j0, j1) of query row i.
 // With part < 0 it writes the output rows; else (m, l, acc) into its partial, which holds
 // [m (G)][l (G)][acc (G, hdp)].
-void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const float* kPool, const float* vPool,
+template <typename T>
+void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const T* kPool, const T* vPool,
                float* out, float* partials, int64_t hdp) {
   const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, G = H / KVH, bs = a.blockSize;
   const int64_t ld = KVH * HD, i = t.i, g = t.g;
@@ -1041,12 +1045,13 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
   // Cache lines of a whole pool row (every kv head): the row is fetched once, in full, by the
   // task of kv head 0, and the tasks of the other heads of the row (next on the same thread)
   // find it in cache: whole rows stream from memory far better than every other 256 bytes.
-  const int64_t lines = (ld * 4 + 63) / 64;
-  const float* rows[2][2][PC];                // [buffer][K, V][slot]
+  constexpr int64_t perLine = 64 / sizeof(T);
+  const int64_t lines = (ld + perLine - 1) / perLine;
+  const T* rows[2][2][PC];                    // [buffer][K, V][slot]
   int64_t j = t.j0;
   // Gather up to PC visible slots from stream position j on, a block at a time, and prefetch
   // their K and V rows (the next chunk loads while the current one computes).
-  auto gather = [&](const float** kr, const float** vr) -> int {
+  auto gather = [&](const T** kr, const T** vr) -> int {
     int n = 0;
     while (j < t.j1 && n < PC) {
       const int64_t b = j / bs, within = j - b * bs;
@@ -1063,11 +1068,11 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
       j += u;
     }
     for (int x = 0; x < n; ++x) {
-      const float* krow = kr[x] - g * HD;
-      const float* vrow = vr[x] - g * HD;
+      const T* krow = kr[x] - g * HD;
+      const T* vrow = vr[x] - g * HD;
       for (int64_t c = 0; c < lines; ++c) {
-        __builtin_prefetch(krow + c * 16, 0, 0);
-        __builtin_prefetch(vrow + c * 16, 0, 0);
+        __builtin_prefetch(krow + c * perLine, 0, 0);
+        __builtin_prefetch(vrow + c * perLine, 0, 0);
       }
     }
     return n;
@@ -1076,8 +1081,8 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const fl
   int n = gather(rows[0][0], rows[0][1]);
   while (n > 0) {
     const int nNext = gather(rows[cur ^ 1][0], rows[cur ^ 1][1]);
-    const float* const* kr = rows[cur][0];
-    const float* const* vr = rows[cur][1];
+    const T* const* kr = rows[cur][0];
+    const T* const* vr = rows[cur][1];
     for (int64_t r0 = 0; r0 < G; r0 += PRS)
       pagedScoreRows(std::min<int64_t>(PRS, G - r0), HD, qs + r0 * hdp, hdp, kr, n, S + r0 * PC, PC);
     for (int64_t r = 0; r < G; ++r) {
@@ -1167,8 +1172,10 @@ void attentionPagedValidate(const PagedShape& a) {
   }
 }
 
-void attentionPaged(const PagedShape& a, const float* q, const float* kPool, const float* vPool, float* out) {
-  attentionPagedValidate(a);
+namespace {
+// The pool's storage T: float, or uint16_t holding bf16 (widened to f32 as it is read).
+template <typename T>
+void attentionPagedImpl(const PagedShape& a, const float* q, const T* kPool, const T* vPool, float* out) {
   const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, G = H / KVH, nq = a.nq;
   const int64_t hdp = roundUp(HD, W);
   if (nq == 0) return;
@@ -1211,12 +1218,24 @@ void attentionPaged(const PagedShape& a, const float* q, const float* kPool, con
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
 #pragma omp for schedule(dynamic, chunk)
-    for (size_t ti = 0; ti < tasks.size(); ++ti) pagedTask(a, tasks[ti], q, kPool, vPool, out, partials, hdp);
+    for (size_t ti = 0; ti < tasks.size(); ++ti) pagedTask<T>(a, tasks[ti], q, kPool, vPool, out, partials, hdp);
     if (!merges.empty()) {
 #pragma omp for schedule(static)
       for (size_t mi = 0; mi < merges.size(); ++mi) pagedMerge(a, merges[mi], partials, out, hdp);
     }
   }
+}
+
+}  // namespace
+
+void attentionPaged(const PagedShape& a, const float* q, const float* kPool, const float* vPool, float* out) {
+  attentionPagedValidate(a);
+  attentionPagedImpl(a, q, kPool, vPool, out);
+}
+
+void attentionPagedBf16(const PagedShape& a, const float* q, const uint16_t* kPool, const uint16_t* vPool, float* out) {
+  attentionPagedValidate(a);
+  attentionPagedImpl(a, q, kPool, vPool, out);
 }
 
 MOR_ISA_END

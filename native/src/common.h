@@ -12,6 +12,8 @@
 #include <limits>
 #include <vector>
 
+#include "bf16.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -146,6 +148,25 @@ MOR_INLINE float sexp(float x) {
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
 }
+
+// ---- bf16 (bf16.h): widened to f32 by a 16-bit shift, so products and sums stay f32 ----------
+typedef uint16_t vhu __attribute__((vector_size(MOR_VW * 2), aligned(2)));
+typedef uint32_t vu __attribute__((vector_size(MOR_VW * 4)));
+typedef uint32_t vuu __attribute__((vector_size(MOR_VW * 4), aligned(4)));
+// W consecutive bf16 values → W floats (zero-extend, shift: vpmovzxwd + vpslld on x86).
+MOR_INLINE vf vloadBf16(const uint16_t* p) {
+  return reinterpret_cast<vf>(__builtin_convertvector(*reinterpret_cast<const vhu*>(p), vu) << 16);
+}
+// W k-pairs of bf16 (2W values, see packWeightBf16) as W 32-bit lanes; the even k of each pair is the
+// low half, the odd k the high half: widened by a shift, and by a mask.
+MOR_INLINE vu vloadPairs(const uint16_t* p) { return *reinterpret_cast<const vuu*>(p); }
+MOR_INLINE vf bf16Low(vu x) { return reinterpret_cast<vf>(x << 16); }
+MOR_INLINE vf bf16High(vu x) { return reinterpret_cast<vf>(x & 0xffff0000u); }
+// Element loads for kernels templated on their storage (f32 or bf16).
+MOR_INLINE vf vloadT(const float* p) { return vload(p); }
+MOR_INLINE vf vloadT(const uint16_t* p) { return vloadBf16(p); }
+MOR_INLINE float toF32(float x) { return x; }
+MOR_INLINE float toF32(uint16_t x) { return bf16ToF32(x); }
 
 // Broadcast. (vset1's `vf{} + x` costs an add: +0 + x differs from x for x = −0; x − 0 does not.)
 MOR_INLINE vf bcast(float x) { return x - vf{}; }

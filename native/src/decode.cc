@@ -8,7 +8,9 @@
 //
 //   x   = RMSNorm(h) · inputNorm                          (N, D)
 //   qkv = x · [Wq; Wk; Wv]ᵀ                                (N, H·HD + 2·KVH·HD)
-//   q, k = RoPE(q), RoPE(k) at each row's position;  k, v → pool slots (unless the slot is −1)
+//   q, k = RoPE(q), RoPE(k) at each row's position;  k, v → pool slots (unless the slot is −1),
+//          rounded to bf16 when the pool is bf16
+// Weights f32 or bf16 (gemm_bf16.cc), pool f32 or bf16: the arithmetic is f32 either way.
 //   a   = paged attention of q over each row's stream    (N, H·HD)
 //   out = h + a · Woᵀ
 //   x   = RMSNorm(out) · postNorm
@@ -27,7 +29,7 @@ namespace {
 constexpr int kSlotX = 24, kSlotWide = 25, kSlotQ = 26, kSlotK = 27, kSlotAttn = 28, kSlotRstd = 29;
 }  // namespace
 
-void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWeights& w, float* kPool, float* vPool,
+void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWeights& w, const DecodeLayerPool& pool,
                  float* out) {
   const int64_t n = s.n, d = s.d, I = s.inter;
   const int64_t qw = s.attn.numHeads * s.attn.headDim, kvw = s.attn.numKvHeads * s.attn.headDim;
@@ -49,9 +51,17 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
   float* attn = scratch(kSlotAttn, static_cast<size_t>(n * qw));
   float* rstd = scratch(kSlotRstd, static_cast<size_t>(n));
 
+  // C (n, cols) = A (n, k) · Wᵀ (+ C): the packed product of the weights' storage
+  auto product = [&](int64_t cols, int64_t kk, const float* A, const void* P, float* C, bool acc) {
+    if (w.bf16)
+      sgemmPackedBf16(n, cols, kk, A, kk, static_cast<const uint16_t*>(P), C, cols, acc);
+    else
+      sgemmPacked(n, cols, kk, A, kk, static_cast<const float*>(P), C, cols, acc);
+  };
+
   // attention half
   rmsnormForward(h, w.inputNorm, n, d, s.eps, x, rstd);
-  sgemmPacked(n, qkvw, d, x, d, w.qkv, wide, qkvw, false);
+  product(qkvw, d, x, w.qkv, wide, false);
   for (int64_t i = 0; i < n; ++i) {
     std::memcpy(q + i * qw, wide + i * qkvw, sizeof(float) * qw);
     std::memcpy(k + i * kvw, wide + i * qkvw + qw, sizeof(float) * kvw);
@@ -63,18 +73,29 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
   for (int64_t i = 0; i < n; ++i) {
     const int32_t slot = s.kvSlots[i];
     if (slot < 0) continue;
-    std::memcpy(kPool + static_cast<int64_t>(slot) * kvw, kr + i * kvw, sizeof(float) * kvw);
-    std::memcpy(vPool + static_cast<int64_t>(slot) * kvw, wide + i * qkvw + qw + kvw, sizeof(float) * kvw);
+    const int64_t at = static_cast<int64_t>(slot) * kvw;
+    const float* kRow = kr + i * kvw;
+    const float* vRow = wide + i * qkvw + qw + kvw;
+    if (pool.bf16) {
+      f32ToBf16Row(kRow, kvw, static_cast<uint16_t*>(pool.k) + at);
+      f32ToBf16Row(vRow, kvw, static_cast<uint16_t*>(pool.v) + at);
+    } else {
+      std::memcpy(static_cast<float*>(pool.k) + at, kRow, sizeof(float) * kvw);
+      std::memcpy(static_cast<float*>(pool.v) + at, vRow, sizeof(float) * kvw);
+    }
   }
-  attentionPaged(s.attn, qr, kPool, vPool, attn);
+  if (pool.bf16)
+    attentionPagedBf16(s.attn, qr, static_cast<const uint16_t*>(pool.k), static_cast<const uint16_t*>(pool.v), attn);
+  else
+    attentionPaged(s.attn, qr, static_cast<const float*>(pool.k), static_cast<const float*>(pool.v), attn);
   std::memcpy(out, h, sizeof(float) * n * d);
-  sgemmPacked(n, d, qw, attn, qw, w.o, out, d, true);
+  product(d, qw, attn, w.o, out, true);
 
   // MLP half
   rmsnormForward(out, w.postNorm, n, d, s.eps, x, rstd);
-  sgemmPacked(n, 2 * I, d, x, d, w.gateUp, wide, 2 * I, false);
+  product(2 * I, d, x, w.gateUp, wide, false);
   for (int64_t i = 0; i < n; ++i) swigluForward(wide + i * 2 * I, wide + i * 2 * I + I, I, x + i * I);
-  sgemmPacked(n, d, I, x, I, w.down, out, d, true);
+  product(d, I, x, w.down, out, true);
 }
 
 MOR_ISA_END

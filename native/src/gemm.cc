@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bf16.h"
 #include "common.h"
 #include "isa.h"
 
@@ -204,6 +205,25 @@ void packWeight(int64_t n, int64_t k, const float* w, float* dst) {
       const int64_t pe = std::min(k, p0 + 16);
       for (int64_t j = 0; j < kPackNR; ++j)
         for (int64_t p = p0; p < pe; ++p) d[p * kPackNR + j] = j < nr ? w[(j0 + j) * k + p] : 0.f;
+    }
+  }
+}
+
+int64_t packedWeightSizeBf16(int64_t n, int64_t k) { return (n + kPackNR - 1) / kPackNR * kPackNR * (k + (k & 1)); }
+
+// Panel jp, k-pair q: d[q·2·kPackNR + 2j + e] = bf16(W[jp·kPackNR + j, 2q + e]) (see gemm.h).
+void packWeightBf16(int64_t n, int64_t k, const float* w, uint16_t* dst) {
+  const int64_t panels = (n + kPackNR - 1) / kPackNR, kp = k + (k & 1);
+  const int threads = std::min(maxThreads(), threadsFor(static_cast<double>(n) * k, 1.0e6));
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t jp = 0; jp < panels; ++jp) {
+    const int64_t j0 = jp * kPackNR, nr = std::min<int64_t>(kPackNR, n - j0);
+    uint16_t* d = dst + j0 * kp;
+    for (int64_t p0 = 0; p0 < kp; p0 += 16) {
+      const int64_t pe = std::min(kp, p0 + 16);
+      for (int64_t j = 0; j < kPackNR; ++j)
+        for (int64_t p = p0; p < pe; ++p)
+          d[(p >> 1) * 2 * kPackNR + 2 * j + (p & 1)] = j < nr && p < k ? f32ToBf16(w[(j0 + j) * k + p]) : 0;
     }
   }
 }

@@ -40,6 +40,15 @@ constexpr int kPackNR = 32;
 int64_t packedWeightSize(int64_t n, int64_t k);
 /** Repack a constant weight W (n, k) row-major for sgemmPacked. dst holds packedWeightSize floats. */
 void packWeight(int64_t n, int64_t k, const float* w, float* dst);
+/**
+ * bf16 packed weight (n, k): the same 32-column panels, each k-pair of a column adjacent (the
+ * layout AVX512_BF16's vdpbf16ps reads, and one a 16-bit shift / mask widens to f32):
+ *   panel jp, k-pair q:  64 values  [W[c0, 2q], W[c0, 2q+1], W[c1, 2q], W[c1, 2q+1], ..., W[c31, 2q+1]]
+ * with c_j = jp·32 + j; k is padded to even, columns past n and the pad are zero. Each value is
+ * W rounded to nearest-even bf16 (bf16.h).
+ */
+int64_t packedWeightSizeBf16(int64_t n, int64_t k);
+void packWeightBf16(int64_t n, int64_t k, const float* w, uint16_t* dst);
 namespace sig {
 /**
  * C (m, n) = A (m, k) · Wᵀ (+ C when accumulate), W given packed by packWeight. Built-in kernel
@@ -47,6 +56,9 @@ namespace sig {
  */
 void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* packed, float* C,
                  int64_t ldc, bool accumulate);
+/** sgemmPacked over a bf16 weight (packWeightBf16): products and sums in f32. */
+void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const uint16_t* packed, float* C,
+                     int64_t ldc, bool accumulate);
 }  // namespace sig
 
 /** GFLOP/s of cblas_sgemm called directly from C++ (C = A·B, no transposes); -1 without OpenBLAS. */

@@ -36,8 +36,8 @@
 
 // Every kernel that has one implementation per variant (declared in kernels.h / gemm.h).
 #define MOR_ISA_KERNELS(X)                                                                                       \
-  X(sgemmBuiltin) X(sgemmPacked) X(attentionValidate) X(attentionForward) X(attentionBackward)                   \
-  X(attentionPagedValidate) X(attentionPaged) X(decodeLayer) X(rope) X(rmsnormForward) X(rmsnormBackward)       \
+  X(sgemmBuiltin) X(sgemmPacked) X(sgemmPackedBf16) X(attentionValidate) X(attentionForward) X(attentionBackward)                   \
+  X(attentionPagedValidate) X(attentionPaged) X(attentionPagedBf16) X(decodeLayer) X(rope) X(rmsnormForward) X(rmsnormBackward)       \
   X(swigluForward) X(swigluBackward) X(gatherRows) X(scatterAddRows) X(crossEntropyForward)                     \
   X(crossEntropyBackward) X(bceWithLogitsForward) X(bceWithLogitsBackward) X(unary) X(unaryBackward)           \
   X(softmaxRows) X(softmaxRowsBackward) X(logsumexpRows) X(logsumexpRowsBackward) X(topkRows) X(sum)            \

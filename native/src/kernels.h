@@ -54,6 +54,8 @@ namespace sig {
 /** Validates heads and every stream's range and block ids against the pool; throws KernelError. */
 void attentionPagedValidate(const PagedShape& s);
 void attentionPaged(const PagedShape& s, const float* q, const float* kPool, const float* vPool, float* out);
+/** attentionPaged over a bf16 pool (bf16.h): K/V widened to f32 as read; scores, softmax, sums in f32. */
+void attentionPagedBf16(const PagedShape& s, const float* q, const uint16_t* kPool, const uint16_t* vPool, float* out);
 }  // namespace sig
 
 // ---- one decoder layer for decoding (decode.cc) ---------------------------------------------------
@@ -64,18 +66,25 @@ struct DecodeLayerShape {
   PagedShape attn;         // heads, pool and streams; attn.qPos holds the rows' positions (nq = n)
   const int32_t* kvSlots;  // (N) pool slot for each row's k, v, or −1: the row stores none
 };
-/** Packed weights (sgemmPacked layout) and norm scales of one layer. */
+/** Packed weights and norm scales of one layer: all four f32 (packWeight) or all bf16 (packWeightBf16). */
 struct DecodeLayerWeights {
   const float* inputNorm;  // (D)
   const float* postNorm;   // (D)
-  const float* qkv;        // packed (H·HD + 2·KVH·HD, D)
-  const float* o;          // packed (D, H·HD)
-  const float* gateUp;     // packed (2I, D)
-  const float* down;       // packed (D, I)
+  const void* qkv;         // packed (H·HD + 2·KVH·HD, D)
+  const void* o;           // packed (D, H·HD)
+  const void* gateUp;      // packed (2I, D)
+  const void* down;        // packed (D, I)
+  bool bf16;               // the packed weights are uint16_t bf16 panels, else float
+};
+/** The K/V pools (numSlots, KVH·HD): float, or uint16_t bf16 (rows rounded to nearest-even when written). */
+struct DecodeLayerPool {
+  void* k;
+  void* v;
+  bool bf16;
 };
 namespace sig {
 /** out (N, D) = the layer applied to h (N, D); writes k, v rows into the pools. Throws KernelError. */
-void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWeights& w, float* kPool, float* vPool,
+void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWeights& w, const DecodeLayerPool& pool,
                  float* out);
 
 // ---- layers ------------------------------------------------------------------------------------

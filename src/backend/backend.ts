@@ -18,8 +18,15 @@
  *   assume the contract holds (the native binding still checks buffer lengths, to never write
  *   out of bounds).
  */
+import type { StorageDtype } from './bf16.js';
 
 export type FloatArray = Float32Array | Float64Array;
+
+/**
+ * A K/V pool's storage: float32, or bf16 bit patterns in a Uint16Array (see bf16.ts; rounded to
+ * nearest-even when written, widened to float32 when read). Both pools of a call share one.
+ */
+export type KvArray = Float32Array | Uint16Array;
 
 export type BackendName = 'ref' | 'native';
 export type GemmProvider = 'openblas' | 'builtin' | 'typescript';
@@ -110,13 +117,18 @@ export interface AttentionLayout {
  * inference path: weights that do not change between calls). Opaque to callers; `backend` names
  * the backend that packed it, and only that backend accepts it.
  */
-export interface PackedWeight {
+export type PackedWeight = PackedWeightF32 | PackedWeightBf16;
+interface PackedWeightOf<D extends StorageDtype, A> {
   readonly backend: BackendName;
   /** Rows of W (output features) and columns (input features). */
   readonly n: number;
   readonly k: number;
-  readonly data: Float32Array;
+  /** The storage of W's values: 'bf16' holds each rounded to nearest-even (bf16.ts). */
+  readonly dtype: D;
+  readonly data: A;
 }
+export type PackedWeightF32 = PackedWeightOf<'f32', Float32Array>;
+export type PackedWeightBf16 = PackedWeightOf<'bf16', Uint16Array>;
 
 /** The weights of one decoder layer as decodeLayer reads them. */
 export interface PackedLayer {
@@ -193,13 +205,17 @@ export interface Backend {
   /** See GemmArgs. a, b, c sized for the batch and strides given. */
   gemm(args: GemmArgs, a: FloatArray, b: FloatArray, c: FloatArray): void;
 
-  /** Repack a constant weight w (n, k), row-major, for gemmPacked. w is copied, not kept. */
-  packWeight(w: Float32Array, n: number, k: number): PackedWeight;
+  /**
+   * Repack a constant weight w (n, k), row-major, for gemmPacked. w is copied, not kept. dtype
+   * (default 'f32'): 'bf16' stores each value rounded to nearest-even bf16 (half the bytes).
+   */
+  packWeight(w: Float32Array, n: number, k: number, dtype?: StorageDtype): PackedWeight;
 
   /**
    * c (m, n) = a (m, k) · Wᵀ, or c += a · Wᵀ when accumulate; W packed by this backend's
    * packWeight (ArgumentError otherwise). The same product as gemm with transB, faster for
-   * the few-row calls of decoding because W's layout is done once.
+   * the few-row calls of decoding because W's layout is done once. A bf16 W is the product with
+   * W's bf16 values, widened to float32: products and sums in float32.
    */
   gemmPacked(m: number, a: Float32Array, w: PackedWeight, c: Float32Array, accumulate: boolean): void;
 
@@ -210,9 +226,10 @@ export interface Backend {
    *   k, v of row i → kPool, vPool at kvSlots[i] (skipped when −1)
    *   out = h + attentionPaged(q)·Woᵀ;  x = rmsnorm(out)·postNorm
    *   out = out + (silu(x·Wgateᵀ) ⊙ x·Wupᵀ)·Wdownᵀ
-   *   h (N, D), out (N, D), kPool/vPool (numSlots, KVH·HD). Weights packed by this backend.
+   *   h (N, D), out (N, D), kPool/vPool (numSlots, KVH·HD). Weights packed by this backend,
+   *   all four in one dtype; a bf16 pool (Uint16Array) stores k, v rounded to bf16 (KvArray).
    */
-  decodeLayer(args: DecodeLayerArgs, h: Float32Array, w: PackedLayer, kPool: Float32Array, vPool: Float32Array, out: Float32Array): void;
+  decodeLayer(args: DecodeLayerArgs, h: Float32Array, w: PackedLayer, kPool: KvArray, vPool: KvArray, out: Float32Array): void;
 
   // ---- attention ------------------------------------------------------------------------------
 
@@ -266,13 +283,14 @@ export interface Backend {
    * Query i sees slot j iff posPool[slot] ≤ qPos[i] (stream slots are in position order).
    * Query head h reads key/value head floor(h / (H / KVH)).
    *   q (Nq, H, HD), qPos (Nq), kPool, vPool (numSlots, KVH, HD), posPool (numSlots) → out (Nq, H, HD)
-   * A query that sees no slot gets 0.
+   * A query that sees no slot gets 0. kPool and vPool may be bf16 (Uint16Array, see KvArray):
+   * read widened to float32; scores, softmax and sums stay float32 (float64 in ref).
    */
   attentionPaged(
     layout: PagedAttentionLayout,
     q: FloatArray,
-    kPool: FloatArray,
-    vPool: FloatArray,
+    kPool: FloatArray | Uint16Array,
+    vPool: FloatArray | Uint16Array,
     out: FloatArray,
   ): void;
 

@@ -10,6 +10,7 @@ import { createRefBackend } from './ref/index.js';
 import { loadNativeBackend, nativeLoadError } from './native.js';
 
 export type * from './backend.js';
+export { BF16_UNIT_ROUNDOFF, STORAGE_DTYPES, bf16ToF32, f32ToBf16, fromBf16, roundToBf16, storageDtype, toBf16, type StorageDtype } from './bf16.js';
 
 let current: Backend | null = null;
 let warned = false;

@@ -25,6 +25,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ArgumentError, BackendUnavailableError, DtypeError, ShapeError } from '../errors.js';
+import { storageDtype } from './bf16.js';
 import type { Backend, BackendInfo, GemmProvider, PackedLayer, PackedWeight, PagedAttentionLayout, UnaryOp } from './backend.js';
 
 /** The addon's exports that are not kernels (see native/src/addon.cc). */
@@ -48,6 +49,7 @@ interface AddonControl {
   probeStreamRead(megabytes: number, threads: number, repeats: number): number;
   rawSgemmGflops(m: number, n: number, k: number, iterations: number): number | null;
   packedWeightSize(n: number, k: number): number;
+  packedWeightSizeBf16(n: number, k: number): number;
 }
 
 /** A kernel export: positional typed arrays, numbers and booleans, checked natively. */
@@ -75,15 +77,18 @@ function optionId<T extends string>(fn: string, name: string, ids: Readonly<Reco
   throw new ArgumentError(`${fn}: ${name} must be ${choices}, got '${String(value)}'`);
 }
 
-/** The packed floats of w, which this backend must have packed. */
-function packedData(fn: string, w: PackedWeight): Float32Array {
+/** The packed values of w (f32, or bf16 bits), which this backend must have packed. */
+function packedData(fn: string, w: PackedWeight): Float32Array | Uint16Array {
   if (w.backend !== 'native') throw new ArgumentError(`${fn}: weight packed by the '${w.backend}' backend; repack it with 'native'`);
   return w.data;
 }
 
 /** D of a decoder layer's packed weights, after checking they are native and fit each other and the heads. */
 function decodeLayerWidth(w: PackedLayer, l: PagedAttentionLayout): number {
-  for (const p of [w.qkv, w.o, w.gateUp, w.down]) packedData('decodeLayer', p);
+  for (const p of [w.qkv, w.o, w.gateUp, w.down]) {
+    packedData('decodeLayer', p);
+    if (p.dtype !== w.qkv.dtype) throw new DtypeError(`decodeLayer: packed weights of dtypes ${w.qkv.dtype} and ${p.dtype}: pack all four in one dtype`);
+  }
   const d = w.inputNorm.length;
   if (w.qkv.k !== d || w.o.n !== d || w.gateUp.k !== d || w.down.n !== d || w.gateUp.n !== 2 * w.down.k || w.qkv.n !== (l.numHeads + 2 * l.numKvHeads) * l.headDim || w.o.k !== l.numHeads * l.headDim) {
     throw new ShapeError(`decodeLayer: packed weights qkv (${w.qkv.n}, ${w.qkv.k}), o (${w.o.n}, ${w.o.k}), gateUp (${w.gateUp.n}, ${w.gateUp.k}), down (${w.down.n}, ${w.down.k}) do not fit D = ${d} and the attention heads`);
@@ -96,12 +101,17 @@ function decodeLayerWidth(w: PackedLayer, l: PagedAttentionLayout): number {
 const KERNELS: { readonly [K in KernelName]: Binding<K> } = {
   gemm: (f) => (g, a, b, c) =>
     f(g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.beta, g.batch ?? 1, g.strideA ?? g.m * g.k, g.strideB ?? g.k * g.n, g.strideC ?? g.m * g.n, a, b, c),
-  packWeight: (f, addon) => (w, n, k) => {
+  packWeight: (f, addon) => (w, n, k, dtype = 'f32') => {
     if (!Number.isInteger(n) || !Number.isInteger(k) || n < 1 || k < 1) throw new ArgumentError(`packWeight: (n, k) = (${n}, ${k}) must be positive integers`);
     if (w.length !== n * k) throw new ShapeError(`packWeight: w has ${w.length} elements, (n, k) = (${n}, ${k}) needs ${n * k}`);
+    if (storageDtype('packWeight: dtype', dtype) === 'bf16') {
+      const bits = new Uint16Array(addon.packedWeightSizeBf16(n, k));
+      f(n, k, w, bits);
+      return { backend: 'native', n, k, dtype: 'bf16', data: bits };
+    }
     const data = new Float32Array(addon.packedWeightSize(n, k));
     f(n, k, w, data);
-    return { backend: 'native', n, k, data };
+    return { backend: 'native', n, k, dtype: 'f32', data };
   },
   gemmPacked: (f) => (m, a, w, c, accumulate) => f(m, w.n, w.k, a, packedData('gemmPacked', w), c, accumulate),
   decodeLayer: (f) => (args, h, w, kPool, vPool, out) => {

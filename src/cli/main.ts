@@ -30,6 +30,8 @@ import { registerServeCommand } from './serve.js';
 import { registerConvertCommand } from './convert.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { definedOnly } from '../util/defined.js';
+import { storageDtype } from '../backend/bf16.js';
+import { evaluateEngineNll } from '../infer/eval.js';
 
 function chooseBackend(name: string | undefined): void {
   if (name === undefined) return;
@@ -64,6 +66,8 @@ interface SampleFlags {
   threshold?: number;
   exitConfidence?: number;
   showDepth?: boolean;
+  /** Storage of the engine's packed weights and K/V pool ('f32' when absent). */
+  dtype?: string;
 }
 
 /**
@@ -88,9 +92,10 @@ function checkDepthFlags(model: Model, f: { maxDepth?: number | undefined; thres
 
 /** Generate for each prompt through the engine, streaming the text to stdout. */
 async function sampleAndPrint(modelDir: string, prompts: string[], f: SampleFlags): Promise<void> {
+  const dtype = f.dtype === undefined ? undefined : storageDtype('--dtype', f.dtype);
   const { model, tokenizer: tok } = await loadModel(modelDir);
   checkDepthFlags(model, f);
-  const engine = new Engine(model, { maxBatch: 1 });
+  const engine = new Engine(model, { maxBatch: 1, ...definedOnly({ dtype }) });
   const view = f.showDepth ? new DepthView(engine.runner.numRecursions, process.stdout.isTTY === true && !process.env['NO_COLOR']) : null;
   const request = (onText: TextGenerateOptions['onText']): TextGenerateOptions => ({
     maxTokens: f.maxTokens,
@@ -134,6 +139,7 @@ interface EvalFlags {
   cacheDir: string;
   text?: string;
   json?: boolean;
+  dtype?: string;
 }
 
 /** `eval --text FILE`: the file's ids as the tokenizer encodes them (no special tokens), scored in windows of the context. */
@@ -156,8 +162,13 @@ async function evalTextCommand(o: EvalFlags & { text: string }, model: Model, to
 }
 
 async function evalCommand(o: EvalFlags): Promise<void> {
+  // --dtype: the NLL through the engine's path (packed weights, fused layer, paged K/V in that dtype)
+  const dtype = o.dtype === undefined ? null : storageDtype('--dtype', o.dtype);
   const { model, tokenizer, tokenizerJson, trainerState } = await loadModel(o.model);
   checkDepthFlags(model, o);
+  if (dtype !== null && (o.text !== undefined || o.depthSweep || o.thresholds)) {
+    throw new ArgumentError('--dtype measures the NLL through the engine on the validation split: it does not combine with --text, --depth-sweep or --thresholds');
+  }
   if (o.text !== undefined) return evalTextCommand({ ...o, text: o.text }, model, tokenizer);
   for (const th of o.thresholds ?? []) if (th > 1) throw new ArgumentError(`--thresholds: each must be in [0, 1], got ${th}`);
   const state = trainerState as { options?: { data?: string[]; valFraction?: number } } | null;
@@ -187,17 +198,18 @@ async function evalCommand(o: EvalFlags): Promise<void> {
     }
   }
 
-  const ev = evaluateNll(model, data.val, o.batch, T, o.batches, 'causal', depth);
+  const ev = dtype !== null ? evaluateEngineNll(model, data.val, o.batch, T, o.batches, dtype, depth) : evaluateNll(model, data.val, o.batch, T, o.batches, 'causal', depth);
   const bpb = (ev.nll / Math.LN2) / data.valBytesPerToken;
   const out: Record<string, unknown> = { model: o.model, val_nll: ev.nll, val_ppl: Math.exp(ev.nll), val_bpb: bpb, val_tokens: ev.tokens, mean_depth: ev.meanDepth, max_depth: o.maxDepth ?? steps };
+  if (dtype !== null) Object.assign(out, { dtype, path: 'engine' });
   if (expert) out['threshold'] = o.threshold ?? routerThreshold(model.config);
   // Expert-choice MoR: the causal figure (per-token decisions, as generation makes them) is the
   // honest one; training-time top-k routing looks at later tokens and is shown beside it. Token-
   // choice is causal by construction, so it has one figure.
-  if (expert && o.maxDepth === undefined && o.threshold === undefined) out['val_nll_topk'] = evaluateNll(model, data.val, o.batch, T, o.batches, 'topk').nll;
+  if (expert && dtype === null && o.maxDepth === undefined && o.threshold === undefined) out['val_nll_topk'] = evaluateNll(model, data.val, o.batch, T, o.batches, 'topk').nll;
   if (o.json) console.log(JSON.stringify(out));
   else {
-    console.log(`validation: NLL ${ev.nll.toFixed(4)}, perplexity ${Math.exp(ev.nll).toFixed(2)}, bits/byte ${bpb.toFixed(4)} over ${ev.tokens.toLocaleString()} tokens; mean depth ${ev.meanDepth.toFixed(3)} of ${steps}`);
+    console.log(`validation${dtype !== null ? ` (through the engine, ${dtype} weights and K/V)` : ''}: NLL ${ev.nll.toFixed(4)}, perplexity ${Math.exp(ev.nll).toFixed(2)}, bits/byte ${bpb.toFixed(4)} over ${ev.tokens.toLocaleString()} tokens; mean depth ${ev.meanDepth.toFixed(3)} of ${steps}`);
     if (out['val_nll_topk'] !== undefined) console.log(`(routing: causal decisions; with training-time top-k routing the NLL is ${(out['val_nll_topk'] as number).toFixed(4)})`);
   }
 }
@@ -291,6 +303,7 @@ export function buildProgram(): Command {
     .option('--depth-sweep', 'NLL and mean depth at every maximum depth 1..Nr')
     .option('--thresholds <list>', 'MoR expert-choice: sweep these router thresholds, e.g. 0.3,0.5,0.7', (v: string) => v.split(',').map((x) => num('--thresholds')(x.trim())))
     .option('--cache-dir <dir>', 'token cache location', '.mor-cache')
+    .option('--dtype <type>', "measure through the inference engine (packed weights, fused decode layer, paged K/V) with weights and K/V stored as 'f32' or 'bf16'; default: the training forward in f32")
     .option('--json', 'print JSON: one object per sweep point, then the summary object')
     .action(async (o: EvalFlags) => {
       await evalCommand(o);
@@ -311,6 +324,7 @@ export function buildProgram(): Command {
     .option('--max-depth <n>', 'test-time scaling: at most n recursions per token', int('--max-depth', 1))
     .option('--threshold <x>', 'test-time scaling, MoR expert-choice: continue iff sigmoid(router) > x; higher → shallower (default: the model\'s, 0.5)', num('--threshold'))
     .option('--exit-confidence <x>', 'test-time scaling, recursive models without routers: exit once the head\'s top probability ≥ x; higher → deeper (default: off)', num('--exit-confidence'))
+    .option('--dtype <type>', "storage of the engine's packed weights and K/V pool: 'f32' (default) or 'bf16' (half the bytes read per step; f32 arithmetic)")
     .option('--show-depth', 'colour each generated token by the recursions it ran (text[depth] when not a terminal), then a depth histogram')
     .action(async (o: { model: string; prompt: string[] } & SampleFlags) => {
       await sampleAndPrint(o.model, o.prompt.length ? o.prompt : [''], o);

@@ -3,6 +3,7 @@ import { Option, type Command } from 'commander';
 import { SERVE_DEFAULTS, startServer, type ServeOptions } from '../serve/server.js';
 import { int, log, num } from './flags.js';
 import { definedOnly } from '../util/defined.js';
+import { storageDtype } from '../backend/bf16.js';
 
 interface ServeFlags {
   model: string;
@@ -14,6 +15,7 @@ interface ServeFlags {
   apiKey?: string;
   runs?: string;
   requestTimeout: number;
+  dtype: string;
 }
 
 export function registerServeCommand(program: Command): void {
@@ -28,6 +30,7 @@ export function registerServeCommand(program: Command): void {
     .option('--max-queue <n>', 'requests waiting beyond the batch before new ones get 429', int('--max-queue', 0), SERVE_DEFAULTS.maxQueue)
     .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1/*')
     .option('--runs <dir>', 'a folder of training runs to plot at /runs')
+    .option('--dtype <type>', "storage of the packed weights and the K/V pool: 'f32' or 'bf16' (half the bytes; f32 arithmetic)", 'f32')
     .option('--request-timeout <seconds>', 'end a request still running after this long (its K/V is freed)', num('--request-timeout', 0.001), SERVE_DEFAULTS.requestTimeoutS)
     .action(async (f: ServeFlags) => {
       const opts: ServeOptions = {
@@ -38,6 +41,7 @@ export function registerServeCommand(program: Command): void {
         batching: f.batching,
         maxQueue: f.maxQueue,
         requestTimeoutS: f.requestTimeout,
+        dtype: storageDtype('--dtype', f.dtype),
         ...definedOnly({ apiKey: f.apiKey, runsDir: f.runs }),
       };
       const server = await startServer(opts);

@@ -20,6 +20,7 @@ import type { Model } from '../model/model.js';
 import { headDim } from '../model/config.js';
 import { routerThreshold } from '../model/mod-config.js';
 import { PagedKVPool } from './kv-pool.js';
+import { storageDtype, type StorageDtype } from '../backend/bf16.js';
 import { ModelRunner, type DepthControl, type SequenceKV, type TokenState } from './runner.js';
 import { sampleToken, tokenLogprob, validateSampling, type SamplingOptions, type TokenLogprob } from './sampler.js';
 
@@ -176,11 +177,17 @@ export interface EngineOptions {
    * `exitConfidence` overrides it). Higher → deeper.
    */
   readonly exitConfidence?: number | null;
+  /**
+   * Storage of the packed decoding weights and the K/V pool (default 'f32'). 'bf16' rounds each
+   * weight and each stored K/V value to nearest-even bf16: half the bytes read per decoding step,
+   * with products and sums still in float32.
+   */
+  readonly dtype?: StorageDtype;
   /** A custom runner (tests); default: a ModelRunner over `model`. */
   readonly runner?: StepRunner;
 }
 
-export const ENGINE_DEFAULTS = Object.freeze({ maxBatch: 8, batching: 'depth' as BatchingMode, blockSize: 16, exitConfidence: null as number | null });
+export const ENGINE_DEFAULTS = Object.freeze({ maxBatch: 8, batching: 'depth' as BatchingMode, blockSize: 16, exitConfidence: null as number | null, dtype: 'f32' as StorageDtype });
 
 const BATCHING_MODES: readonly BatchingMode[] = ['depth', 'sequence', 'static'];
 
@@ -223,6 +230,7 @@ export class Engine {
     checkInt('blockSize', opts.blockSize, 1);
     checkInt('numBlocks', opts.numBlocks, 1);
     checkConfidence('exitConfidence', opts.exitConfidence);
+    const dtype = opts.dtype === undefined ? ENGINE_DEFAULTS.dtype : storageDtype('dtype', opts.dtype);
     if (opts.batching !== undefined && !BATCHING_MODES.includes(opts.batching)) {
       throw new ArgumentError(`batching must be one of ${BATCHING_MODES.join(', ')}, got ${String(opts.batching)}`);
     }
@@ -239,7 +247,7 @@ export class Engine {
       const blockSize = opts.blockSize ?? ENGINE_DEFAULTS.blockSize;
       const probe = new ModelRunner(model, new PagedKVPool(1, blockSize, c.num_key_value_heads * headDim(c)));
       const perSeq = probe.numStreams * Math.ceil(c.max_position_embeddings / blockSize);
-      const pool = new PagedKVPool(opts.numBlocks ?? perSeq * this.maxBatch, blockSize, c.num_key_value_heads * headDim(c));
+      const pool = new PagedKVPool(opts.numBlocks ?? perSeq * this.maxBatch, blockSize, c.num_key_value_heads * headDim(c), dtype);
       this.runner = new ModelRunner(model, pool);
       this.contextLength = c.max_position_embeddings;
     }

@@ -7,3 +7,4 @@ export {
 export { ModelRunner, type TokenState, type SequenceKV, type DepthControl } from './runner.js';
 export { PagedKVPool, KVStream, KVPoolExhaustedError } from './kv-pool.js';
 export { sampleToken, validateSampling, type SamplingOptions } from './sampler.js';
+export { evaluateEngineNll } from './eval.js';

@@ -11,8 +11,13 @@
  *                            so a stream of a deep recursion is shorter);
  *   recursive KV sharing   — the unique layers and recursion 1's block slots only; a deeper
  *                            recursion reads recursion 1's stream of the same slot.
+ *
+ * K and V rows are stored as float32, or as bf16 (dtype 'bf16': Uint16Array bit patterns, each
+ * value rounded to nearest-even when written; half the bytes to hold and to read per step).
  */
 import { MorError } from '../errors.js';
+import type { KvArray } from '../backend/backend.js';
+import { f32ToBf16, storageDtype, type StorageDtype } from '../backend/bf16.js';
 
 /** The pool has no free block left. */
 export class KVPoolExhaustedError extends MorError {
@@ -27,20 +32,27 @@ export class KVStream {
 }
 
 export class PagedKVPool {
-  readonly kPool: Float32Array;
-  readonly vPool: Float32Array;
+  /** (numSlots, KVH·HD) in the pool's dtype. */
+  readonly kPool: KvArray;
+  readonly vPool: KvArray;
   readonly posPool: Int32Array;
+  /** Bytes per stored K or V element: 4 (f32) or 2 (bf16). */
+  readonly elementBytes: number;
   private readonly freeBlocks: number[];
 
   constructor(
     readonly numBlocks: number,
     readonly blockSize: number,
-    /** Floats per K (or V) row: KVH · HD. */
+    /** Values per K (or V) row: KVH · HD. */
     readonly rowSize: number,
+    /** Storage of K and V (default 'f32'). */
+    readonly dtype: StorageDtype = 'f32',
   ) {
+    storageDtype('KV pool dtype', dtype);
     const slots = numBlocks * blockSize;
-    this.kPool = new Float32Array(slots * rowSize);
-    this.vPool = new Float32Array(slots * rowSize);
+    this.kPool = dtype === 'bf16' ? new Uint16Array(slots * rowSize) : new Float32Array(slots * rowSize);
+    this.vPool = dtype === 'bf16' ? new Uint16Array(slots * rowSize) : new Float32Array(slots * rowSize);
+    this.elementBytes = dtype === 'bf16' ? 2 : 4;
     this.posPool = new Int32Array(slots);
     // low block ids first, so small workloads touch little memory
     this.freeBlocks = Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i);
@@ -56,12 +68,12 @@ export class PagedKVPool {
 
   /** Bytes of K, V and positions held by blocks in use. */
   get bytesInUse(): number {
-    return this.usedBlockCount * this.blockSize * (2 * this.rowSize * 4 + 4);
+    return this.usedBlockCount * this.bytesPerBlock;
   }
 
   /** Bytes per block (K, V and positions). */
   get bytesPerBlock(): number {
-    return this.blockSize * (2 * this.rowSize * 4 + 4);
+    return this.blockSize * (2 * this.rowSize * this.elementBytes + 4);
   }
 
   /** Blocks needed to add n slots to a stream. */
@@ -85,10 +97,18 @@ export class PagedKVPool {
     return slot;
   }
 
-  /** Write one K row and one V row into a slot. k, v (KVH · HD) */
+  /** Write one K row and one V row into a slot (rounded to bf16 in a bf16 pool). k, v (KVH · HD) */
   writeSlot(slot: number, k: Float32Array, kOffset: number, v: Float32Array, vOffset: number): void {
-    this.kPool.set(k.subarray(kOffset, kOffset + this.rowSize), slot * this.rowSize);
-    this.vPool.set(v.subarray(vOffset, vOffset + this.rowSize), slot * this.rowSize);
+    const at = slot * this.rowSize;
+    if (this.kPool instanceof Float32Array && this.vPool instanceof Float32Array) {
+      this.kPool.set(k.subarray(kOffset, kOffset + this.rowSize), at);
+      this.vPool.set(v.subarray(vOffset, vOffset + this.rowSize), at);
+      return;
+    }
+    for (let i = 0; i < this.rowSize; i++) {
+      this.kPool[at + i] = f32ToBf16(k[kOffset + i] as number);
+      this.vPool[at + i] = f32ToBf16(v[vOffset + i] as number);
+    }
   }
 
   /** Return a stream's blocks to the pool. */

@@ -43,8 +43,12 @@ export interface PackedMoeLayer {
   readonly shared: PackedExpert | null;
 }
 
-/** Pack an MoE layer's weights once (pack stacks matrices by rows and packs them for gemmPacked). */
-export function packMoeLayer(layer: LayerParams, pack: (...ts: Tensor[]) => PackedWeight): PackedMoeLayer {
+/**
+ * Pack an MoE layer's weights once (pack stacks matrices by rows and packs them for gemmPacked,
+ * in the engine's dtype). The routers are packed by `packRouter` (f32): they are E × D, a few KB,
+ * and rounding them to bf16 would move near-tied expert choices, a discrete change in the output.
+ */
+export function packMoeLayer(layer: LayerParams, pack: (...ts: Tensor[]) => PackedWeight, packRouter: (t: Tensor) => PackedWeight = pack): PackedMoeLayer {
   const moe = layer.moe;
   if (moe === null) throw new ShapeError('packMoeLayer: not an MoE layer');
   const expert = (e: ExpertParams): PackedExpert => ({ gateUp: pack(e.gate, e.up), down: pack(e.down) });
@@ -53,7 +57,7 @@ export function packMoeLayer(layer: LayerParams, pack: (...ts: Tensor[]) => Pack
     postNorm: layer.postNorm.f32(),
     qkv: pack(layer.w.q_proj, layer.w.k_proj, layer.w.v_proj),
     o: pack(layer.w.o_proj),
-    routers: moe.routers.map((r) => pack(r.w)),
+    routers: moe.routers.map((r) => packRouter(r.w)),
     biases: moe.routers.map((r) => r.bias?.f32() ?? null),
     experts: moe.experts.map(expert),
     shared: moe.shared ? expert(moe.shared) : null,

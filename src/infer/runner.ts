@@ -25,6 +25,7 @@
 import { ArgumentError } from '../errors.js';
 import { getBackend } from '../backend/index.js';
 import type { Backend, PackedLayer, PackedWeight, PagedAttentionLayout } from '../backend/backend.js';
+import type { StorageDtype } from '../backend/bf16.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import { linearParamsPerLayer } from '../model/flops.js';
 import type { Model } from '../model/model.js';
@@ -105,9 +106,15 @@ export class ModelRunner {
   private packed: { backend: Backend; layers: Array<PackedLayer | PackedMoeLayer>; head: PackedWeight } | null = null;
   /** Set to count the work of every call (see WorkMeter); null: not counted. */
   meter: WorkMeter | null = null;
+  /** Storage of the packed weights and the K/V pool: the pool's dtype (f32 or bf16). */
+  readonly dtype: StorageDtype;
+  /** Bytes per stored weight / K or V element (4 f32, 2 bf16), for the WorkMeter. */
+  private readonly elementBytes: number;
 
   constructor(readonly model: Model, readonly pool: PagedKVPool) {
     const c = model.config;
+    this.dtype = pool.dtype;
+    this.elementBytes = pool.elementBytes;
     this.config = c;
     const plan = model.plan;
     this.depthSteps = plan.depthSteps;
@@ -156,12 +163,13 @@ export class ModelRunner {
    * The weights as the decoding kernels read them: every unique layer's matrices (q/k/v and
    * gate/up stacked) and the output head (the embedding when tied), packed by the backend once, on first use. A snapshot: a
    * runner (and so an engine) keeps serving the weights it packed; build a new one after the
-   * model's weights change.
+   * model's weights change. In the runner's dtype (bf16: each value rounded to nearest-even).
    */
   private packedWeights(): { layers: Array<PackedLayer | PackedMoeLayer>; head: PackedWeight } {
     const be = getBackend();
     if (this.packed === null || this.packed.backend !== be) {
-      const pack = (...ts: Tensor[]): PackedWeight => {
+      const pack = (...ts: Tensor[]): PackedWeight => packAs(this.dtype, ...ts);
+      const packAs = (dtype: typeof this.dtype, ...ts: Tensor[]): PackedWeight => {
         const k = (ts[0] as Tensor).dim(1);
         const n = ts.reduce((acc, t) => acc + t.dim(0), 0);
         const w = new Float32Array(n * k); //  (Σ out, in): the matrices stacked by rows
@@ -170,10 +178,10 @@ export class ModelRunner {
           w.set(t.f32(), at);
           at += t.size;
         }
-        return be.packWeight(w, n, k);
+        return be.packWeight(w, n, k, dtype);
       };
       const layers = this.model.params.layers.map((p): PackedLayer | PackedMoeLayer => {
-        if (p.moe !== null) return packMoeLayer(p, pack);
+        if (p.moe !== null) return packMoeLayer(p, pack, (t) => packAs('f32', t));
         const { gate_proj: gate, up_proj: up, down_proj: down } = p.w;
         if (gate === undefined || up === undefined || down === undefined) throw new ArgumentError('a dense layer lacks its MLP matrices');
         return {
@@ -193,7 +201,7 @@ export class ModelRunner {
   /** Final norm and output head: h (n, D) → logits (n, V). */
   private head(h: Tensor): Tensor {
     const c = this.config;
-    this.meter?.call(2 * h.dim(0) * c.vocab_size * c.hidden_size, 4 * c.vocab_size * c.hidden_size, 0, 0);
+    this.meter?.call(2 * h.dim(0) * c.vocab_size * c.hidden_size, this.elementBytes * c.vocab_size * c.hidden_size, 0, 0);
     return linearPacked(rmsnorm(h, this.model.params.norm, this.config.rms_norm_eps), this.packedWeights().head);
   }
 
@@ -283,11 +291,12 @@ export class ModelRunner {
     const u = this.model.plan.uniqueOf[l] as number;
     const meter = (weightParams: number): void => {
       if (!this.meter) return;
-      // every row reads its whole stream: QKᵀ and P·V over `len` keys, K and V rows of f32
+      // every row reads its whole stream: QKᵀ and P·V over `len` keys, K and V rows in the pool's dtype
       let keys = 0;
       for (let i = 1; i < layout.streams.length; i += 2) keys += layout.streams[i] as number;
       const params = linearParamsPerLayer(c, u);
-      this.meter.call(2 * rows.length * params, 4 * weightParams, 4 * keys * layout.headDim * layout.numHeads, 2 * 4 * keys * this.rowSize);
+      const eb = this.elementBytes;
+      this.meter.call(2 * rows.length * params, eb * weightParams, 4 * keys * layout.headDim * layout.numHeads, 2 * eb * keys * this.rowSize);
     };
     const be = getBackend();
     const packedLayer = lora === null ? this.packedWeights().layers[u] : undefined;

@@ -5,6 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { MorError } from '../errors.js';
 import type { BatchingMode } from '../infer/engine.js';
+import type { StorageDtype } from '../backend/bf16.js';
 import type { DoneInfo, EngineStats, FromWorker, GenerationOptions, ModelInfo, ToWorker, WireToken } from './messages.js';
 
 export interface RequestListener {
@@ -26,8 +27,8 @@ export class EngineWorker {
   }
 
   /** Start a worker on a model directory; resolves once the model is loaded. */
-  static start(modelDir: string, maxBatch: number, batching: BatchingMode): Promise<EngineWorker> {
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { modelDir, maxBatch, batching } });
+  static start(modelDir: string, maxBatch: number, batching: BatchingMode, dtype: StorageDtype): Promise<EngineWorker> {
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { modelDir, maxBatch, batching, dtype } });
     return new Promise((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {
         if (m.type === 'ready') {

@@ -9,6 +9,7 @@
  *   cancel {id}                   ──▶   handle.cancel(): K/V freed at the next step
  *                                 ◀──   stats {…}                  (after steps, at most every 100 ms)
  */
+import type { StorageDtype } from '../backend/bf16.js';
 
 /** What a request asks of the engine, in the engine's terms (the HTTP layer maps OpenAI fields to these). */
 export interface GenerationOptions {
@@ -41,6 +42,8 @@ export interface ModelInfo {
   readonly threshold: number | null;
   readonly contextLength: number;
   readonly vocabSize: number;
+  /** Storage of the engine's packed weights and K/V pool. */
+  readonly dtype: StorageDtype;
 }
 
 export interface EngineStats {

@@ -10,6 +10,7 @@
  * is bounded: body size (413), queue (429 + Retry-After), prompt + max_tokens ≤ context (400),
  * time per request; a client that goes away cancels its request and frees its K/V.
  */
+import { storageDtype, type StorageDtype } from '../backend/bf16.js';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +38,8 @@ export interface ServeOptions {
   readonly port?: number;
   readonly maxBatch?: number;
   readonly batching?: Extract<BatchingMode, 'depth' | 'sequence'>;
+  /** Storage of the engine's packed weights and K/V pool (EngineOptions.dtype). */
+  readonly dtype?: StorageDtype;
   /** Requests waiting beyond the running batch before new ones get 429. */
   readonly maxQueue?: number;
   /** Require `Authorization: Bearer KEY` on /v1/*. */
@@ -55,6 +58,7 @@ export const SERVE_DEFAULTS = Object.freeze({
   port: 8080,
   maxBatch: 32,
   batching: 'depth' as const,
+  dtype: 'f32' as StorageDtype,
   maxQueue: 256,
   requestTimeoutS: 600,
   maxBodyBytes: 1 << 20,
@@ -153,6 +157,7 @@ export async function startServer(options: ServeOptions): Promise<MorServer> {
   for (const [k, v, min] of [['maxBatch', o.maxBatch, 1], ['maxQueue', o.maxQueue, 0], ['port', o.port, 0]] as const) {
     if (!Number.isInteger(v) || v < min) throw new ArgumentError(`${k} must be an integer ≥ ${min}, got ${v}`);
   }
+  const dtype = storageDtype('dtype', o.dtype);
   if (!(o.requestTimeoutS > 0)) throw new ArgumentError(`requestTimeoutS must be > 0, got ${o.requestTimeoutS}`);
   if (!existsSync(o.modelDir)) throw new ArgumentError(`model directory not found: ${o.modelDir}`);
   let state: State = 'loading';
@@ -355,7 +360,7 @@ export async function startServer(options: ServeOptions): Promise<MorServer> {
     });
   });
 
-  app.get('/health', (c) => c.json({ status: state === 'ready' ? 'ok' : state }, state === 'ready' ? 200 : 503));
+  app.get('/health', (c) => (state === 'ready' ? c.json({ status: 'ok', dtype: (engine as EngineWorker).info.dtype }, 200) : c.json({ status: state }, 503)));
   app.get('/metrics', async (c) => {
     if (!metrics) return c.text('', 503);
     return c.text(await metrics.registry.metrics(), 200, { 'Content-Type': metrics.registry.contentType });
@@ -409,7 +414,7 @@ export async function startServer(options: ServeOptions): Promise<MorServer> {
     s.once('error', reject);
   });
   const port = (server.address() as AddressInfo).port;
-  const ready = EngineWorker.start(o.modelDir, o.maxBatch, o.batching).then((e) => {
+  const ready = EngineWorker.start(o.modelDir, o.maxBatch, o.batching, dtype).then((e) => {
     engine = e;
     metrics = new ServerMetrics(e.info.numRecursions, () => e.stats);
     state = 'ready';

@@ -13,11 +13,13 @@ import { generateText, textRequest, type StreamedToken, type TextGenerateOptions
 import type { TokenLogprob } from '../infer/sampler.js';
 import type { FromWorker, GenerationOptions, ToWorker, WireToken } from './messages.js';
 import { definedOnly } from '../util/defined.js';
+import type { StorageDtype } from '../backend/bf16.js';
 
 export interface WorkerConfig {
   readonly modelDir: string;
   readonly maxBatch: number;
   readonly batching: BatchingMode;
+  readonly dtype: StorageDtype;
 }
 
 if (parentPort === null) throw new Error('serve/worker.js runs as a worker thread');
@@ -26,7 +28,7 @@ const post = (m: FromWorker): void => port.postMessage(m);
 
 async function main(cfg: WorkerConfig): Promise<void> {
   const { model, tokenizer: tok } = await loadModel(cfg.modelDir);
-  const engine = new Engine(model, { maxBatch: cfg.maxBatch, batching: cfg.batching });
+  const engine = new Engine(model, { maxBatch: cfg.maxBatch, batching: cfg.batching, dtype: cfg.dtype });
   const c = model.config;
   const contextLength = c.max_position_embeddings;
   const handles = new Map<number, { cancel: () => void }>();
@@ -129,6 +131,7 @@ async function main(cfg: WorkerConfig): Promise<void> {
       threshold: routerThreshold(c),
       contextLength,
       vocabSize: c.vocab_size,
+      dtype: cfg.dtype,
     },
   });
 }

@@ -9,6 +9,8 @@
  * lse, as FlashAttention does: p_ij = exp(scale·q_i·k_j − lse_i).
  */
 import type { AttentionLayout, FloatArray, PagedAttentionLayout } from '../backend.js';
+import { fromBf16 } from '../bf16.js';
+import { DtypeError } from '../../errors.js';
 
 interface Segment {
   qStart: number;
@@ -155,10 +157,15 @@ export function attentionBackward(
 export function attentionPaged(
   layout: PagedAttentionLayout,
   q: FloatArray, // (Nq, H, HD)
-  kPool: FloatArray, // (numSlots, KVH, HD)
-  vPool: FloatArray, // (numSlots, KVH, HD)
+  kPoolStored: FloatArray | Uint16Array, // (numSlots, KVH, HD); Uint16Array: bf16, read widened
+  vPoolStored: FloatArray | Uint16Array, // (numSlots, KVH, HD)
   out: FloatArray, // (Nq, H, HD)
 ): void {
+  if ((kPoolStored instanceof Uint16Array) !== (vPoolStored instanceof Uint16Array)) {
+    throw new DtypeError('attentionPaged: kPool and vPool must have one dtype (both float or both Uint16Array bf16)');
+  }
+  const kPool = kPoolStored instanceof Uint16Array ? fromBf16(kPoolStored) : kPoolStored;
+  const vPool = vPoolStored instanceof Uint16Array ? fromBf16(vPoolStored) : vPoolStored;
   const { numHeads: H, numKvHeads: KVH, headDim: HD, scale, blockSize, qPos, posPool, streams, blockTables } = layout;
   const group = H / KVH;
   const nq = qPos.length;

@@ -1,8 +1,9 @@
 /**
  * decodeLayer, written as the composition of the reference kernels it fuses (see Backend).
  */
-import { ArgumentError, ShapeError } from '../../errors.js';
-import type { DecodeLayerArgs, PackedLayer, PackedWeight } from '../backend.js';
+import { ArgumentError, DtypeError, ShapeError } from '../../errors.js';
+import type { DecodeLayerArgs, KvArray, PackedLayer, PackedWeight } from '../backend.js';
+import { toBf16 } from '../bf16.js';
 import { attentionPaged } from './attention.js';
 import { gemmPacked } from './gemm.js';
 import { rmsnormForward, rope, swigluForward } from './layers.js';
@@ -14,7 +15,11 @@ function columns(x: Float32Array, rows: number, cols: number, from: number, widt
   return out;
 }
 
-export function decodeLayer(args: DecodeLayerArgs, h: Float32Array, w: PackedLayer, kPool: Float32Array, vPool: Float32Array, out: Float32Array): void {
+/**
+ * Weights and pool may each be f32 or bf16 (all four weights in one dtype): a bf16 pool stores
+ * the rows' k and v rounded to nearest-even bf16, and attention reads them back widened.
+ */
+export function decodeLayer(args: DecodeLayerArgs, h: Float32Array, w: PackedLayer, kPool: KvArray, vPool: KvArray, out: Float32Array): void {
   const { attention: l, kvSlots } = args;
   const d = w.inputNorm.length;
   const n = h.length / d;
@@ -27,6 +32,11 @@ export function decodeLayer(args: DecodeLayerArgs, h: Float32Array, w: PackedLay
   expect(w.qkv, qw + 2 * kvw, d, 'qkv');
   expect(w.o, d, qw, 'o');
   expect(w.gateUp, 2 * inter, d, 'gateUp');
+  for (const [name, p] of [['o', w.o], ['gateUp', w.gateUp], ['down', w.down]] as const) {
+    if (p.dtype !== w.qkv.dtype) throw new DtypeError(`decodeLayer: ${name} is ${p.dtype}, qkv ${w.qkv.dtype}: pack all four weights in one dtype`);
+  }
+  const bf16Pool = kPool instanceof Uint16Array;
+  if (bf16Pool !== vPool instanceof Uint16Array) throw new DtypeError('decodeLayer: kPool and vPool must have one dtype (both Float32Array or both Uint16Array bf16)');
   if (!Number.isInteger(n) || out.length !== h.length || kvSlots.length !== n || l.qPos.length !== n) {
     throw new ShapeError(`decodeLayer: h (${h.length}), out (${out.length}), kvSlots (${kvSlots.length}), qPos (${l.qPos.length}) do not describe N rows of D = ${d}`);
   }
@@ -44,8 +54,10 @@ export function decodeLayer(args: DecodeLayerArgs, h: Float32Array, w: PackedLay
   kvSlots.forEach((slot, i) => {
     if (slot === -1) return;
     if (!Number.isInteger(slot) || slot < 0 || slot >= numSlots) throw new ArgumentError(`decodeLayer: kvSlots[${i}] = ${slot} is outside the pool of ${numSlots} slots (−1 = no write)`);
-    kPool.set(k.subarray(i * kvw, (i + 1) * kvw), slot * kvw);
-    vPool.set(v.subarray(i * kvw, (i + 1) * kvw), slot * kvw);
+    const kRow = k.subarray(i * kvw, (i + 1) * kvw);
+    const vRow = v.subarray(i * kvw, (i + 1) * kvw);
+    kPool.set(bf16Pool ? toBf16(kRow) : kRow, slot * kvw);
+    vPool.set(bf16Pool ? toBf16(vRow) : vRow, slot * kvw);
   });
   const a = new Float32Array(n * qw);
   attentionPaged(l, q, kPool, vPool, a);

@@ -4,6 +4,7 @@
  */
 import { ArgumentError } from '../../errors.js';
 import type { FloatArray, GemmArgs, PackedWeight } from '../backend.js';
+import { fromBf16, storageDtype, toBf16, type StorageDtype } from '../bf16.js';
 
 /**
  * C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b]  (see GemmArgs).
@@ -42,13 +43,20 @@ export function gemm(args: GemmArgs, a: FloatArray, b: FloatArray, c: FloatArray
   }
 }
 
-/** The reference "packing" is a copy: gemmPacked is gemm with transB over it. */
-export function packWeight(w: Float32Array, n: number, k: number): PackedWeight {
+/**
+ * The reference "packing" is a copy (bf16: each value rounded to nearest-even, bf16.ts):
+ * gemmPacked is gemm with transB over it.
+ */
+export function packWeight(w: Float32Array, n: number, k: number, dtype: StorageDtype = 'f32'): PackedWeight {
   if (w.length !== n * k) throw new ArgumentError(`packWeight: w has ${w.length} elements, (n, k) = (${n}, ${k}) needs ${n * k}`);
-  return { backend: 'ref', n, k, data: Float32Array.from(w) };
+  const dt = storageDtype('packWeight: dtype', dtype);
+  if (dt === 'bf16') return { backend: 'ref', n, k, dtype: 'bf16', data: toBf16(w) };
+  return { backend: 'ref', n, k, dtype: 'f32', data: Float32Array.from(w) };
 }
 
+/** A bf16 weight is widened to float32 (exactly) and multiplied as an f32 one. */
 export function gemmPacked(m: number, a: Float32Array, w: PackedWeight, c: Float32Array, accumulate: boolean): void {
   if (w.backend !== 'ref') throw new ArgumentError(`gemmPacked: weight packed by the '${w.backend}' backend; repack it with 'ref'`);
-  gemm({ transA: false, transB: true, m, n: w.n, k: w.k, alpha: 1, beta: accumulate ? 1 : 0 }, a, w.data, c);
+  const b = w.dtype === 'bf16' ? fromBf16(w.data) : w.data; //  (n, k)
+  gemm({ transA: false, transB: true, m, n: w.n, k: w.k, alpha: 1, beta: accumulate ? 1 : 0 }, a, b, c);
 }

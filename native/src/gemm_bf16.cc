@@ -1,0 +1,211 @@
+// The packed-weight product over bf16 panels (gemm.h, packWeightBf16), compiled once per
+// instruction-set variant (isa.h). Decoding reads every weight once per call, so halving its bytes
+// halves the dominant memory traffic; the arithmetic stays f32: each 32-bit lane of a k-pair load
+// holds W[c, 2q] (low half) and W[c, 2q+1] (high half), widened by a shift and a mask, then two
+// f32 FMAs per activation row.
+//
+// The avx512bf16 variant instead runs vdpbf16ps, which does both products of a k-pair in one
+// instruction (a bf16 pair of activations broadcast against 16 columns' weight pairs, summed into
+// f32 lanes): it needs the activations in bf16 too, so each row of A is rounded to nearest-even
+// bf16 (bf16.h, the same rule as the weights) when it is packed. That doubles the per-product
+// error bound (2⁻⁸ → 2·2⁻⁸ of Σ|a·w|) and, like every AVX512_BF16 instruction, treats subnormal
+// inputs as zero; measured on a Zen 4 core it is 1.5× (1 row) to 2× (4–12 rows) the widening
+// kernel's rate on decoding shapes (native/README.md, "bf16").
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <utility>
+
+#include "common.h"
+#include "isa.h"
+
+#if defined(__AVX512BF16__) && MOR_VW == 16
+#define MOR_BF16_DOT 1
+#include <immintrin.h>
+#endif
+
+MOR_ISA_BEGIN
+
+namespace {
+
+#if MOR_VW == 16
+constexpr int MRB = 12;
+#else
+constexpr int MRB = 6;
+#endif
+constexpr int NRB = 2 * W;          // columns of the register tile (two vectors)
+constexpr int NVB = NRB / W;
+constexpr int64_t PR = 2 * kPackNR;  // values per k-pair row of a panel
+static_assert(kPackNR % NRB == 0, "packed weight panels must hold whole sub-panels");
+
+// c (R, nr) = a (R, 2·pairs) · b (2·pairs, NRB) [+ c]; a k-major R-tall (k padded to even, zero),
+// b a sub-panel of a bf16 panel: k-pair rows PR values apart.
+template <int R>
+MOR_INLINE void bf16Kernel(int64_t pairs, const float* MOR_RESTRICT a, const uint16_t* MOR_RESTRICT b,
+                           float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const uint16_t* prefetch) {
+  vf acc[R][NVB];
+#pragma GCC unroll 32
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NVB; ++v) acc[i][v] = vf{};
+  for (int64_t q = 0; q < pairs; ++q) {
+    if (prefetch != nullptr) {
+      __builtin_prefetch(prefetch + q * PR, 0, 2);
+      __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
+    }
+    vf lo[NVB], hi[NVB];
+#pragma GCC unroll 4
+    for (int v = 0; v < NVB; ++v) {
+      const vu x = vloadPairs(b + q * PR + v * 2 * W);
+      lo[v] = bf16Low(x);
+      hi[v] = bf16High(x);
+    }
+    const float* ap = a + 2 * q * R;
+#pragma GCC unroll 32
+    for (int i = 0; i < R; ++i) {
+      const vf a0 = bcast(ap[i]), a1 = bcast(ap[R + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NVB; ++v) acc[i][v] += a0 * lo[v] + a1 * hi[v];
+    }
+  }
+  if (nr == NRB) {
+#pragma GCC unroll 32
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NVB; ++v) {
+        float* cp = c + i * ldc + v * W;
+        vstore(cp, accumulate ? vload(cp) + acc[i][v] : acc[i][v]);
+      }
+  } else {
+    alignas(64) float tmp[NRB];
+    for (int i = 0; i < R; ++i) {
+      for (int v = 0; v < NVB; ++v) vstore(tmp + v * W, acc[i][v]);
+      for (int j = 0; j < nr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tmp[j] : tmp[j];
+    }
+  }
+}
+
+#ifdef MOR_BF16_DOT
+// The same product with vdpbf16ps: a holds the rows' activations as bf16 pairs, a[q·R + i] =
+// bf16(A[i, 2q]) | bf16(A[i, 2q+1]) << 16.
+template <int R>
+MOR_INLINE void dotKernel(int64_t pairs, const uint32_t* MOR_RESTRICT a, const uint16_t* MOR_RESTRICT b,
+                          float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const uint16_t* prefetch) {
+  static_assert(NVB == 2, "two 16-column vectors per sub-panel");
+  __m512 acc[R][2];
+#pragma GCC unroll 32
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < pairs; ++q) {
+    if (prefetch != nullptr) {
+      __builtin_prefetch(prefetch + q * PR, 0, 2);
+      __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
+    }
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * PR);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * PR + 32);
+    const uint32_t* ap = a + q * R;
+#pragma GCC unroll 32
+    for (int i = 0; i < R; ++i) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(ap[i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+  }
+  if (nr == NRB) {
+#pragma GCC unroll 32
+    for (int i = 0; i < R; ++i)
+      for (int v = 0; v < 2; ++v) {
+        float* cp = c + i * ldc + v * W;
+        vstore(cp, accumulate ? vload(cp) + vf(acc[i][v]) : vf(acc[i][v]));
+      }
+  } else {
+    alignas(64) float tmp[NRB];
+    for (int i = 0; i < R; ++i) {
+      for (int v = 0; v < 2; ++v) _mm512_store_ps(tmp + v * W, acc[i][v]);
+      for (int j = 0; j < nr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tmp[j] : tmp[j];
+    }
+  }
+}
+typedef uint32_t APack;  // an activation pair in bf16
+#else
+typedef float APack;  // an activation in f32
+#endif
+
+typedef void (*Bf16KernelFn)(int64_t, const APack*, const uint16_t*, float*, int64_t, int, bool, const uint16_t*);
+template <int R>
+void bf16KernelFn(int64_t pairs, const APack* a, const uint16_t* b, float* c, int64_t ldc, int nr, bool acc,
+                  const uint16_t* prefetch) {
+#ifdef MOR_BF16_DOT
+  dotKernel<R>(pairs, a, b, c, ldc, nr, acc, prefetch);
+#else
+  bf16Kernel<R>(pairs, a, b, c, ldc, nr, acc, prefetch);
+#endif
+}
+template <int... Rs>
+constexpr std::array<Bf16KernelFn, sizeof...(Rs)> bf16KernelTable(std::integer_sequence<int, Rs...>) {
+  return {&bf16KernelFn<Rs + 1>...};
+}
+constexpr auto kBf16Kernels = bf16KernelTable(std::make_integer_sequence<int, MRB>{});
+
+}  // namespace
+
+void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const uint16_t* P, float* C,
+                     int64_t ldc, bool accumulate) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, 0.f);
+    return;
+  }
+  const int64_t kp = k + (k & 1), pairs = kp / 2;
+  // Row tiles of near-equal height ≤ MRB, each stored k-major at ap + r0·aDepth: kp floats deep
+  // (the pad zero), or, for vdpbf16ps, `pairs` bf16 pairs deep.
+  const int64_t tiles = (m + MRB - 1) / MRB;
+  const int64_t base = m / tiles, extra = m % tiles;
+#ifdef MOR_BF16_DOT
+  const int64_t aDepth = pairs;
+  APack* ap = reinterpret_cast<APack*>(scratch(30, static_cast<size_t>(m * pairs)));
+  for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+    const int64_t R = base + (t < extra ? 1 : 0);
+    APack* d = ap + r0 * aDepth;
+    for (int64_t i = 0; i < R; ++i) {
+      const float* src = A + (r0 + i) * lda;
+      for (int64_t q = 0; q < pairs; ++q) {
+        const uint32_t hi = 2 * q + 1 < k ? f32ToBf16(src[2 * q + 1]) : 0;
+        d[q * R + i] = f32ToBf16(src[2 * q]) | hi << 16;
+      }
+    }
+    r0 += R;
+  }
+#else
+  const int64_t aDepth = kp;
+  APack* ap = scratch(30, static_cast<size_t>(m * kp));
+  for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+    const int64_t R = base + (t < extra ? 1 : 0);
+    APack* d = ap + r0 * aDepth;
+    for (int64_t i = 0; i < R; ++i) {
+      const float* src = A + (r0 + i) * lda;
+      for (int64_t p = 0; p < k; ++p) d[p * R + i] = src[p];
+      if (kp != k) d[k * R + i] = 0.f;
+    }
+    r0 += R;
+  }
+#endif
+  const int64_t panels = (n + kPackNR - 1) / kPackNR;
+  const int threads = std::min<int64_t>(std::min(maxThreads(), threadsFor(2.0 * m * n * k, 2.0e5)), panels);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t jp = 0; jp < panels; ++jp) {
+    const uint16_t* b = P + jp * kPackNR * kp;
+    for (int64_t sub = 0; sub < kPackNR / NRB && jp * kPackNR + sub * NRB < n; ++sub) {
+      const int64_t j0 = jp * kPackNR + sub * NRB;
+      const int nr = static_cast<int>(std::min<int64_t>(NRB, n - j0));
+      for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+        const int64_t R = base + (t < extra ? 1 : 0);
+        const uint16_t* pf = sub == 0 && t == 0 && jp + 1 < panels ? b + kPackNR * kp : nullptr;
+        kBf16Kernels[R - 1](pairs, ap + r0 * aDepth, b + sub * 2 * NRB, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
+        r0 += R;
+      }
+    }
+  }
+}
+
+MOR_ISA_END
