@@ -9,7 +9,8 @@ import { validateConfig } from '../src/model/config.js';
 import { createModel } from '../src/model/model.js';
 import { Engine, type StepRunner } from '../src/infer/engine.js';
 import { KVStream, PagedKVPool } from '../src/infer/kv-pool.js';
-import type { DepthControl, SequenceKV, TokenState } from '../src/infer/runner.js';
+import { ModelRunner, type DepthControl, type SequenceKV, type TokenState } from '../src/infer/runner.js';
+import { headDim } from '../src/model/config.js';
 import { Rng } from '../src/util/rng.js';
 import { forwardGreedy, generateAll } from './helpers/greedy.js';
 
@@ -286,5 +287,41 @@ describe('scheduler (fake model)', () => {
     await consumer;
     assert.deepEqual(seen, (await h.result).tokens);
     assert.equal(seen.length, 4);
+  });
+});
+
+describe('work meter (the roofline of bench:infer)', () => {
+  test('a prompt reads its K/V stream once per layer call and sees keys causally; a decoding row reads every key', () => {
+    const model = createModel(preset('tiny'), 1);
+    const c = model.config;
+    const hd = headDim(c);
+    const rowSize = c.num_key_value_heads * hd;
+    const runner = new ModelRunner(model, new PagedKVPool(64, 16, rowSize));
+    const calls: number[][] = [];
+    runner.meter = { call: (lf, wb, af, kb) => void calls.push([lf, wb, af, kb]) };
+    const seq = runner.newSequence();
+    const n = 10;
+    const control = { maxDepth: 1, threshold: 0.5, exitConfidence: null };
+    runner.prefill(seq, Int32Array.from({ length: n }, (_, i) => i + 1), control);
+    const layers = calls.filter((x) => (x[2] as number) > 0);
+    assert.equal(layers.length, c.num_hidden_layers);
+    for (const [, , attentionFlops, kvBytes] of layers) {
+      assert.equal(kvBytes, 2 * 4 * n * rowSize, 'K and V of n rows, f32, once');
+      assert.equal(attentionFlops, (4 * hd * c.num_attention_heads * n * (n + 1)) / 2, 'causal pairs');
+    }
+    // one decoding token at position n: n + 1 keys, read once
+    calls.length = 0;
+    const [row] = runner.newTokens(seq, [5], n, control);
+    const rows = [row as TokenState];
+    runner.enter(rows, Int32Array.of(5));
+    while (rows[0]?.next === 'block') runner.block(rows);
+    runner.exit(rows, [false]);
+    const decode = calls.filter((x) => (x[2] as number) > 0);
+    assert.equal(decode.length, c.num_hidden_layers);
+    for (const [, , attentionFlops, kvBytes] of decode) {
+      assert.equal(kvBytes, 2 * 4 * (n + 1) * rowSize);
+      assert.equal(attentionFlops, 4 * hd * c.num_attention_heads * (n + 1));
+    }
+    runner.releaseSequence(seq);
   });
 });

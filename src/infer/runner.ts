@@ -291,12 +291,25 @@ export class ModelRunner {
     const u = this.model.plan.uniqueOf[l] as number;
     const meter = (weightParams: number): void => {
       if (!this.meter) return;
-      // every row reads its whole stream: QKᵀ and P·V over `len` keys, K and V rows in the pool's dtype
-      let keys = 0;
-      for (let i = 1; i < layout.streams.length; i += 2) keys += layout.streams[i] as number;
+      // FLOPs: each row's QKᵀ and P·V over the keys it may see — at most min(stream length,
+      // position + 1), exact for a decoding row. Bytes: each stream's K and V rows (pool dtype)
+      // once per call: the prompt rows of a sequence share one stream, and its K/V for one layer
+      // (at most context × rowSize × 2 elements) stays in cache across those rows.
+      let visible = 0;
+      let streamKeys = 0;
+      const seen = new Set<number>();
+      for (let i = 0; i < rows.length; i++) {
+        const off = layout.streams[2 * i] as number;
+        const len = layout.streams[2 * i + 1] as number;
+        visible += Math.min(len, (qPos[i] as number) + 1);
+        if (!seen.has(off)) {
+          seen.add(off);
+          streamKeys += len;
+        }
+      }
       const params = linearParamsPerLayer(c, u);
       const eb = this.elementBytes;
-      this.meter.call(2 * rows.length * params, eb * weightParams, 4 * keys * layout.headDim * layout.numHeads, 2 * eb * keys * this.rowSize);
+      this.meter.call(2 * rows.length * params, eb * weightParams, 4 * visible * layout.headDim * layout.numHeads, 2 * eb * streamKeys * this.rowSize);
     };
     const be = getBackend();
     const packedLayer = lora === null ? this.packedWeights().layers[u] : undefined;
