@@ -24,6 +24,7 @@ import { createOptimizer, trainLoop } from '../src/train/trainer.js';
 import { evaluateNll } from '../src/train/evaluate.js';
 import { Rng } from '../src/util/rng.js';
 import { centralDifference } from './helpers/numeric.js';
+import { checkRoutedGrad, randomIds, routingKey } from './helpers/routed-grad.js';
 import { sub } from '../src/tensor/ops.js';
 import { Engine } from '../src/infer/engine.js';
 
@@ -101,50 +102,8 @@ describe('MoD config', () => {
   });
 });
 
-function randomIds(rng: Rng, n: number, vocab: number): Int32Array {
-  return Int32Array.from({ length: n }, () => rng.nextInt(vocab));
-}
 
-/** Which rows each routed layer processed: the selection fingerprint of a forward. */
-function selectionKey(model: Model, ids: Int32Array, batch: number): string {
-  const out = noGrad(() => forward(model, ids, batch, ids));
-  return JSON.stringify(out.stats?.selectedRows.map((r) => Array.from(r)));
-}
 
-/**
- * Finite differences of the training loss (LM + aux BCE) w.r.t. a few coordinates of the named
- * parameters, skipping coordinates whose perturbation changes the top-k selection (where the
- * loss jumps). Returns the number of coordinates checked.
- */
-function checkModelGrad(model: Model, ids: Int32Array, batch: number, names: string[], rng: Rng): number {
-  const params = [...model.params.byName.values()].filter((t) => t.requiresGrad);
-  zeroGrad(params);
-  const out = forward(model, ids, batch, ids);
-  assert.ok(out.loss);
-  backward(out.loss);
-  const key = selectionKey(model, ids, batch);
-  let checked = 0;
-  for (const name of names) {
-    const t = model.params.byName.get(name) as Tensor;
-    const g = t.grad;
-    assert.ok(g, `no gradient for ${name}`);
-    const gmax = Math.max(1e-6, ...Array.from(g, Math.abs));
-    const data = t.f32();
-    for (let s = 0; s < 8; s++) {
-      const i = rng.nextInt(data.length);
-      let sameRouting = true;
-      const fd = centralDifference(data, i, 1e-2, () => {
-        const loss = noGrad(() => forward(model, ids, batch, ids).loss?.item() ?? NaN);
-        if (selectionKey(model, ids, batch) !== key) sameRouting = false;
-        return loss;
-      });
-      if (!sameRouting) continue;
-      assert.ok(Math.abs(fd - (g[i] as number)) <= 0.05 * gmax, `${name}[${i}]: tape ${g[i]}, finite difference ${fd} (scale ${gmax})`);
-      checked++;
-    }
-  }
-  return checked;
-}
 
 /** Rows (b·T + t) of each sequence a selection holds: counts per sequence. */
 function countsPerSequence(rows: Int32Array, batch: number, T: number): number[] {
@@ -274,7 +233,7 @@ for (const backendName of availableBackends()) {
         const c = modConfig('tiny-mod', { router_func, capacity: 0.25, aux_loss_coef: 0.5 }, { initializer_range: 0.2 });
         const model = createModel(c, 5);
         const ids = randomIds(rng, B * 12, c.vocab_size);
-        const n = checkModelGrad(model, ids, B, ['model.layers.1.mod_router.weight', 'model.layers.3.mod_router.weight', 'model.layers.1.mlp.down_proj.weight', 'model.layers.3.self_attn.q_proj.weight', 'model.layers.2.mlp.up_proj.weight'], rng);
+        const n = checkRoutedGrad(model, ids, B, ['model.layers.1.mod_router.weight', 'model.layers.3.mod_router.weight', 'model.layers.1.mlp.down_proj.weight', 'model.layers.3.self_attn.q_proj.weight', 'model.layers.2.mlp.up_proj.weight'], rng, 8);
         assert.ok(n >= 15, `${router_func}: only ${n} coordinates checked`);
       }
     });

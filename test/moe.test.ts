@@ -21,6 +21,7 @@ import { backward, noGrad, parameter, tensor, zeroGrad, type Tensor } from '../s
 import { linear, sigmoid, softmax } from '../src/tensor/ops.js';
 import { Rng } from '../src/util/rng.js';
 import { centralDifference } from './helpers/numeric.js';
+import { checkRoutedGrad, randomIds, routingKey } from './helpers/routed-grad.js';
 import { withTempDir } from './helpers/temp-dir.js';
 import { writeRepeatedJsonl } from './helpers/corpus.js';
 import { runTraining, type TrainRunOptions } from '../src/train/run.js';
@@ -34,47 +35,8 @@ function moeConfig(base: string, moe: object, extra: object = {}): ModelConfig {
   return validateConfig({ ...b, ...extra, moe: { ...(b.moe ?? { expert_intermediate_size: 44 }), ...moe } });
 }
 
-function randomIds(rng: Rng, n: number, vocab: number): Int32Array {
-  return Int32Array.from({ length: n }, () => rng.nextInt(vocab));
-}
 
-/** Which experts every MoE call picked (the discrete routing; finite differences skip points that change it). */
-function selectionKey(model: Model, ids: Int32Array, batch: number): string {
-  const out = noGrad(() => forward(model, ids, batch, ids));
-  return JSON.stringify([out.moeSelections.map((s) => Array.from(s)), out.stats?.selectedRows.map((r) => Array.from(r))]);
-}
 
-/** Finite differences of the training loss vs the tape at a few coordinates of each named parameter. */
-function checkModelGrad(model: Model, ids: Int32Array, batch: number, names: string[], rng: Rng): number {
-  const params = [...model.params.byName.values()].filter((t) => t.requiresGrad);
-  zeroGrad(params);
-  const out = forward(model, ids, batch, ids);
-  assert.ok(out.loss);
-  backward(out.loss);
-  const key = selectionKey(model, ids, batch);
-  let checked = 0;
-  for (const name of names) {
-    const t = model.params.byName.get(name);
-    assert.ok(t, `no parameter ${name}`);
-    const g = t.grad;
-    assert.ok(g, `no gradient for ${name}`);
-    const gmax = Math.max(1e-6, ...Array.from(g, Math.abs));
-    const data = t.f32();
-    for (let s = 0; s < 6; s++) {
-      const i = rng.nextInt(data.length);
-      let sameRouting = true;
-      const fd = centralDifference(data, i, 1e-2, () => {
-        const loss = noGrad(() => forward(model, ids, batch, ids).loss?.item() ?? NaN);
-        if (selectionKey(model, ids, batch) !== key) sameRouting = false;
-        return loss;
-      });
-      if (!sameRouting) continue;
-      assert.ok(Math.abs(fd - (g[i] as number)) <= 0.05 * gmax, `${name}[${i}]: tape ${g[i]}, finite difference ${fd} (scale ${gmax})`);
-      checked++;
-    }
-  }
-  return checked;
-}
 
 /** Per-token reference of one MoE MLP: y_t = shared(x_t) + Σ_{kept picks} w·e(x_t), each expert run on every row. */
 function referenceMoe(model: Model, u: number, x: Tensor, keepOf: (t: number, e: number) => boolean): Float32Array {
@@ -132,7 +94,7 @@ for (const backendName of availableBackends()) {
           'model.layers.3.mlp.shared_experts.up_proj.weight',
           'model.layers.1.self_attn.q_proj.weight',
         ];
-        const n = checkModelGrad(model, ids, B, names, rng);
+        const n = checkRoutedGrad(model, ids, B, names, rng);
         assert.ok(n >= 20, `${router_func}: only ${n} coordinates checked`);
         const out = noGrad(() => forward(model, ids, B, ids));
         assert.ok((out.routingTerms['moe_aux'] ?? 0) > 0 && (out.routingTerms['moe_z_loss'] ?? 0) > 0, JSON.stringify(out.routingTerms));
@@ -166,7 +128,7 @@ for (const backendName of availableBackends()) {
       const c = moeConfig('tiny-mor3-moe', { router_per_recursion: true }, { initializer_range: 0.2 });
       const model = createModel(c, 3);
       const ids = randomIds(rng, B * T, c.vocab_size);
-      const n = checkModelGrad(model, ids, B, ['model.layers.1.mlp.routers.2.weight', 'model.layers.1.mlp.experts.1.up_proj.weight', 'model.mor.routers.1.weight'], rng);
+      const n = checkRoutedGrad(model, ids, B, ['model.layers.1.mlp.routers.2.weight', 'model.layers.1.mlp.experts.1.up_proj.weight', 'model.mor.routers.1.weight'], rng);
       assert.ok(n >= 9, `only ${n} coordinates checked`);
     });
 

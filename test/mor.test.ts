@@ -13,56 +13,15 @@ import { updateRouterBias } from '../src/model/mor.js';
 import { backward, noGrad, parameter, zeroGrad, type Tensor } from '../src/tensor/tensor.js';
 import { Rng } from '../src/util/rng.js';
 import { centralDifference } from './helpers/numeric.js';
+import { checkRoutedGrad, randomIds, routingKey } from './helpers/routed-grad.js';
 
 function morConfig(base: string, mor: object, extra: object = {}): ModelConfig {
   const b = preset(base);
   return validateConfig({ ...b, ...extra, mor: { ...(b.mor ?? {}), ...mor } });
 }
 
-function randomIds(rng: Rng, n: number, vocab: number): Int32Array {
-  return Int32Array.from({ length: n }, () => rng.nextInt(vocab));
-}
 
-/** Selection fingerprint of a forward: which fractions / loads came out. */
-function selectionKey(model: Model, ids: Int32Array, batch: number): string {
-  const out = noGrad(() => forward(model, ids, batch, ids));
-  return JSON.stringify(out.stats?.selectedRows.map((r) => Array.from(r)));
-}
 
-/**
- * Finite differences of the training loss w.r.t. a few coordinates of the named parameters,
- * skipping coordinates whose perturbation changes the discrete routing (where the loss jumps).
- */
-function checkModelGrad(model: Model, ids: Int32Array, batch: number, names: string[], rng: Rng): number {
-  const params = [...model.params.byName.values()].filter((t) => t.requiresGrad);
-  zeroGrad(params);
-  const out = forward(model, ids, batch, ids);
-  assert.ok(out.loss);
-  backward(out.loss);
-  const key = selectionKey(model, ids, batch);
-  const eps = 1e-2;
-  let checked = 0;
-  for (const name of names) {
-    const t = model.params.byName.get(name) as Tensor;
-    const g = t.grad;
-    assert.ok(g, `no gradient for ${name}`);
-    const gmax = Math.max(1e-6, ...Array.from(g, Math.abs));
-    const data = t.f32();
-    for (let s = 0; s < 6; s++) {
-      const i = rng.nextInt(data.length);
-      let sameRouting = true; // at both perturbed points
-      const fd = centralDifference(data, i, eps, () => {
-        const loss = noGrad(() => forward(model, ids, batch, ids).loss?.item() ?? NaN);
-        if (selectionKey(model, ids, batch) !== key) sameRouting = false;
-        return loss;
-      });
-      if (!sameRouting) continue;
-      assert.ok(Math.abs(fd - (g[i] as number)) <= 0.05 * gmax, `${name}[${i}]: tape ${g[i]}, finite difference ${fd} (scale ${gmax})`);
-      checked++;
-    }
-  }
-  return checked;
-}
 
 for (const backendName of availableBackends()) {
   describe(`MoR routing on ${backendName}`, () => {
@@ -78,18 +37,18 @@ for (const backendName of availableBackends()) {
         const c = morConfig('tiny-mor3', { random_router: true, gating, alpha: 1, z_loss_coef: 0.01 }, { initializer_range: 0.2 });
         const model = createModel(c, 5);
         const ids = randomIds(rng, B * T, c.vocab_size);
-        const n = checkModelGrad(model, ids, B, ['model.mor.routers.0.weight', 'model.mor.routers.2.weight', 'model.layers.1.mlp.down_proj.weight', 'model.layers.1.self_attn.q_proj.weight'], rng);
+        const n = checkRoutedGrad(model, ids, B, ['model.mor.routers.0.weight', 'model.mor.routers.2.weight', 'model.layers.1.mlp.down_proj.weight', 'model.layers.1.self_attn.q_proj.weight'], rng);
         assert.ok(n >= 12, `only ${n} coordinates checked`);
       }
       // an MLP router ranking for real (the selection check skips coordinates that flip it)
       const mlp = morConfig('tiny-mor3', { router: 'mlp' }, { initializer_range: 0.2 });
       const ids = randomIds(rng, B * T, mlp.vocab_size);
-      assert.ok(checkModelGrad(createModel(mlp, 6), ids, B, ['model.mor.routers.1.fc2.weight', 'model.mor.routers.0.fc1.weight'], rng) >= 6);
+      assert.ok(checkRoutedGrad(createModel(mlp, 6), ids, B, ['model.mor.routers.1.fc2.weight', 'model.mor.routers.0.fc1.weight'], rng) >= 6);
       // the auxiliary router learns from its own BCE. Its input is detached (stop-gradient), so
       // only its own weights are checked against finite differences of the whole loss: for the
       // other weights the tape deliberately omits the path through the auxiliary BCE.
       const aux = morConfig('tiny-mor3', { causal: 'aux_router', router: 'mlp' }, { initializer_range: 0.2 });
-      assert.ok(checkModelGrad(createModel(aux, 6), ids, B, ['model.mor.aux_routers.1.fc1.weight', 'model.mor.aux_routers.2.fc2.weight'], rng) >= 6);
+      assert.ok(checkRoutedGrad(createModel(aux, 6), ids, B, ['model.mor.aux_routers.1.fc1.weight', 'model.mor.aux_routers.2.fc2.weight'], rng) >= 6);
     });
 
     test('gradients through token-choice routing (balancing and z-loss)', () => {
@@ -97,7 +56,7 @@ for (const backendName of availableBackends()) {
       const c = morConfig('tiny-mor3-token', { alpha: 1 }, { initializer_range: 0.2 });
       const model = createModel(c, 7);
       const ids = randomIds(rng, B * T, c.vocab_size);
-      const n = checkModelGrad(model, ids, B, ['model.mor.router.weight', 'model.layers.1.mlp.up_proj.weight'], rng);
+      const n = checkRoutedGrad(model, ids, B, ['model.mor.router.weight', 'model.layers.1.mlp.up_proj.weight'], rng);
       assert.ok(n >= 6, `only ${n} coordinates checked`);
     });
 
