@@ -173,6 +173,8 @@ function main(): void {
     console.log(`== ${spec.name}: val NLL ${ev.nll.toFixed(4)}${nllConverted === null ? '' : ` (converted, before uptraining: ${nllConverted.toFixed(4)})`}`);
   };
 
+  // the from-scratch baselines first: every conversion is read against them
+  for (const spec of GRID.filter((g) => g.start.kind === 'scratch')) runOne(spec);
   const conversions = GRID.filter((g) => g.start.kind === 'convert');
   for (const spec of conversions) runOne(spec);
   // The best conversion (lowest NLL after uptraining) again, with distillation from the source.
@@ -182,6 +184,5 @@ function main(): void {
     const spec = conversions.find((g) => g.name === best.name) as RunSpec;
     runOne({ ...spec, name: `${spec.name}-distill`, distill: true });
   }
-  for (const spec of GRID.filter((g) => g.start.kind === 'scratch')) runOne(spec);
 }
 main();
