@@ -31,6 +31,7 @@ import { DtypeError } from '../src/errors.js';
 import { Rng, randomFloats, uniformFloats } from './helpers/rng.js';
 import { assertClose } from './helpers/numeric.js';
 import { backendVariantsUnderTest, nativeBackend, refBackend } from './helpers/backends.js';
+import { decodeLayerLayout } from './helpers/attention-layouts.js';
 
 const TOL_GEMM = 4e-5;
 const TOL_PAGED = 2e-5;
@@ -200,21 +201,8 @@ const dec = {
   kPool: Float32Array.from(randomFloats(drng, NUM_BLOCKS * BS * kvw)),
   vPool: Float32Array.from(randomFloats(drng, NUM_BLOCKS * BS * kvw)),
 };
-const posPool = new Int32Array(NUM_BLOCKS * BS).fill(99);
-[12, 13, 14, 15, 0, 1, 2, 3].forEach((slot, p) => (posPool[slot] = p));
-[20, 21, 22].forEach((slot, p) => (posPool[slot] = p));
-const decLayout: PagedAttentionLayout = {
-  numHeads: H,
-  numKvHeads: KVH,
-  headDim: HD,
-  scale: 1 / Math.sqrt(HD),
-  blockSize: BS,
-  qPos: Int32Array.of(6, 7, 2, 7, 2),
-  posPool,
-  streams: Int32Array.of(0, 8, 0, 8, 2, 3, 0, 8, 2, 3),
-  blockTables: Int32Array.of(3, 0, 5),
-};
-const decArgs = { eps: 1e-5, ropeTheta: 10000, attention: decLayout, kvSlots: Int32Array.of(2, 3, 22, -1, -1) };
+const { layout: decLayout, kvSlots: decSlots } = decodeLayerLayout({ numHeads: H, numKvHeads: KVH, headDim: HD }, NUM_BLOCKS); // BS = 4
+const decArgs = { eps: 1e-5, ropeTheta: 10000, attention: decLayout, kvSlots: decSlots };
 
 /** decodeLayer on `be` with weights and pool in the given dtypes; the output and the pools widened to f32. */
 function runDecode(be: Backend, wd: StorageDtype, pd: StorageDtype): { out: Float32Array; kPool: Float32Array; vPool: Float32Array } {

@@ -33,7 +33,7 @@ import {
   repeatedKeyPositions,
   separateKeys,
 } from './helpers/attention-layouts.js';
-import type { AttentionCase, Heads } from './helpers/attention-layouts.js';
+import { decodeLayerLayout, type AttentionCase, type Heads } from './helpers/attention-layouts.js';
 
 /**
  * Tolerances (relative error, float32 backend vs float64 reference). 0 means bit-exact.
@@ -477,22 +477,7 @@ for (const pc of pagedCases) {
   const wd = randomFloats(drng, D * I, 0.3);
   const kPool0 = randomFloats(drng, numBlocks * BS * kvw);
   const vPool0 = randomFloats(drng, numBlocks * BS * kvw);
-  // stream A: blocks [3, 0], slots at positions 0..7 (6 and 7 are this call's); B: block [5], 0..2
-  const posPool = new Int32Array(numBlocks * BS).fill(99);
-  [12, 13, 14, 15, 0, 1, 2, 3].forEach((slot, p) => (posPool[slot] = p));
-  [20, 21, 22].forEach((slot, p) => (posPool[slot] = p));
-  const layout: PagedAttentionLayout = {
-    numHeads: H,
-    numKvHeads: KVH,
-    headDim: HD,
-    scale: 1 / Math.sqrt(HD),
-    blockSize: BS,
-    qPos: Int32Array.of(6, 7, 2, 7, 2),
-    posPool,
-    streams: Int32Array.of(0, 8, 0, 8, 2, 3, 0, 8, 2, 3),
-    blockTables: Int32Array.of(3, 0, 5),
-  };
-  const kvSlots = Int32Array.of(2, 3, 22, -1, -1);
+  const { layout, kvSlots } = decodeLayerLayout({ numHeads: H, numKvHeads: KVH, headDim: HD }, numBlocks); // BS = 4
   const eps = 1e-5;
   const theta = 10000;
   const cat = (...xs: Float64Array[]): Float64Array => {

@@ -119,7 +119,7 @@ export function forward(model: Model, ids: Int32Array, batch: number, targets?: 
   if (c.mod !== null) {
     // Mixture-of-Depths: a vanilla stack whose routed layers run only their selected rows (mod.ts)
     const stack = modStack(c, p, h, posArr, batch, runLayer, {
-      mode: opts.routing ?? 'topk',
+      mode,
       ...(opts.threshold !== undefined ? { threshold: opts.threshold } : {}),
     });
     h = stack.h;

@@ -8,7 +8,7 @@
  *
  * Every layout also has query and key rows outside all segments (out 0, lse −Infinity, grad 0).
  */
-import type { AttentionLayout } from '../../src/backend/index.js';
+import type { AttentionLayout, PagedAttentionLayout } from '../../src/backend/index.js';
 import type { Rng } from './rng.js';
 
 /** One block of rows: a segment, or (outside) rows that belong to no segment. */
@@ -137,3 +137,29 @@ export const HEAD_CONFIGS: readonly Heads[] = [
   { numHeads: 4, numKvHeads: 2, headDim: 7 },
   { numHeads: 3, numKvHeads: 1, headDim: 8 },
 ];
+
+/**
+ * The paged layout of the decodeLayer conformance cases (f32 and bf16), 5 rows over a pool of
+ * `numBlocks` blocks of 4 slots: two prompt rows of sequence A (blocks [3, 0], positions 0..7)
+ * appending at positions 6 and 7 (slots 2, 3); one row of B (block [5], positions 0..2)
+ * appending at 2 (slot 22); and two rows that store nothing (kvSlots −1, as under KV sharing)
+ * reading A and B.
+ */
+export function decodeLayerLayout(heads: Heads, numBlocks: number): { layout: PagedAttentionLayout; kvSlots: Int32Array } {
+  const BS = 4;
+  const posPool = new Int32Array(numBlocks * BS).fill(99);
+  [12, 13, 14, 15, 0, 1, 2, 3].forEach((slot, p) => (posPool[slot] = p));
+  [20, 21, 22].forEach((slot, p) => (posPool[slot] = p));
+  const layout: PagedAttentionLayout = {
+    numHeads: heads.numHeads,
+    numKvHeads: heads.numKvHeads,
+    headDim: heads.headDim,
+    scale: 1 / Math.sqrt(heads.headDim),
+    blockSize: BS,
+    qPos: Int32Array.of(6, 7, 2, 7, 2),
+    posPool,
+    streams: Int32Array.of(0, 8, 0, 8, 2, 3, 0, 8, 2, 3),
+    blockTables: Int32Array.of(3, 0, 5),
+  };
+  return { layout, kvSlots: Int32Array.of(2, 3, 22, -1, -1) };
+}
