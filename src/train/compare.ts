@@ -66,7 +66,10 @@ export interface CompareRow {
   model: string;
   seed: number;
   params_unique: number;
+  /** Parameters as unrolled: every layer position and every expert counted. */
   params_effective: number;
+  /** Parameters a token uses at full depth: MoE layers count the top-k and shared experts only. */
+  params_active: number;
   train_flops: number;
   /** Training tokens seen (at equal FLOPs, cheaper models see more). */
   tokens_seen: number;
@@ -97,6 +100,8 @@ export function meanStd(xs: readonly number[]): { mean: number; std: number } {
   return { mean, std: Math.sqrt(v) };
 }
 
+const millions = (n: number): string => `${(n / 1e6).toFixed(2)}M`;
+
 function fmtNll(xs: readonly number[]): string {
   const { mean, std } = meanStd(xs);
   return xs.length < 2 ? mean.toFixed(4) : `${mean.toFixed(4)} ± ${std.toFixed(4)}`;
@@ -108,7 +113,7 @@ function markdown(rows: readonly CompareRow[], o: CompareOptions, s: CompareSett
     `Budget: ${o.flops.toExponential(2)} training FLOPs per model; batch ${s.batchSize} × ${s.seqLen} tokens, ` +
       `peak LR ${s.lr} (warmup–stable–decay), ${seedText}.`,
     '',
-    '| model | unique params | train FLOPs | train tokens | train tokens/s | val NLL (causal) | val NLL (top-k) |',
+    '| model | params unique / total / active | train FLOPs | train tokens | train tokens/s | val NLL (causal) | val NLL (top-k) |',
     '| --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const model of [...new Set(rows.map((r) => r.model))]) {
@@ -116,7 +121,7 @@ function markdown(rows: readonly CompareRow[], o: CompareOptions, s: CompareSett
     const first = rs[0] as CompareRow;
     const topk = rs.map((r) => r.val_nll_topk).filter((x): x is number => x !== null);
     lines.push(
-      `| \`${model}\` | ${(first.params_unique / 1e6).toFixed(2)}M | ${meanStd(rs.map((r) => r.train_flops)).mean.toExponential(2)} | ` +
+      `| \`${model}\` | ${millions(first.params_unique)} / ${millions(first.params_effective)} / ${millions(first.params_active)} | ${meanStd(rs.map((r) => r.train_flops)).mean.toExponential(2)} | ` +
         `${Math.round(meanStd(rs.map((r) => r.tokens_seen)).mean).toLocaleString('en-US')} | ${Math.round(meanStd(rs.map((r) => r.train_tokens_per_s)).mean).toLocaleString('en-US')} | ` +
         `${fmtNll(rs.map((r) => r.val_nll))} | ${topk.length === 0 ? '—' : fmtNll(topk)} |`,
     );
@@ -168,8 +173,10 @@ export async function runComparison(o: CompareOptions): Promise<CompareRow[]> {
     await writeFileAtomic(jsonPath, JSON.stringify(file, null, 2) + '\n');
     await writeFileAtomic(join(out, 'compare.md'), markdown(rows, o, settings));
   };
-  for (const name of o.presets) {
-    for (let seed = settings.seed; seed < settings.seed + seeds; seed++) {
+  // Seed-major: every preset's seed s before any preset's seed s+1, so a comparison stopped
+  // part-way has whole seeds to compare.
+  for (let seed = settings.seed; seed < settings.seed + seeds; seed++) {
+    for (const name of o.presets) {
       const earlier = recorded.find((r) => r.model === name && r.seed === seed);
       if (earlier !== undefined) {
         log(`== ${name}, seed ${seed}: recorded in ${jsonPath} (val NLL ${earlier.val_nll.toFixed(4)}); not trained again`);
@@ -206,6 +213,7 @@ export async function runComparison(o: CompareOptions): Promise<CompareRow[]> {
         seed,
         params_unique: counts.unique,
         params_effective: counts.effective,
+        params_active: counts.active,
         train_flops: result.state.flopsSeen,
         tokens_seen: result.state.tokensSeen,
         steps: result.state.step,
