@@ -200,14 +200,17 @@ function addonPath(): string {
  * OpenMP runtime defaults, set before the addon (and so libgomp) loads, unless the user set them.
  * Idle OpenMP workers busy-wait for GOMP_SPINCOUNT iterations before sleeping. Measured on 2
  * cores: sleeping at once (OMP_WAIT_POLICY=passive) makes every small parallel kernel pay a
- * wake-up (~12–60 µs instead of ~2.6 µs for a 64k-element add); libgomp's default spin (300000)
- * or `active` gained nothing over 20000 but keeps a core busy longer after each kernel, which V8's
- * GC, libuv and other JS threads then wait for. (OpenBLAS runs single-threaded inside our
- * OpenMP threads, see native/src/gemm.cc, so its own pool never competes.) See native/README.md.
+ * wake-up (~12–60 µs instead of ~2.6 µs for a 64k-element add). A decoding step is a dozen
+ * native calls with JavaScript between them (block tables, sampling), longer than a short spin:
+ * with 20000 spins (tens of µs) the worker fell asleep between calls and every phase of every
+ * layer call paid for it — batch-32 decoding of `small` ran at 1,560–1,920 tokens/s against
+ * 2,130–2,340 with 2,000,000 (a few ms of spinning), in five interleaved A/B pairs; training
+ * steps were the same within noise. (OpenBLAS runs single-threaded inside our OpenMP threads,
+ * see native/src/gemm.cc, so its own pool never competes.) See native/README.md.
  */
 function setRuntimeDefaults(): void {
   if (process.env['OMP_WAIT_POLICY'] === undefined && process.env['GOMP_SPINCOUNT'] === undefined) {
-    process.env['GOMP_SPINCOUNT'] = '20000';
+    process.env['GOMP_SPINCOUNT'] = '2000000';
   }
 }
 
