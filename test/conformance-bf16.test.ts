@@ -25,13 +25,13 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Backend, KvArray, PackedLayer, PagedAttentionLayout } from '../src/backend/backend.js';
+import type { Backend, DecodeLayerArgs, KvArray, PackedLayer, PagedAttentionLayout } from '../src/backend/backend.js';
 import { BF16_UNIT_ROUNDOFF, bf16ToF32, f32ToBf16, fromBf16, roundToBf16, toBf16, type StorageDtype } from '../src/backend/bf16.js';
 import { DtypeError } from '../src/errors.js';
 import { Rng, randomFloats, uniformFloats } from './helpers/rng.js';
 import { assertClose } from './helpers/numeric.js';
 import { backendVariantsUnderTest, nativeBackend, refBackend } from './helpers/backends.js';
-import { decodeLayerLayout } from './helpers/attention-layouts.js';
+import { DECODE_LAYOUT_KINDS, decodeLayerLayout, type DecodeLayoutKind } from './helpers/attention-layouts.js';
 
 const TOL_GEMM = 4e-5;
 const TOL_PAGED = 2e-5;
@@ -201,11 +201,15 @@ const dec = {
   kPool: Float32Array.from(randomFloats(drng, NUM_BLOCKS * BS * kvw)),
   vPool: Float32Array.from(randomFloats(drng, NUM_BLOCKS * BS * kvw)),
 };
-const { layout: decLayout, kvSlots: decSlots } = decodeLayerLayout({ numHeads: H, numKvHeads: KVH, headDim: HD }, NUM_BLOCKS); // BS = 4
-const decArgs = { eps: 1e-5, ropeTheta: 10000, attention: decLayout, kvSlots: decSlots };
+/** The call arguments of one fixture layout (see decodeLayerLayout). */
+function decodeArgs(kind: DecodeLayoutKind): DecodeLayerArgs {
+  const { layout, kvSlots } = decodeLayerLayout({ numHeads: H, numKvHeads: KVH, headDim: HD }, NUM_BLOCKS, kind); // BS = 4
+  return { eps: 1e-5, ropeTheta: 10000, attention: layout, kvSlots };
+}
+const decArgs = decodeArgs('mixed');
 
 /** decodeLayer on `be` with weights and pool in the given dtypes; the output and the pools widened to f32. */
-function runDecode(be: Backend, wd: StorageDtype, pd: StorageDtype): { out: Float32Array; kPool: Float32Array; vPool: Float32Array } {
+function runDecode(be: Backend, wd: StorageDtype, pd: StorageDtype, args: DecodeLayerArgs): { out: Float32Array; kPool: Float32Array; vPool: Float32Array } {
   const w: PackedLayer = {
     inputNorm: dec.inputNorm,
     postNorm: dec.postNorm,
@@ -218,13 +222,13 @@ function runDecode(be: Backend, wd: StorageDtype, pd: StorageDtype): { out: Floa
   const kPool = pool(dec.kPool);
   const vPool = pool(dec.vPool);
   const out = new Float32Array(N * D).fill(NaN);
-  be.decodeLayer(decArgs, dec.h, w, kPool, vPool, out);
+  be.decodeLayer(args, dec.h, w, kPool, vPool, out);
   const widen = (x: KvArray): Float32Array => (x instanceof Uint16Array ? fromBf16(x) : x);
   return { out, kPool: widen(kPool), vPool: widen(vPool) };
 }
 
 /** The float64 reference of decodeLayer: ref's kernels composed, weights (and pool writes) rounded per dtype. */
-function decodeReference(wd: StorageDtype, pd: StorageDtype, roundAct: boolean): { out: Float64Array; kPool: Float64Array; vPool: Float64Array } {
+function decodeReference(wd: StorageDtype, pd: StorageDtype, roundAct: boolean, args: DecodeLayerArgs): { out: Float64Array; kPool: Float64Array; vPool: Float64Array } {
   const be = refBackend();
   const W = (x: Float32Array): Float64Array => Float64Array.from(wd === 'bf16' ? roundToBf16(x) : x);
   // roundAct: the products with bf16 weights take their activations rounded to bf16 (vdpbf16ps)
@@ -234,7 +238,7 @@ function decodeReference(wd: StorageDtype, pd: StorageDtype, roundAct: boolean):
   const kPool = Float64Array.from(pd === 'bf16' ? roundToBf16(dec.kPool) : dec.kPool);
   const vPool = Float64Array.from(pd === 'bf16' ? roundToBf16(dec.vPool) : dec.vPool);
   const x = new Float64Array(N * D);
-  be.rmsnormForward(Float64Array.from(dec.h), Float64Array.from(dec.inputNorm), decArgs.eps, x, new Float64Array(N));
+  be.rmsnormForward(Float64Array.from(dec.h), Float64Array.from(dec.inputNorm), args.eps, x, new Float64Array(N));
   const qkv = new Float64Array(N * (qw + 2 * kvw));
   lin(x, W(dec.qkv), qw + 2 * kvw, D, qkv, 0);
   const col = (from: number, width: number): Float64Array => {
@@ -245,9 +249,9 @@ function decodeReference(wd: StorageDtype, pd: StorageDtype, roundAct: boolean):
   const q = col(0, qw);
   const k = col(qw, kvw);
   const v = col(qw + kvw, kvw);
-  be.rope(q, decLayout.qPos, H, HD, decArgs.ropeTheta, false, q);
-  be.rope(k, decLayout.qPos, KVH, HD, decArgs.ropeTheta, false, k);
-  decArgs.kvSlots.forEach((slot, i) => {
+  be.rope(q, args.attention.qPos, H, HD, args.ropeTheta, false, q);
+  be.rope(k, args.attention.qPos, KVH, HD, args.ropeTheta, false, k);
+  args.kvSlots.forEach((slot, i) => {
     if (slot < 0) return;
     const kr = k.subarray(i * kvw, (i + 1) * kvw);
     const vr = v.subarray(i * kvw, (i + 1) * kvw);
@@ -255,10 +259,10 @@ function decodeReference(wd: StorageDtype, pd: StorageDtype, roundAct: boolean):
     vPool.set(pd === 'bf16' ? roundToBf16(vr) : vr, slot * kvw);
   });
   const a = new Float64Array(N * qw);
-  be.attentionPaged(decLayout, q, kPool, vPool, a);
+  be.attentionPaged(args.attention, q, kPool, vPool, a);
   const out = Float64Array.from(dec.h);
   lin(a, W(dec.o), D, qw, out, 1);
-  be.rmsnormForward(Float64Array.from(out), Float64Array.from(dec.postNorm), decArgs.eps, x, new Float64Array(N));
+  be.rmsnormForward(Float64Array.from(out), Float64Array.from(dec.postNorm), args.eps, x, new Float64Array(N));
   const gu = new Float64Array(N * 2 * I);
   lin(x, W(dec.gateUp), 2 * I, D, gu, 0);
   const g = new Float64Array(N * I);
@@ -345,10 +349,12 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
       });
     }
 
+    for (const kind of DECODE_LAYOUT_KINDS)
     for (const [wd, pd] of [['bf16', 'bf16'], ['bf16', 'f32'], ['f32', 'bf16']] as const) {
-      test(`decodeLayer: ${wd} weights, ${pd} pool`, () => {
-        const got = runDecode(be, wd, pd);
-        const want = decodeReference(wd, pd, roundsActivations(be));
+      test(`decodeLayer (${kind}): ${wd} weights, ${pd} pool`, () => {
+        const args = decodeArgs(kind);
+        const got = runDecode(be, wd, pd, args);
+        const want = decodeReference(wd, pd, roundsActivations(be), args);
         assertClose(got.out, want.out, TOL_DECODE, 'out');
         const ulp = pd === 'bf16' ? 2 * BF16_UNIT_ROUNDOFF : 1e-5;
         assertWithinUlps(got.kPool, want.kPool, ulp, 'kPool');
@@ -390,7 +396,7 @@ describe('bf16 kernels: every SIMD variant gives the same results', { skip: nati
         be.gemmPacked(g.m, g.a, be.packWeight(g.w, g.n, g.k, 'bf16'), c, false);
         const a = new Float32Array(pc.q.length);
         be.attentionPaged(pc.layout, pc.q, toBf16(pc.kPool), toBf16(pc.vPool), a);
-        return { simd, rounds: roundsActivations(be), c, a, d: runDecode(be, 'bf16', 'bf16').out };
+        return { simd, rounds: roundsActivations(be), c, a, d: runDecode(be, 'bf16', 'bf16', decArgs).out };
       } finally {
         be.setSimd?.(info.simd);
       }

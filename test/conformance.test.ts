@@ -33,7 +33,7 @@ import {
   repeatedKeyPositions,
   separateKeys,
 } from './helpers/attention-layouts.js';
-import { decodeLayerLayout, type AttentionCase, type Heads } from './helpers/attention-layouts.js';
+import { DECODE_LAYOUT_KINDS, decodeLayerLayout, type AttentionCase, type Heads } from './helpers/attention-layouts.js';
 
 /**
  * Tolerances (relative error, float32 backend vs float64 reference). 0 means bit-exact.
@@ -459,8 +459,9 @@ for (const pc of pagedCases) {
 // The float64 reference is the layer composed from the primitive reference kernels (the
 // definition in Backend.decodeLayer); float32 runs go through each backend's fused kernel with
 // packed weights. Rows: two prompt rows of sequence A appending at positions 6, 7; one row of B
-// appending at 2; and two rows that store nothing (kvSlots −1, as under KV sharing) reading A and B.
-{
+// appending at 2; and two rows that store nothing (kvSlots −1, as under KV sharing) reading A and B;
+// then the five rows as a fresh stream's prefill (see decodeLayerLayout).
+for (const kind of DECODE_LAYOUT_KINDS) {
   const D = 24, I = 40, H = 4, KVH = 2, HD = 6, BS = 4, numBlocks = 8;
   const qw = H * HD, kvw = KVH * HD;
   const N = 5;
@@ -477,7 +478,7 @@ for (const pc of pagedCases) {
   const wd = randomFloats(drng, D * I, 0.3);
   const kPool0 = randomFloats(drng, numBlocks * BS * kvw);
   const vPool0 = randomFloats(drng, numBlocks * BS * kvw);
-  const { layout, kvSlots } = decodeLayerLayout({ numHeads: H, numKvHeads: KVH, headDim: HD }, numBlocks); // BS = 4
+  const { layout, kvSlots } = decodeLayerLayout({ numHeads: H, numKvHeads: KVH, headDim: HD }, numBlocks, kind); // BS = 4
   const eps = 1e-5;
   const theta = 10000;
   const cat = (...xs: Float64Array[]): Float64Array => {
@@ -489,7 +490,7 @@ for (const pc of pagedCases) {
     }
     return out;
   };
-  addCase('decodeLayer', `N=${N} D=${D} I=${I} H=${H} KVH=${KVH} HD=${HD}, writes and no-write rows`, (be, dt) => {
+  addCase('decodeLayer', `N=${N} D=${D} I=${I} H=${H} KVH=${KVH} HD=${HD}, ${kind === 'mixed' ? 'writes and no-write rows' : kind}`, (be, dt) => {
     const kPool = dt.from(kPool0);
     const vPool = dt.from(vPool0);
     if (dt.name === 'f32') {

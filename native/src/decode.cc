@@ -12,6 +12,8 @@
 //          rounded to bf16 when the pool is bf16
 // Weights f32 or bf16 (gemm_bf16.cc), pool f32 or bf16: the arithmetic is f32 either way.
 //   a   = paged attention of q over each row's stream    (N, H·HD)
+//         (a fresh stream's prefill — the rows are the whole stream — takes the dense causal
+//         kernel instead: see ownStreamOnly)
 //   out = h + a · Woᵀ
 //   x   = RMSNorm(out) · postNorm
 //   gu  = x · [Wgate; Wup]ᵀ                               (N, 2I)
@@ -27,6 +29,24 @@ MOR_ISA_BEGIN
 namespace {
 // Scratch slots of this file (gemm and attention use others; see their scratch() calls).
 constexpr int kSlotX = 24, kSlotWide = 25, kSlotQ = 26, kSlotK = 27, kSlotAttn = 28, kSlotRstd = 29;
+constexpr int kSlotV = 22, kSlotLse = 23;
+
+// Whether the call's rows are one stream's slots 0..n−1, in order, all written by this call: the
+// prefill of a fresh stream (a prompt, or the prompt tokens that reached a recursion under
+// recursion-wise caching). Then each row attends causally over the call's own K/V rows, and the
+// dense causal kernel — blocks of queries sharing each K/V tile — does what the paged one does a
+// row at a time (about 2× faster at 256 prompt rows).
+bool ownStreamOnly(const DecodeLayerShape& s) {
+  const PagedShape& a = s.attn;
+  if (s.n < 2) return false;
+  const int32_t off = a.streams[0];
+  for (int64_t i = 0; i < s.n; ++i) {
+    if (a.streams[2 * i] != off || a.streams[2 * i + 1] != s.n || s.kvSlots[i] < 0) return false;
+    const int64_t slot = static_cast<int64_t>(a.blockTables[off + i / a.blockSize]) * a.blockSize + i % a.blockSize;
+    if (slot != s.kvSlots[i]) return false;
+  }
+  return true;
+}
 }  // namespace
 
 void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWeights& w, const DecodeLayerPool& pool,
@@ -84,10 +104,26 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
       std::memcpy(static_cast<float*>(pool.v) + at, vRow, sizeof(float) * kvw);
     }
   }
-  if (pool.bf16)
+  if (ownStreamOnly(s)) {
+    // K/V as the pool holds them (rounded to bf16 in a bf16 pool), rows contiguous
+    float* kd = k;  // the unrotated k is spent
+    float* vd = scratch(kSlotV, static_cast<size_t>(n * kvw));
+    for (int64_t i = 0; i < n; ++i) {
+      const float* vRow = wide + i * qkvw + qw + kvw;
+      for (int64_t c = 0; c < kvw; ++c) {
+        kd[i * kvw + c] = pool.bf16 ? bf16ToF32(f32ToBf16(kr[i * kvw + c])) : kr[i * kvw + c];
+        vd[i * kvw + c] = pool.bf16 ? bf16ToF32(f32ToBf16(vRow[c])) : vRow[c];
+      }
+    }
+    const int32_t seg[4] = {0, static_cast<int32_t>(n), 0, static_cast<int32_t>(n)};
+    const AttnShape dense{s.attn.numHeads, s.attn.numKvHeads, s.attn.headDim, s.attn.scale, seg, 1,
+                          s.attn.qPos, n, s.attn.qPos, n};
+    attentionForward(dense, qr, kd, vd, attn, scratch(kSlotLse, static_cast<size_t>(n * s.attn.numHeads)));
+  } else if (pool.bf16) {
     attentionPagedBf16(s.attn, qr, static_cast<const uint16_t*>(pool.k), static_cast<const uint16_t*>(pool.v), attn);
-  else
+  } else {
     attentionPaged(s.attn, qr, static_cast<const float*>(pool.k), static_cast<const float*>(pool.v), attn);
+  }
   std::memcpy(out, h, sizeof(float) * n * d);
   product(d, qw, attn, w.o, out, true);
 

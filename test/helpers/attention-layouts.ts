@@ -138,26 +138,36 @@ export const HEAD_CONFIGS: readonly Heads[] = [
   { numHeads: 3, numKvHeads: 1, headDim: 8 },
 ];
 
+/** The two kinds of decodeLayer call the fixture covers (the native kernel takes another path for each). */
+export const DECODE_LAYOUT_KINDS = ['mixed', 'fresh prefill'] as const;
+export type DecodeLayoutKind = (typeof DECODE_LAYOUT_KINDS)[number];
+
 /**
  * The paged layout of the decodeLayer conformance cases (f32 and bf16), 5 rows over a pool of
- * `numBlocks` blocks of 4 slots: two prompt rows of sequence A (blocks [3, 0], positions 0..7)
- * appending at positions 6 and 7 (slots 2, 3); one row of B (block [5], positions 0..2)
- * appending at 2 (slot 22); and two rows that store nothing (kvSlots −1, as under KV sharing)
- * reading A and B.
+ * `numBlocks` blocks of 4 slots.
+ *
+ * - `mixed`: two prompt rows of sequence A (blocks [3, 0], positions 0..7) appending at
+ *   positions 6 and 7 (slots 2, 3); one row of B (block [5], positions 0..2) appending at 2
+ *   (slot 22); and two rows that store nothing (kvSlots −1, as under KV sharing) reading A and B.
+ * - `fresh prefill`: the five rows are a new stream's whole content (blocks [3, 5], positions
+ *   0..4 at slots 12–15 and 20), written by this call: each row attends causally over the
+ *   call's own K/V (the native kernel's dense path).
  */
-export function decodeLayerLayout(heads: Heads, numBlocks: number): { layout: PagedAttentionLayout; kvSlots: Int32Array } {
+export function decodeLayerLayout(heads: Heads, numBlocks: number, kind: DecodeLayoutKind = 'mixed'): { layout: PagedAttentionLayout; kvSlots: Int32Array } {
   const BS = 4;
   const posPool = new Int32Array(numBlocks * BS).fill(99);
+  const common = { numHeads: heads.numHeads, numKvHeads: heads.numKvHeads, headDim: heads.headDim, scale: 1 / Math.sqrt(heads.headDim), blockSize: BS, posPool };
+  if (kind === 'fresh prefill') {
+    const slots = [12, 13, 14, 15, 20];
+    slots.forEach((slot, p) => (posPool[slot] = p));
+    const layout: PagedAttentionLayout = { ...common, qPos: Int32Array.of(0, 1, 2, 3, 4), streams: Int32Array.of(0, 5, 0, 5, 0, 5, 0, 5, 0, 5), blockTables: Int32Array.of(3, 5) };
+    return { layout, kvSlots: Int32Array.from(slots) };
+  }
   [12, 13, 14, 15, 0, 1, 2, 3].forEach((slot, p) => (posPool[slot] = p));
   [20, 21, 22].forEach((slot, p) => (posPool[slot] = p));
   const layout: PagedAttentionLayout = {
-    numHeads: heads.numHeads,
-    numKvHeads: heads.numKvHeads,
-    headDim: heads.headDim,
-    scale: 1 / Math.sqrt(heads.headDim),
-    blockSize: BS,
+    ...common,
     qPos: Int32Array.of(6, 7, 2, 7, 2),
-    posPool,
     streams: Int32Array.of(0, 8, 0, 8, 2, 3, 0, 8, 2, 3),
     blockTables: Int32Array.of(3, 0, 5),
   };
