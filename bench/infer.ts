@@ -2,8 +2,8 @@
 //   {"bench":"infer","protocol","dtype","model","batching","max_batch","requests","tokens_per_s",
 //    "latency_ms_p50","latency_ms_p99","kv_bytes","mean_depth","roofline_tokens_per_s","efficiency", ...}
 //   {"bench":"infer_ratio","protocol","dtype","model","vs_small","bound", ...}
-//   {"bench":"decode","model":"small","batch":1,"dtype","tokens_per_s"}
-//   {"bench":"prefill","model":"small","prompt_tokens":256,"tokens_per_s"}
+//   {"bench":"decode","model":"small","batch":1,"dtype","tokens_per_s","roofline_tokens_per_s","efficiency", ...}
+//   {"bench":"prefill","model":"small","prompt_tokens":256,"tokens_per_s","roofline_tokens_per_s","efficiency", ...}
 //   {"bench":"prefill_kvshare","model","twin","tokens_per_s","twin_tokens_per_s","vs_twin"}
 //
 // Models are random-initialised (speed does not depend on the weights' values). A random
@@ -227,20 +227,34 @@ async function runConfig(name: string, model: Model, threshold: number, batching
   return record;
 }
 
-/** Prefill tokens/s of one 256-token prompt through the runner (best of 3; the engine would also want room to generate). */
-function prefillRate(model: Model, threshold: number): number {
+/** Tokens/s, the roofline's tokens/s and their ratio, of `tokens` over `seconds` with the meter's prediction. */
+function againstRoofline(tokens: number, seconds: number, meter: ReturnType<typeof rooflineMeter>) {
+  return {
+    tokens_per_s: Math.round(tokens / seconds),
+    roofline_tokens_per_s: Math.round(tokens / meter.seconds),
+    efficiency: Math.round((meter.seconds / seconds) * 100) / 100,
+    ...Object.fromEntries(Object.entries(meter.terms).map(([k, v]) => [k, Math.round(v * 1e5) / 1e5])),
+  };
+}
+
+/** Prefill of one 256-token prompt through the runner (best of 3; the engine would also want room to generate), against its roofline. */
+function prefillRate(model: Model, threshold: number) {
   const rng = new Rng(3);
   const runner = new ModelRunner(model, new PagedKVPool(1024, 16, model.config.num_key_value_heads * headDim(model.config)));
-  const runs: number[] = [];
+  let best = { seconds: Infinity, meter: rooflineMeter() };
   for (let i = 0; i < 3; i++) {
     const seq = runner.newSequence();
     const ids = Int32Array.from({ length: 256 }, () => rng.nextInt(model.config.vocab_size));
+    const meter = rooflineMeter();
+    runner.meter = meter;
     const t0 = performance.now();
     runner.prefill(seq, ids, { maxDepth: runner.numRecursions, threshold, exitConfidence: null });
-    runs.push(performance.now() - t0);
+    const seconds = (performance.now() - t0) / 1000;
+    if (seconds < best.seconds) best = { seconds, meter };
+    runner.meter = null;
     runner.releaseSequence(seq);
   }
-  return Math.round(256 / (Math.min(...runs) / 1000));
+  return againstRoofline(256, best.seconds, best.meter);
 }
 
 /** One protocol over the models: every batching at batch 32 in f32, the memory-matched batch, bf16 lines. */
@@ -304,17 +318,21 @@ async function runProtocol(protocol: Protocol, names: readonly string[], dtypes:
   }
 }
 
-/** Single-request decoding of `small` (16-token prompt, 128 generated) in one dtype. */
+/** Single-request decoding of `small` (16-token prompt, 128 generated) in one dtype, against its roofline. */
 async function singleDecode(dtype: Dtype): Promise<void> {
   const model = createModel(preset('small'), 1);
   const rng = new Rng(3);
   const engine = new Engine(model, { maxBatch: 1, ...(dtype === 'f32' ? {} : { dtype }) } as EngineOptions);
   const prompt = Int32Array.from({ length: 16 }, () => rng.nextInt(model.config.vocab_size));
   const h = engine.submit(prompt, { maxTokens: 128, temperature: 0 });
+  // the roofline of the decoding steps only: the meter starts after the prompt's step
+  engine.step();
+  const meter = rooflineMeter();
+  (engine.runner as ModelRunner).meter = meter;
   await engine.runUntilIdle();
   const r = await h.result;
   const decodeTokens = r.tokens.length - 1;
-  emit({ bench: 'decode', model: 'small', batch: 1, dtype, tokens: decodeTokens, tokens_per_s: Math.round(decodeTokens / ((r.totalMs - r.firstTokenMs) / 1000)) });
+  emit({ bench: 'decode', model: 'small', batch: 1, dtype, tokens: decodeTokens, ...againstRoofline(decodeTokens, (r.totalMs - r.firstTokenMs) / 1000, meter) });
 }
 
 async function main(): Promise<void> {
@@ -326,7 +344,7 @@ async function main(): Promise<void> {
   const dtypes = listEnv('MOR_BENCH_DTYPES', 'f32', ['f32', 'bf16']) as Dtype[];
 
   // single-request decode and prefill of `small`
-  emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, tokens_per_s: prefillRate(createModel(preset('small'), 1), 0.5) });
+  emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, ...prefillRate(createModel(preset('small'), 1), 0.5) });
   for (const dtype of dtypes) await singleDecode(dtype);
 
   // KV sharing at prefill: against each one's recursion-wise twin (Cycle sharing skips the
@@ -334,7 +352,7 @@ async function main(): Promise<void> {
   for (const [shared, twin] of [['small-mor3-kvshare-cycle', 'small-mor3-cycle'], ['small-mor3-kvshare', 'small-mor3']] as const) {
     const rates = [shared, twin].map((name) => {
       const model = createModel(preset(name), 1);
-      return prefillRate(model, calibrateThreshold(model).threshold);
+      return prefillRate(model, calibrateThreshold(model).threshold).tokens_per_s;
     });
     emit({ bench: 'prefill_kvshare', model: shared, twin, prompt_tokens: 256, tokens_per_s: rates[0], twin_tokens_per_s: rates[1], vs_twin: Math.round(((rates[0] as number) / (rates[1] as number)) * 100) / 100 });
   }
