@@ -98,6 +98,7 @@ const gemmCases: GemmCase[] = (
     [130, 100, 19, false],
     [9, 40, 30, true],
     [33, 65, 12, true],
+    [1, 70, 33, true], // one row: the whole-panel path, three panels, a tail, odd k
   ] as const
 ).map(([m, n, k, accumulate]) => ({
   m,

@@ -85,6 +85,35 @@ MOR_INLINE void bf16Kernel(int64_t pairs, const float* MOR_RESTRICT a, const uin
   }
 }
 
+#ifndef MOR_BF16_DOT
+// One row (m = 1) over a whole panel (kPackNR columns, NVK vectors): c (1, nr) = a (2·pairs) ·
+// b [+ c]. The low and high halves of each k-pair go to separate accumulators, so 2·NVK FMA
+// chains hide the FMA latency that two chains (one sub-panel of the general kernel) leave exposed.
+template <int NVK>
+MOR_INLINE void bf16RowKernel(int64_t pairs, const float* MOR_RESTRICT a, const uint16_t* MOR_RESTRICT b,
+                              float* MOR_RESTRICT c, int nr, bool accumulate, const uint16_t* prefetch) {
+  vf accLo[NVK], accHi[NVK];
+#pragma GCC unroll 8
+  for (int v = 0; v < NVK; ++v) accLo[v] = accHi[v] = vf{};
+  for (int64_t q = 0; q < pairs; ++q) {
+    if (prefetch != nullptr) {
+      __builtin_prefetch(prefetch + q * PR, 0, 2);
+      __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
+    }
+    const vf a0 = bcast(a[2 * q]), a1 = bcast(a[2 * q + 1]);
+#pragma GCC unroll 8
+    for (int v = 0; v < NVK; ++v) {
+      const vu x = vloadPairs(b + q * PR + v * 2 * W);
+      accLo[v] += a0 * bf16Low(x);
+      accHi[v] += a1 * bf16High(x);
+    }
+  }
+  alignas(64) float tmp[NVK * W];
+  for (int v = 0; v < NVK; ++v) vstore(tmp + v * W, accLo[v] + accHi[v]);
+  for (int j = 0; j < nr; ++j) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
+}
+#endif
+
 #ifdef MOR_BF16_DOT
 // The same product with vdpbf16ps: a holds the rows' activations as bf16 pairs, a[q·R + i] =
 // bf16(A[i, 2q]) | bf16(A[i, 2q+1]) << 16.
@@ -192,6 +221,18 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
 #endif
   const int64_t panels = (n + kPackNR - 1) / kPackNR;
   const int threads = std::min<int64_t>(std::min(maxThreads(), threadsFor(2.0 * m * n * k, 2.0e5)), panels);
+#ifndef MOR_BF16_DOT
+  if (m == 1) {
+    // a single row (decoding one sequence): whole panels, bf16RowKernel
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t jp = 0; jp < panels; ++jp) {
+      const uint16_t* b = P + jp * kPackNR * kp;
+      const int nr = static_cast<int>(std::min<int64_t>(kPackNR, n - jp * kPackNR));
+      bf16RowKernel<kPackNR / W>(pairs, ap, b, C + jp * kPackNR, nr, accumulate, jp + 1 < panels ? b + kPackNR * kp : nullptr);
+    }
+    return;
+  }
+#endif
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t jp = 0; jp < panels; ++jp) {
     const uint16_t* b = P + jp * kPackNR * kp;

@@ -414,9 +414,11 @@ void builtinImpl(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha,
 
 // c (R, nr) = a_panel (R, k) · b_panel (k, NR) [+ c when accumulate]; a_panel k-major, R-tall,
 // b_panel rows PB floats apart (a sub-panel of a packed weight panel).
-template <int R>
+// NVK vectors wide: NV (an NR-wide sub-panel), or PB / W for one row over a whole panel.
+template <int R, int NVK = NV>
 MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, const float* MOR_RESTRICT b,
                              float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const float* prefetch) {
+  constexpr int NV = NVK, NR = NVK * W;
   vf acc[R][NV];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i)
@@ -511,6 +513,18 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
   // AVX-512, two on AVX2) run one after the other with row stride PB.
   const int64_t panels = (n + PB - 1) / PB;
   const int threads = std::min<int64_t>(std::min(maxThreads(), threadsFor(2.0 * m * n * k, 2.0e5)), panels);
+  if (m == 1 && PB > NR) {
+    // One row (decoding a single sequence): a whole panel per pass, PB / W accumulators. With
+    // two (one NR-wide sub-panel on AVX2) the FMA latency chain, not the weight stream, set the
+    // pace; four cover it (AVX-512 has PB = NR and takes the general path).
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t jp = 0; jp < panels; ++jp) {
+      const float* b = P + jp * PB * k;
+      const int nr = static_cast<int>(std::min<int64_t>(PB, n - jp * PB));
+      packedKernel<1, PB / W>(k, ap, b, C + jp * PB, ldc, nr, accumulate, jp + 1 < panels ? b + PB * k : nullptr);
+    }
+    return;
+  }
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t jp = 0; jp < panels; ++jp) {
     const float* b = P + jp * PB * k;
