@@ -105,15 +105,17 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
     }
   }
   if (ownStreamOnly(s)) {
-    // K/V as the pool holds them (rounded to bf16 in a bf16 pool), rows contiguous
-    float* kd = k;  // the unrotated k is spent
+    // K/V rows contiguous, as the pool holds them: kr already is (n, kvw); v is gathered out of
+    // wide; in a bf16 pool both are rounded (into the spent unrotated k for K)
     float* vd = scratch(kSlotV, static_cast<size_t>(n * kvw));
-    for (int64_t i = 0; i < n; ++i) {
-      const float* vRow = wide + i * qkvw + qw + kvw;
-      for (int64_t c = 0; c < kvw; ++c) {
-        kd[i * kvw + c] = pool.bf16 ? bf16ToF32(f32ToBf16(kr[i * kvw + c])) : kr[i * kvw + c];
-        vd[i * kvw + c] = pool.bf16 ? bf16ToF32(f32ToBf16(vRow[c])) : vRow[c];
+    for (int64_t i = 0; i < n; ++i) std::memcpy(vd + i * kvw, wide + i * qkvw + qw + kvw, sizeof(float) * kvw);
+    const float* kd = kr;
+    if (pool.bf16) {
+      for (int64_t c = 0; c < n * kvw; ++c) {
+        k[c] = bf16ToF32(f32ToBf16(kr[c]));
+        vd[c] = bf16ToF32(f32ToBf16(vd[c]));
       }
+      kd = k;
     }
     const int32_t seg[4] = {0, static_cast<int32_t>(n), 0, static_cast<int32_t>(n)};
     const AttnShape dense{s.attn.numHeads, s.attn.numKvHeads, s.attn.headDim, s.attn.scale, seg, 1,
