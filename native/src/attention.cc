@@ -16,6 +16,7 @@
 // Inner products use register-blocked micro-kernels on SIMD vectors (see common.h), never BLAS, so
 // no library thread pool runs inside our parallel region.
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "common.h"
@@ -738,13 +739,13 @@ void attentionBackward(const AttnShape& a, const float* q, const float* k, const
 // ---- attention over a paged KV pool (decoding) -------------------------------------------------
 //
 // Each query row i reads its own stream of pool slots through the block table (PagedShape). Tasks
-// are (query row, kv head), or (query row, kv head, part of the stream) when there are too few of
-// those to occupy the threads. A task runs the H/KVH query heads of its group together, so every
-// K and V row it gathers is loaded once for the whole group, and keeps an online softmax over
-// chunks of PC visible slots, read in place (no packing):
+// are query rows, or (query row, part of the stream) when there are too few rows to occupy the
+// threads. A task gathers a chunk of PC visible slots and runs every kv head's group of H/KVH
+// query heads over it while the chunk is in cache, so each K and V row is read from memory once
+// for all heads, in place (no packing), with an online softmax per head:
 //   S = (scale·q)·Kᵀ over the chunk;  m' = max(m, max S);  α = e^(m − m')
 //   l = α·l + Σ e^(S − m');  acc = α·acc + e^(S − m')·V;  out = acc / l
-// so the scratch per thread is O(group · (HD + PC)) whatever the stream length. Parts of a split
+// so the scratch per thread is O(H · HD + group · PC) whatever the stream length. Parts of a split
 // stream leave (m, l, acc) in a shared buffer and are merged at the end. Each task writes only its
 // own output rows (or its own partial), so there are no races.
 namespace {
@@ -1006,52 +1007,62 @@ __attribute__((noinline)) void pagedValueRows(int64_t rows, int64_t hd, int64_t 
 }
 
 struct PagedTask {
-  int32_t i, g;    // query row, kv head
+  int32_t i;       // query row
   int32_t j0, j1;  // stream slots [j0, j1) (all of it unless the stream is split)
   int32_t part;    // index of its partial (m, l, acc) when split, else −1
 };
 
 struct PagedMerge {
-  int32_t i, g, part0, parts;
+  int32_t i, part0, parts;
 };
 
-// One task: the online softmax of the group's heads over stream slots [j0, j1) of query row i.
-// With part < 0 it writes the output rows; else (m, l, acc) into its partial, which holds
-// [m (G)][l (G)][acc (G, hdp)].
+// One task: the online softmax of every head of query row i over stream slots [j0, j1). A chunk
+// of slots is gathered once and serves every kv head while its rows are in cache (a task per kv
+// head re-read the rows once the stream outgrew the cache). With part < 0 it writes the output
+// rows; else (m, l, acc) into its partial, which holds [m (H)][l (H)][acc (H, hdp)]. `next`, the
+// task this thread runs after this one (or null), has its first chunk prefetched while the last
+// chunk of this one computes, so a row's memory reads overlap the previous row's arithmetic.
 template <typename T>
-void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const T* kPool, const T* vPool,
-               float* out, float* partials, int64_t hdp) {
+void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, const float* q, const T* kPool,
+               const T* vPool, float* out, float* partials, int64_t hdp) {
   const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, G = H / KVH, bs = a.blockSize;
-  const int64_t ld = KVH * HD, i = t.i, g = t.g;
-  float* qs = scratch(17, static_cast<size_t>(G * hdp));
+  const int64_t ld = KVH * HD, i = t.i;
+  float* qs = scratch(17, static_cast<size_t>(H * hdp));
   float* S = scratch(19, static_cast<size_t>(G * PC));
-  float* own = scratch(18, static_cast<size_t>(G * (hdp + 2)));
-  float* m = t.part < 0 ? own : partials + static_cast<int64_t>(t.part) * G * (hdp + 2);
-  float* l = m + G;
-  float* acc = l + G;
-  for (int64_t r = 0; r < G; ++r) {
-    const float* src = q + (i * H + g * G + r) * HD;
+  float* own = scratch(18, static_cast<size_t>(H * (hdp + 2)));
+  float* m = t.part < 0 ? own : partials + static_cast<int64_t>(t.part) * H * (hdp + 2);
+  float* l = m + H;
+  float* acc = l + H;
+  for (int64_t r = 0; r < H; ++r) {
+    const float* src = q + (i * H + r) * HD;
     float* d = qs + r * hdp;
     for (int64_t c = 0; c < HD; ++c) d[c] = src[c] * a.scale;
     for (int64_t c = HD; c < hdp; ++c) d[c] = 0.f;
     m[r] = kNegInf;
     l[r] = 0.f;
   }
-  std::memset(acc, 0, sizeof(float) * static_cast<size_t>(G * hdp));
+  std::memset(acc, 0, sizeof(float) * static_cast<size_t>(H * hdp));
 
-  const int32_t qp = a.qPos[i];
-  const int32_t* bt = a.blockTables + a.streams[2 * i];
   const int32_t* pos = a.posPool;
-  // Cache lines of a whole pool row (every kv head): the row is fetched once, in full, by the
-  // task of kv head 0, and the tasks of the other heads of the row (next on the same thread)
-  // find it in cache: whole rows stream from memory far better than every other 256 bytes.
+  // Cache lines of a whole pool row (every kv head), prefetched into L2 (hint 2: an L1-only,
+  // non-temporal line was gone before the next head's pass reached it).
   constexpr int64_t perLine = 64 / sizeof(T);
   const int64_t lines = (ld + perLine - 1) / perLine;
-  const T* rows[2][2][PC];                    // [buffer][K, V][slot]
+  auto prefetchRow = [&](int64_t slot) {
+    const T* krow = kPool + slot * ld;
+    const T* vrow = vPool + slot * ld;
+    for (int64_t c = 0; c < lines; ++c) {
+      __builtin_prefetch(krow + c * perLine, 0, 2);
+      __builtin_prefetch(vrow + c * perLine, 0, 2);
+    }
+  };
+  const int32_t qp = a.qPos[i];
+  const int32_t* bt = a.blockTables + a.streams[2 * i];
+  int64_t slots[2][PC];  // [buffer][visible slot]
   int64_t j = t.j0;
   // Gather up to PC visible slots from stream position j on, a block at a time, and prefetch
-  // their K and V rows (the next chunk loads while the current one computes).
-  auto gather = [&](const T** kr, const T** vr) -> int {
+  // their rows (the next chunk loads while the current one computes).
+  auto gather = [&](int64_t* out) -> int {
     int n = 0;
     while (j < t.j1 && n < PC) {
       const int64_t b = j / bs, within = j - b * bs;
@@ -1061,62 +1072,72 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const float* q, const T*
       for (; u < left && n < PC; ++u) {
         const int64_t slot = base + u;
         if (pos[slot] > qp) continue;  // not visible to this query
-        kr[n] = kPool + slot * ld + g * HD;
-        vr[n] = vPool + slot * ld + g * HD;
-        ++n;
+        out[n++] = slot;
       }
       j += u;
     }
-    for (int x = 0; x < n; ++x) {
-      const T* krow = kr[x] - g * HD;
-      const T* vrow = vr[x] - g * HD;
-      for (int64_t c = 0; c < lines; ++c) {
-        __builtin_prefetch(krow + c * perLine, 0, 0);
-        __builtin_prefetch(vrow + c * perLine, 0, 0);
-      }
-    }
+    for (int x = 0; x < n; ++x) prefetchRow(out[x]);
     return n;
   };
+  // The first chunk of the next task's stream (visibility unchecked: a spare line is harmless).
+  auto prefetchNext = [&]() {
+    if (next == nullptr) return;
+    const int32_t* nbt = a.blockTables + a.streams[2 * next->i];
+    const int64_t end = std::min<int64_t>(next->j1, next->j0 + PC);
+    for (int64_t jj = next->j0; jj < end; ++jj) prefetchRow(static_cast<int64_t>(nbt[jj / bs]) * bs + jj % bs);
+  };
+  const T* kr[PC];
+  const T* vr[PC];
   int cur = 0;
-  int n = gather(rows[0][0], rows[0][1]);
+  int n = gather(slots[0]);
+  if (n == 0) prefetchNext();
   while (n > 0) {
-    const int nNext = gather(rows[cur ^ 1][0], rows[cur ^ 1][1]);
-    const T* const* kr = rows[cur][0];
-    const T* const* vr = rows[cur][1];
-    for (int64_t r0 = 0; r0 < G; r0 += PRS)
-      pagedScoreRows(std::min<int64_t>(PRS, G - r0), HD, qs + r0 * hdp, hdp, kr, n, S + r0 * PC, PC);
-    for (int64_t r = 0; r < G; ++r) {
-      float* sr = S + r * PC;
-      const float cm = rowMax(sr, n);
-      const float mNew = cm > m[r] ? cm : m[r];
-      const float alpha = sexp(m[r] - mNew);  // 0 on the first chunk (m = −inf)
-      l[r] = l[r] * alpha + expRow(sr, n, mNew);
-      if (alpha != 1.f) {
-        float* ar = acc + r * hdp;
-        const vf va = vset1(alpha);
-        for (int64_t c = 0; c < hdp; c += W) vstore(ar + c, vload(ar + c) * va);
+    const int nNext = gather(slots[cur ^ 1]);
+    if (nNext == 0) prefetchNext();
+    for (int64_t g = 0; g < KVH; ++g) {
+      for (int x = 0; x < n; ++x) {
+        kr[x] = kPool + slots[cur][x] * ld + g * HD;
+        vr[x] = vPool + slots[cur][x] * ld + g * HD;
       }
-      m[r] = mNew;
+      const float* qg = qs + g * G * hdp;
+      float* mg = m + g * G;
+      float* lg = l + g * G;
+      float* ag = acc + g * G * hdp;
+      for (int64_t r0 = 0; r0 < G; r0 += PRS)
+        pagedScoreRows(std::min<int64_t>(PRS, G - r0), HD, qg + r0 * hdp, hdp, kr, n, S + r0 * PC, PC);
+      for (int64_t r = 0; r < G; ++r) {
+        float* sr = S + r * PC;
+        const float cm = rowMax(sr, n);
+        const float mNew = cm > mg[r] ? cm : mg[r];
+        const float alpha = sexp(mg[r] - mNew);  // 0 on the first chunk (m = −inf)
+        lg[r] = lg[r] * alpha + expRow(sr, n, mNew);
+        if (alpha != 1.f) {
+          float* ar = ag + r * hdp;
+          const vf va = vset1(alpha);
+          for (int64_t c = 0; c < hdp; c += W) vstore(ar + c, vload(ar + c) * va);
+        }
+        mg[r] = mNew;
+      }
+      for (int64_t r0 = 0; r0 < G; r0 += PRV)
+        pagedValueRows(std::min<int64_t>(PRV, G - r0), HD, n, S + r0 * PC, PC, vr, ag + r0 * hdp, hdp);
     }
-    for (int64_t r0 = 0; r0 < G; r0 += PRV)
-      pagedValueRows(std::min<int64_t>(PRV, G - r0), HD, n, S + r0 * PC, PC, vr, acc + r0 * hdp, hdp);
     cur ^= 1;
     n = nNext;
   }
   if (t.part >= 0) return;
-  for (int64_t r = 0; r < G; ++r) {
-    float* o = out + (i * H + g * G + r) * HD;
+  for (int64_t r = 0; r < H; ++r) {
+    float* o = out + (i * H + r) * HD;
     const float* src = acc + r * hdp;
     const float inv = l[r] == 0.f ? 0.f : 1.f / l[r];  // l = 0: the query saw no slot
     for (int64_t c = 0; c < HD; ++c) o[c] = src[c] * inv;
   }
 }
 
-// out rows of (query row i, kv head g) from the partials of its parts: weights e^(m_p − M).
+// out rows of query row i from the partials of its parts: weights e^(m_p − M).
 void pagedMerge(const PagedShape& a, const PagedMerge& mg, const float* partials, float* out, int64_t hdp) {
-  const int64_t HD = a.headDim, H = a.numHeads, G = H / a.numKvHeads, stride = G * (hdp + 2);
-  for (int64_t r = 0; r < G; ++r) {
-    float* o = out + (static_cast<int64_t>(mg.i) * H + mg.g * G + r) * HD;
+  const int64_t HD = a.headDim, H = a.numHeads, stride = H * (hdp + 2);
+  for (int64_t r = 0; r < H; ++r) {
+    float* o = out + (static_cast<int64_t>(mg.i) * H + r) * HD;
     float M = kNegInf;
     for (int64_t p = 0; p < mg.parts; ++p) {
       const float mp = partials[(mg.part0 + p) * stride + r];
@@ -1128,8 +1149,8 @@ void pagedMerge(const PagedShape& a, const PagedMerge& mg, const float* partials
     for (int64_t p = 0; p < mg.parts; ++p) {
       const float* base = partials + (mg.part0 + p) * stride;
       const float w = sexp(base[r] - M);
-      L += w * base[G + r];
-      const float* ap = base + 2 * G + r * hdp;
+      L += w * base[H + r];
+      const float* ap = base + 2 * H + r * hdp;
       for (int64_t c = 0; c < HD; ++c) o[c] += w * ap[c];
     }
     const float inv = L == 0.f ? 0.f : 1.f / L;
@@ -1176,7 +1197,7 @@ namespace {
 // The pool's storage T: float, or uint16_t holding bf16 (widened to f32 as it is read).
 template <typename T>
 void attentionPagedImpl(const PagedShape& a, const float* q, const T* kPool, const T* vPool, float* out) {
-  const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, G = H / KVH, nq = a.nq;
+  const int64_t HD = a.headDim, H = a.numHeads, nq = a.nq;
   const int64_t hdp = roundUp(HD, W);
   if (nq == 0) return;
 
@@ -1184,42 +1205,46 @@ void attentionPagedImpl(const PagedShape& a, const float* q, const T* kPool, con
   for (int64_t i = 0; i < nq; ++i) work += static_cast<double>(a.streams[2 * i + 1]) * H * HD * 4.0;
   const int threads = threadsFor(work, 4.0e5);  // the threshold of attentionForward's decode path
 
-  // Split streams when (query row, kv head) pairs are too few for the threads: about 4 tasks per
-  // thread, parts of at least kMinPart slots.
-  const int64_t pairs = nq * KVH;
-  const int64_t want = threads > 1 && pairs < 2 * threads ? (4 * threads + pairs - 1) / pairs : 1;
+  // Split streams when query rows are too few for the threads: about 4 tasks per thread, parts
+  // of at least kMinPart slots.
+  const int64_t want = threads > 1 && nq < 2 * threads ? (4 * threads + nq - 1) / nq : 1;
   std::vector<PagedTask> tasks;
   std::vector<PagedMerge> merges;
-  tasks.reserve(static_cast<size_t>(pairs));
+  tasks.reserve(static_cast<size_t>(nq));
   int32_t nParts = 0;
   for (int64_t i = 0; i < nq; ++i) {
     const int64_t n = a.streams[2 * i + 1];
     const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(want, n / kMinPart));
-    for (int64_t g = 0; g < KVH; ++g) {
-      if (parts == 1) {
-        tasks.push_back({static_cast<int32_t>(i), static_cast<int32_t>(g), 0, static_cast<int32_t>(n), -1});
-        continue;
-      }
-      merges.push_back({static_cast<int32_t>(i), static_cast<int32_t>(g), nParts, static_cast<int32_t>(parts)});
-      for (int64_t p = 0; p < parts; ++p)
-        tasks.push_back({static_cast<int32_t>(i), static_cast<int32_t>(g), static_cast<int32_t>(n * p / parts),
-                         static_cast<int32_t>(n * (p + 1) / parts), nParts++});
+    if (parts == 1) {
+      tasks.push_back({static_cast<int32_t>(i), 0, static_cast<int32_t>(n), -1});
+      continue;
     }
+    merges.push_back({static_cast<int32_t>(i), nParts, static_cast<int32_t>(parts)});
+    for (int64_t p = 0; p < parts; ++p)
+      tasks.push_back({static_cast<int32_t>(i), static_cast<int32_t>(n * p / parts),
+                       static_cast<int32_t>(n * (p + 1) / parts), nParts++});
   }
   // Longest first, for the dynamic schedule.
   std::stable_sort(tasks.begin(), tasks.end(),
                    [](const PagedTask& x, const PagedTask& y) { return x.j1 - x.j0 > y.j1 - y.j0; });
   float* partials =
-      nParts > 0 ? scratch(21, static_cast<size_t>(static_cast<int64_t>(nParts) * G * (hdp + 2))) : nullptr;
+      nParts > 0 ? scratch(21, static_cast<size_t>(static_cast<int64_t>(nParts) * H * (hdp + 2))) : nullptr;
 
-  // Unsplit, the tasks of one query row's kv heads are adjacent (equal lengths keep their order
-  // in the stable sort), so chunks of KVH tasks give a row's heads to one thread.
-  const int chunk = merges.empty() ? static_cast<int>(KVH) : 1;
+  // Dynamic schedule, one task claimed ahead: a thread takes its next task before it runs the
+  // current one, so the current one can prefetch the next one's first chunk.
+  const int64_t nTasks = static_cast<int64_t>(tasks.size());
+  std::atomic<int64_t> claim{0};
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-#pragma omp for schedule(dynamic, chunk)
-    for (size_t ti = 0; ti < tasks.size(); ++ti) pagedTask<T>(a, tasks[ti], q, kPool, vPool, out, partials, hdp);
+    int64_t cur = claim.fetch_add(1, std::memory_order_relaxed);
+    while (cur < nTasks) {
+      const int64_t nxt = claim.fetch_add(1, std::memory_order_relaxed);
+      pagedTask<T>(a, tasks[static_cast<size_t>(cur)], nxt < nTasks ? &tasks[static_cast<size_t>(nxt)] : nullptr, q,
+                   kPool, vPool, out, partials, hdp);
+      cur = nxt;
+    }
     if (!merges.empty()) {
+#pragma omp barrier
 #pragma omp for schedule(static)
       for (size_t mi = 0; mi < merges.size(); ++mi) pagedMerge(a, merges[mi], partials, out, hdp);
     }
