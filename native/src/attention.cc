@@ -1062,7 +1062,7 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, c
   int64_t j = t.j0;
   // Gather up to PC visible slots from stream position j on, a block at a time, and prefetch
   // their rows (the next chunk loads while the current one computes).
-  auto gather = [&](int64_t* out) -> int {
+  auto gather = [&](int64_t* dst) -> int {
     int n = 0;
     while (j < t.j1 && n < PC) {
       const int64_t b = j / bs, within = j - b * bs;
@@ -1072,11 +1072,11 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, c
       for (; u < left && n < PC; ++u) {
         const int64_t slot = base + u;
         if (pos[slot] > qp) continue;  // not visible to this query
-        out[n++] = slot;
+        dst[n++] = slot;
       }
       j += u;
     }
-    for (int x = 0; x < n; ++x) prefetchRow(out[x]);
+    for (int x = 0; x < n; ++x) prefetchRow(dst[x]);
     return n;
   };
   // The first chunk of the next task's stream (visibility unchecked: a spare line is harmless).

@@ -222,26 +222,25 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
   const int64_t panels = (n + kPackNR - 1) / kPackNR;
   const int threads = std::min<int64_t>(std::min(maxThreads(), threadsFor(2.0 * m * n * k, 2.0e5)), panels);
 #ifndef MOR_BF16_DOT
-  if (m == 1) {
-    // a single row (decoding one sequence): whole panels, bf16RowKernel
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t jp = 0; jp < panels; ++jp) {
-      const uint16_t* b = P + jp * kPackNR * kp;
-      const int nr = static_cast<int>(std::min<int64_t>(kPackNR, n - jp * kPackNR));
-      bf16RowKernel<kPackNR / W>(pairs, ap, b, C + jp * kPackNR, nr, accumulate, jp + 1 < panels ? b + kPackNR * kp : nullptr);
-    }
-    return;
-  }
+  const bool rowOverPanel = m == 1;  // a single row (decoding one sequence): whole panels, bf16RowKernel
 #endif
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t jp = 0; jp < panels; ++jp) {
     const uint16_t* b = P + jp * kPackNR * kp;
+    const uint16_t* next = jp + 1 < panels ? b + kPackNR * kp : nullptr;
+#ifndef MOR_BF16_DOT
+    if (rowOverPanel) {
+      const int nr = static_cast<int>(std::min<int64_t>(kPackNR, n - jp * kPackNR));
+      bf16RowKernel<kPackNR / W>(pairs, ap, b, C + jp * kPackNR, nr, accumulate, next);
+      continue;
+    }
+#endif
     for (int64_t sub = 0; sub < kPackNR / NRB && jp * kPackNR + sub * NRB < n; ++sub) {
       const int64_t j0 = jp * kPackNR + sub * NRB;
       const int nr = static_cast<int>(std::min<int64_t>(NRB, n - j0));
       for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
         const int64_t R = base + (t < extra ? 1 : 0);
-        const uint16_t* pf = sub == 0 && t == 0 && jp + 1 < panels ? b + kPackNR * kp : nullptr;
+        const uint16_t* pf = sub == 0 && t == 0 ? next : nullptr;
         kBf16Kernels[R - 1](pairs, ap + r0 * aDepth, b + sub * 2 * NRB, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
         r0 += R;
       }

@@ -513,27 +513,25 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
   // AVX-512, two on AVX2) run one after the other with row stride PB.
   const int64_t panels = (n + PB - 1) / PB;
   const int threads = std::min<int64_t>(std::min(maxThreads(), threadsFor(2.0 * m * n * k, 2.0e5)), panels);
-  if (m == 1 && PB > NR) {
-    // One row (decoding a single sequence): a whole panel per pass, PB / W accumulators. With
-    // two (one NR-wide sub-panel on AVX2) the FMA latency chain, not the weight stream, set the
-    // pace; four cover it (AVX-512 has PB = NR and takes the general path).
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t jp = 0; jp < panels; ++jp) {
-      const float* b = P + jp * PB * k;
-      const int nr = static_cast<int>(std::min<int64_t>(PB, n - jp * PB));
-      packedKernel<1, PB / W>(k, ap, b, C + jp * PB, ldc, nr, accumulate, jp + 1 < panels ? b + PB * k : nullptr);
-    }
-    return;
-  }
+  // One row (decoding a single sequence) on AVX2, where a panel is two NR-wide sub-panels: a whole
+  // panel per pass, PB / W accumulators. With two (one sub-panel) the FMA latency chain, not the
+  // weight stream, set the pace; four cover it (AVX-512 has PB = NR).
+  const bool rowOverPanel = m == 1 && PB > NR;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t jp = 0; jp < panels; ++jp) {
     const float* b = P + jp * PB * k;
+    const float* next = jp + 1 < panels ? b + PB * k : nullptr;
+    if (rowOverPanel) {
+      const int nr = static_cast<int>(std::min<int64_t>(PB, n - jp * PB));
+      packedKernel<1, PB / W>(k, ap, b, C + jp * PB, ldc, nr, accumulate, next);
+      continue;
+    }
     for (int64_t sub = 0; sub < PB / NR && jp * PB + sub * NR < n; ++sub) {
       const int64_t j0 = jp * PB + sub * NR;
       const int nr = static_cast<int>(std::min<int64_t>(NR, n - j0));
       for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
         const int64_t R = base + (t < extra ? 1 : 0);
-        const float* pf = sub == 0 && t == 0 && jp + 1 < panels ? b + PB * k : nullptr;
+        const float* pf = sub == 0 && t == 0 ? next : nullptr;
         kPackedKernels[R - 1](k, ap + r0 * k, b + sub * NR, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
         r0 += R;
       }
