@@ -812,6 +812,36 @@ MOR_INLINE vf sumLanesW(const vf* in) {
 #endif
 
 
+// Prefetches of the rows the task reads next (the next chunk, or the next task's first chunk),
+// issued a few lines at a time from inside the score and P·V loops of the current chunk, so the
+// reads overlap its arithmetic. A burst of a whole chunk's prefetches before the arithmetic
+// filled the core's miss queue and stalled the loads behind it until most of them had arrived.
+struct PrefetchPump {
+  const char* k = nullptr;  // K pool, V pool (bytes)
+  const char* v = nullptr;
+  int64_t rowBytes = 0;     // bytes of a pool row (every kv head)
+  int64_t lines = 0;        // cache lines per row
+  const int64_t* slots = nullptr;
+  int n = 0;                // slots to prefetch
+  int x = 0;                // the next slot, and its next line
+  int64_t c = 0;
+  int per = 1;              // line pairs (K and V) per step
+  MOR_INLINE void step() {
+    for (int t = 0; t < per && x < n; ++t) {
+      const int64_t off = slots[x] * rowBytes + c * 64;
+      __builtin_prefetch(k + off, 0, 2);
+      __builtin_prefetch(v + off, 0, 2);
+      if (++c == lines) {
+        c = 0;
+        ++x;
+      }
+    }
+  }
+  void drain() {
+    while (x < n) step();
+  }
+};
+
 template <int R, int U>
 struct Lanes {
   vf a[R][U];
@@ -854,7 +884,7 @@ MOR_INLINE Lanes<R, U> dotLanes(int64_t hdv, const float* MOR_RESTRICT q, int64_
 // slots' accumulators are reduced together and s rows must have room for n rounded up to W.
 template <int R, int U, int NV, typename T>
 void pagedScores(int64_t hdv, const float* MOR_RESTRICT q, int64_t ldq, const T* const* krow, int64_t n,
-                 float* MOR_RESTRICT s, int64_t lds) {
+                 float* MOR_RESTRICT s, int64_t lds, PrefetchPump& pf) {
   vf qv[R][NV > 0 ? NV : 1];
   if (NV > 0) {
 #pragma GCC unroll 8
@@ -872,6 +902,7 @@ void pagedScores(int64_t hdv, const float* MOR_RESTRICT q, int64_t ldq, const T*
     const int64_t cnt = std::min<int64_t>(W, n - j0);
     int64_t jj = 0;
     for (; jj + U <= cnt; jj += U) {
+      pf.step();
       const Lanes<R, U> x = dotLanes<R, U, NV>(hdv, q, ldq, qv, krow + j0 + jj);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r)
@@ -891,6 +922,7 @@ void pagedScores(int64_t hdv, const float* MOR_RESTRICT q, int64_t ldq, const T*
 #else
   int64_t j = 0;
   for (; j + U <= n; j += U) {
+    pf.step();
     const Lanes<R, U> x = dotLanes<R, U, NV>(hdv, q, ldq, qv, krow + j);
     for (int r = 0; r < R; ++r)
       for (int u = 0; u < U; ++u) s[r * lds + j + u] = hsumReg(x.a[r][u]);
@@ -917,13 +949,14 @@ void pagedScoreTail(int64_t rows, int64_t d0, int64_t hd, const float* q, int64_
 // acc[r·lda + coff + (0 : NV·W)] += Σ_{j<n} p[r·ldp + j] · vrow[j][coff + (0 : NV·W)],  r < R.
 template <int R, int NV, typename T>
 MOR_INLINE void pagedPV(int64_t n, const float* MOR_RESTRICT p, int64_t ldp, const T* const* vrow, int64_t coff,
-                        float* MOR_RESTRICT acc, int64_t lda) {
+                        float* MOR_RESTRICT acc, int64_t lda, PrefetchPump& pf) {
   vf a[R][NV];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) a[r][c] = vload(acc + r * lda + coff + c * W);
   for (int64_t j = 0; j < n; ++j) {
+    pf.step();
     const T* vj = vrow[j] + coff;
     vf vv[NV];
 #pragma GCC unroll 4
@@ -944,14 +977,14 @@ MOR_INLINE void pagedPV(int64_t n, const float* MOR_RESTRICT p, int64_t ldp, con
 // pagedPV over the head dim: NVMAX vectors per pass, then a scalar tail past the last full vector.
 template <int R, typename T>
 void pagedValues(int64_t hd, int64_t n, const float* p, int64_t ldp, const T* const* vrow, float* acc,
-                 int64_t lda) {
+                 int64_t lda, PrefetchPump& pf) {
   const int64_t hdv = hd / W;
   int64_t c = 0;
-  for (; c + NVMAX <= hdv; c += NVMAX) pagedPV<R, NVMAX>(n, p, ldp, vrow, c * W, acc, lda);
+  for (; c + NVMAX <= hdv; c += NVMAX) pagedPV<R, NVMAX>(n, p, ldp, vrow, c * W, acc, lda, pf);
   switch (hdv - c) {
-    case 1: pagedPV<R, 1>(n, p, ldp, vrow, c * W, acc, lda); break;
-    case 2: pagedPV<R, 2>(n, p, ldp, vrow, c * W, acc, lda); break;
-    case 3: pagedPV<R, 3>(n, p, ldp, vrow, c * W, acc, lda); break;
+    case 1: pagedPV<R, 1>(n, p, ldp, vrow, c * W, acc, lda, pf); break;
+    case 2: pagedPV<R, 2>(n, p, ldp, vrow, c * W, acc, lda, pf); break;
+    case 3: pagedPV<R, 3>(n, p, ldp, vrow, c * W, acc, lda, pf); break;
     default: break;
   }
   for (int64_t d = hdv * W; d < hd; ++d)
@@ -965,31 +998,32 @@ void pagedValues(int64_t hd, int64_t n, const float* p, int64_t ldp, const T* co
 // Not inlined: inside the (large) task function GCC kept the accumulators in memory.
 template <typename T>
 __attribute__((noinline)) void pagedScoreRows(int64_t rows, int64_t hd, const float* q, int64_t ldq,
-                                              const T* const* krow, int64_t n, float* s, int64_t lds) {
+                                              const T* const* krow, int64_t n, float* s, int64_t lds,
+                                              PrefetchPump& pf) {
   const int64_t hdv = hd / W;
   // U·R ≤ 8 accumulators; query rows in registers when R·NV ≤ 8 (HD = 64 and two heads per kv
   // head on AVX-512).
   if (hdv == 4 && rows == 2) {
-    pagedScores<2, 4, 4>(hdv, q, ldq, krow, n, s, lds);
+    pagedScores<2, 4, 4>(hdv, q, ldq, krow, n, s, lds, pf);
   } else if (hdv == 4 && rows == 1) {
-    pagedScores<1, 4, 4>(hdv, q, ldq, krow, n, s, lds);
+    pagedScores<1, 4, 4>(hdv, q, ldq, krow, n, s, lds, pf);
   } else if (hdv == 2 && rows <= 4) {
     switch (rows) {
-      case 1: pagedScores<1, 4, 2>(hdv, q, ldq, krow, n, s, lds); break;
-      case 2: pagedScores<2, 4, 2>(hdv, q, ldq, krow, n, s, lds); break;
-      case 3: pagedScores<3, 2, 2>(hdv, q, ldq, krow, n, s, lds); break;
-      default: pagedScores<4, 2, 2>(hdv, q, ldq, krow, n, s, lds); break;
+      case 1: pagedScores<1, 4, 2>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      case 2: pagedScores<2, 4, 2>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      case 3: pagedScores<3, 2, 2>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      default: pagedScores<4, 2, 2>(hdv, q, ldq, krow, n, s, lds, pf); break;
     }
   } else {
     switch (rows) {
-      case 1: pagedScores<1, 4, 0>(hdv, q, ldq, krow, n, s, lds); break;
-      case 2: pagedScores<2, 4, 0>(hdv, q, ldq, krow, n, s, lds); break;
-      case 3: pagedScores<3, 2, 0>(hdv, q, ldq, krow, n, s, lds); break;
-      case 4: pagedScores<4, 2, 0>(hdv, q, ldq, krow, n, s, lds); break;
-      case 5: pagedScores<5, 1, 0>(hdv, q, ldq, krow, n, s, lds); break;
-      case 6: pagedScores<6, 1, 0>(hdv, q, ldq, krow, n, s, lds); break;
-      case 7: pagedScores<7, 1, 0>(hdv, q, ldq, krow, n, s, lds); break;
-      default: pagedScores<8, 1, 0>(hdv, q, ldq, krow, n, s, lds); break;
+      case 1: pagedScores<1, 4, 0>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      case 2: pagedScores<2, 4, 0>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      case 3: pagedScores<3, 2, 0>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      case 4: pagedScores<4, 2, 0>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      case 5: pagedScores<5, 1, 0>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      case 6: pagedScores<6, 1, 0>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      case 7: pagedScores<7, 1, 0>(hdv, q, ldq, krow, n, s, lds, pf); break;
+      default: pagedScores<8, 1, 0>(hdv, q, ldq, krow, n, s, lds, pf); break;
     }
   }
   if (hdv * W < hd) pagedScoreTail(rows, hdv * W, hd, q, ldq, krow, n, s, lds);
@@ -997,12 +1031,13 @@ __attribute__((noinline)) void pagedScoreRows(int64_t rows, int64_t hd, const fl
 
 template <typename T>
 __attribute__((noinline)) void pagedValueRows(int64_t rows, int64_t hd, int64_t n, const float* p, int64_t ldp,
-                                              const T* const* vrow, float* acc, int64_t lda) {
+                                              const T* const* vrow, float* acc, int64_t lda,
+                                              PrefetchPump& pf) {
   switch (rows) {
-    case 1: pagedValues<1>(hd, n, p, ldp, vrow, acc, lda); break;
-    case 2: pagedValues<2>(hd, n, p, ldp, vrow, acc, lda); break;
-    case 3: pagedValues<3>(hd, n, p, ldp, vrow, acc, lda); break;
-    default: pagedValues<4>(hd, n, p, ldp, vrow, acc, lda); break;
+    case 1: pagedValues<1>(hd, n, p, ldp, vrow, acc, lda, pf); break;
+    case 2: pagedValues<2>(hd, n, p, ldp, vrow, acc, lda, pf); break;
+    case 3: pagedValues<3>(hd, n, p, ldp, vrow, acc, lda, pf); break;
+    default: pagedValues<4>(hd, n, p, ldp, vrow, acc, lda, pf); break;
   }
 }
 
@@ -1023,8 +1058,8 @@ struct PagedMerge {
 // task this thread runs after this one (or null), has its first chunk prefetched while the last
 // chunk of this one computes, so a row's memory reads overlap the previous row's arithmetic.
 template <typename T>
-void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, const float* q, const T* kPool,
-               const T* vPool, float* out, float* partials, int64_t hdp) {
+void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, bool prefetched, const float* q,
+               const T* kPool, const T* vPool, float* out, float* partials, int64_t hdp) {
   const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, G = H / KVH, bs = a.blockSize;
   const int64_t ld = KVH * HD, i = t.i;
   float* qs = scratch(17, static_cast<size_t>(H * hdp));
@@ -1076,24 +1111,49 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, c
       }
       j += u;
     }
-    for (int x = 0; x < n; ++x) prefetchRow(dst[x]);
     return n;
   };
-  // The first chunk of the next task's stream (visibility unchecked: a spare line is harmless).
-  auto prefetchNext = [&]() {
-    if (next == nullptr) return;
+  // The slots of the next task's first chunk (visibility unchecked: a spare line is harmless).
+  int64_t nextSlots[PC];
+  auto nextFirstChunk = [&]() -> int {
+    if (next == nullptr) return 0;
     const int32_t* nbt = a.blockTables + a.streams[2 * next->i];
     const int64_t end = std::min<int64_t>(next->j1, next->j0 + PC);
-    for (int64_t jj = next->j0; jj < end; ++jj) prefetchRow(static_cast<int64_t>(nbt[jj / bs]) * bs + jj % bs);
+    int cnt = 0;
+    for (int64_t jj = next->j0; jj < end; ++jj) nextSlots[cnt++] = static_cast<int64_t>(nbt[jj / bs]) * bs + jj % bs;
+    return cnt;
+  };
+  PrefetchPump pf;
+  pf.k = reinterpret_cast<const char*>(kPool);
+  pf.v = reinterpret_cast<const char*>(vPool);
+  pf.rowBytes = ld * static_cast<int64_t>(sizeof(T));
+  pf.lines = lines;
+  // The pump's rows, spread over the P·V steps of a chunk of `computeSlots` slots (the score
+  // steps come on top, so it runs dry early; drain() issues what is left at the chunk's end).
+  auto pumpOver = [&](const int64_t* src, int cnt, int64_t computeSlots) {
+    pf.slots = src;
+    pf.n = cnt;
+    pf.x = 0;
+    pf.c = 0;
+    const int64_t steps = std::max<int64_t>(1, KVH * computeSlots);
+    pf.per = static_cast<int>(std::max<int64_t>(1, (cnt * lines + steps - 1) / steps));
   };
   const T* kr[PC];
   const T* vr[PC];
   int cur = 0;
   int n = gather(slots[0]);
-  if (n == 0) prefetchNext();
+  if (!prefetched)  // the thread's first task: nothing fetched its rows ahead
+    for (int x = 0; x < n; ++x) prefetchRow(slots[0][x]);
+  if (n == 0) {
+    pumpOver(nextSlots, nextFirstChunk(), 1);
+    pf.drain();
+  }
   while (n > 0) {
     const int nNext = gather(slots[cur ^ 1]);
-    if (nNext == 0) prefetchNext();
+    if (nNext > 0)
+      pumpOver(slots[cur ^ 1], nNext, n);
+    else
+      pumpOver(nextSlots, nextFirstChunk(), n);
     for (int64_t g = 0; g < KVH; ++g) {
       for (int x = 0; x < n; ++x) {
         kr[x] = kPool + slots[cur][x] * ld + g * HD;
@@ -1104,7 +1164,7 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, c
       float* lg = l + g * G;
       float* ag = acc + g * G * hdp;
       for (int64_t r0 = 0; r0 < G; r0 += PRS)
-        pagedScoreRows(std::min<int64_t>(PRS, G - r0), HD, qg + r0 * hdp, hdp, kr, n, S + r0 * PC, PC);
+        pagedScoreRows(std::min<int64_t>(PRS, G - r0), HD, qg + r0 * hdp, hdp, kr, n, S + r0 * PC, PC, pf);
       for (int64_t r = 0; r < G; ++r) {
         float* sr = S + r * PC;
         const float cm = rowMax(sr, n);
@@ -1119,8 +1179,9 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, c
         mg[r] = mNew;
       }
       for (int64_t r0 = 0; r0 < G; r0 += PRV)
-        pagedValueRows(std::min<int64_t>(PRV, G - r0), HD, n, S + r0 * PC, PC, vr, ag + r0 * hdp, hdp);
+        pagedValueRows(std::min<int64_t>(PRV, G - r0), HD, n, S + r0 * PC, PC, vr, ag + r0 * hdp, hdp, pf);
     }
+    pf.drain();
     cur ^= 1;
     n = nNext;
   }
@@ -1237,10 +1298,12 @@ void attentionPagedImpl(const PagedShape& a, const float* q, const T* kPool, con
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     int64_t cur = claim.fetch_add(1, std::memory_order_relaxed);
+    bool prefetched = false;  // this thread's previous task fetched cur's first chunk ahead
     while (cur < nTasks) {
       const int64_t nxt = claim.fetch_add(1, std::memory_order_relaxed);
-      pagedTask<T>(a, tasks[static_cast<size_t>(cur)], nxt < nTasks ? &tasks[static_cast<size_t>(nxt)] : nullptr, q,
-                   kPool, vPool, out, partials, hdp);
+      pagedTask<T>(a, tasks[static_cast<size_t>(cur)], nxt < nTasks ? &tasks[static_cast<size_t>(nxt)] : nullptr,
+                   prefetched, q, kPool, vPool, out, partials, hdp);
+      prefetched = true;
       cur = nxt;
     }
     if (!merges.empty()) {
