@@ -807,6 +807,24 @@ for (const [R, C] of [
   }
 }
 
+{
+  // k = 1 (greedy decoding's argmax) on rows around the vector width and vocabulary-wide ones,
+  // distinct and coarse (many ties).
+  for (const C of [1, 7, 16, 33, 8192]) {
+    const R = 4;
+    const distinct = randomFloats(rng, R * C);
+    const coarse = Float64Array.from(randomInts(rng, R * C, -3, 3), (q) => q / 2);
+    for (const [what, x] of [['distinct', distinct], ['ties', coarse]] as const) {
+      addCase('topkRows', `R=${R} C=${C} k=1 ${what}`, (be, dt) => {
+        const indices = new Int32Array(R);
+        const values = dt.zeros(R);
+        be.topkRows(dt.from(x), C, 1, 'value', indices, values);
+        return { indices, values };
+      });
+    }
+  }
+}
+
 for (const n of [1, 129, 10007, 300_001]) {
   const x = randomFloats(rng, n);
   addCase('sum', `N=${n}`, (be, dt) => ({ sum: be.sum(dt.from(x)) }));
@@ -1322,6 +1340,31 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
       be.topkRows(f32(0.5, 9, -1, 9, 7), 5, 3, 'index', indices, values);
       assert.deepEqual(Array.from(indices), [1, 3, 4]);
       assert.deepEqual(Array.from(values), [9, 9, 7]);
+    });
+
+    test('topk with k = 1 ranks as the general path: ties, NaN, −Infinity, the last column', () => {
+      const rows: number[][] = [
+        [0.5, 9, -1, 9, 7], // a tie at the top: the lower column
+        Array.from({ length: 40 }, (_, c) => (c === 20 ? NaN : c === 30 ? 99 : c)), // NaN ranks first
+        Array.from({ length: 33 }, () => -Infinity), // every entry −inf: column 0
+        Array.from({ length: 33 }, (_, c) => (c === 3 || c === 32 ? 5 : 0)), // tie between a vector lane and the tail
+        Array.from({ length: 33 }, (_, c) => (c === 32 ? 1 : 0)), // the maximum in the tail
+        Array.from({ length: 48 }, (_, c) => (c % 16 === 7 ? 2 : -Infinity)), // the same lane in three vectors
+      ];
+      for (const row of rows) {
+        const C = row.length;
+        const i1 = new Int32Array(1);
+        const v1 = new Float32Array(1);
+        const i2 = new Int32Array(2);
+        const v2 = new Float32Array(2);
+        be.topkRows(Float32Array.from(row), C, 1, 'value', i1, v1);
+        be.topkRows(Float32Array.from(row), C, 2, 'value', i2, v2);
+        assert.equal(i1[0], i2[0], `k = 1 on [${row.slice(0, 6).join(', ')}, …]`);
+        assert.ok(Object.is(v1[0], v2[0]), 'its value');
+      }
+      const i1 = new Int32Array(1);
+      be.topkRows(Float32Array.from(rows[1] as number[]), 40, 1, 'value', i1, new Float32Array(1));
+      assert.equal(i1[0], 20, 'NaN first');
     });
 
     test('pointwise kernels on subarray views touch only their own elements', () => {

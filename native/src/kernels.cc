@@ -540,7 +540,50 @@ void logsumexpRowsBackward(const float* x, const float* lse, const float* dOut, 
   });
 }
 
+// The first of a row's entries that ranks first under TopkLess (k = 1: greedy decoding's argmax
+// over the vocabulary on every step). One vector pass keeps, per lane, the largest value and the
+// first column holding it, and notes any NaN; a row with a NaN ranks its first NaN first.
+static int32_t topOne(const float* x, int64_t cols) {
+  typedef int32_t vi __attribute__((vector_size(sizeof(vf))));
+  vi lane{};
+  for (int i = 0; i < W; ++i) lane[i] = i;
+  vf best = vset1(kNegInf);
+  vi bestAt = lane;   // first column of `best` per lane (lane i starts at column i)
+  vi nan{};           // −1 in a lane that saw a NaN
+  int64_t c = 0;
+  for (vi at = lane; c + W <= cols; c += W, at += W) {
+    const vf v = vload(x + c);
+    const vi gt = v > best;  // strictly greater: a later equal value keeps the earlier column
+    best = gt ? v : best;
+    bestAt = gt ? at : bestAt;
+    nan |= v != v;
+  }
+  bool anyNan = false;
+  for (int i = 0; i < W; ++i) anyNan = anyNan || nan[i] != 0;
+  float m = kNegInf;
+  int64_t at = 0;
+  for (int i = 0; i < W && c > 0; ++i)
+    if (best[i] > m || (best[i] == m && bestAt[i] < at)) m = best[i], at = bestAt[i];
+  for (int64_t j = c; j < cols; ++j) {
+    anyNan = anyNan || x[j] != x[j];
+    if (x[j] > m) m = x[j], at = j;
+  }
+  if (anyNan)
+    for (int64_t j = 0; j < cols; ++j)
+      if (x[j] != x[j]) return static_cast<int32_t>(j);
+  // Every entry −inf: no lane moved, and the first column, 0, ranks first.
+  return m == kNegInf ? 0 : static_cast<int32_t>(at);
+}
+
 void topkRows(const float* x, int64_t rows, int64_t cols, int64_t k, bool byIndex, int32_t* indices, float* values) {
+  if (k == 1) {
+    parRows(rows, cols, [&](int64_t r) {
+      const float* xr = x + r * cols;
+      indices[r] = topOne(xr, cols);
+      values[r] = xr[indices[r]];
+    });
+    return;
+  }
   parRows(rows, cols * 8, [&](int64_t r) {
     const float* xr = x + r * cols;
     static thread_local std::vector<int32_t> ord;

@@ -22,7 +22,8 @@ import { routerThreshold } from '../model/mod-config.js';
 import { PagedKVPool } from './kv-pool.js';
 import { storageDtype, type StorageDtype } from '../backend/bf16.js';
 import { ModelRunner, type DepthControl, type SequenceKV, type TokenState } from './runner.js';
-import { sampleToken, tokenLogprob, validateSampling, type SamplingOptions, type TokenLogprob } from './sampler.js';
+import { getBackend } from '../backend/index.js';
+import { isPlainGreedy, sampleToken, tokenLogprob, validateSampling, type SamplingOptions, type TokenLogprob } from './sampler.js';
 
 export type BatchingMode = 'depth' | 'sequence' | 'static';
 
@@ -349,11 +350,14 @@ export class Engine {
     });
   }
 
-  /** Sample from logits, emit, and decide whether the request goes on. Returns false when it ended. */
-  private accept(r: Request, logits: Float32Array, depth: number): boolean {
+  /**
+   * Sample from logits (or take `greedyToken`, the argmax of these logits when ≥ 0), emit, and
+   * decide whether the request goes on. Returns false when it ended.
+   */
+  private accept(r: Request, logits: Float32Array, depth: number, greedyToken = -1): boolean {
     const o = r.opts;
     const row = o.vocabLimit === undefined ? logits : logits.subarray(0, o.vocabLimit);
-    const token = sampleToken(row, o, r.rng, r.context);
+    const token = greedyToken >= 0 ? greedyToken : sampleToken(row, o, r.rng, r.context);
     if (o.eosId !== undefined && token === o.eosId) {
       this.finish(r, 'eos');
       return false;
@@ -459,12 +463,28 @@ export class Engine {
       exiting.map(() => true),
     );
     const V = exiting.length ? logits.length / exiting.length : 0;
+    const greedy = this.greedyTokens(exiting, logits, V);
     exiting.forEach((r, i) => {
       const depth = (r.inFlight as TokenState).depth;
-      this.accept(r, logits.subarray(i * V, (i + 1) * V), depth);
+      this.accept(r, logits.subarray(i * V, (i + 1) * V), depth, greedy[i]);
     });
     this.dropFinished();
     return true;
+  }
+
+  /**
+   * The argmax of each row of logits (rows, V) whose request samples plainly greedily, from one
+   * native call over all rows; −1 where the sampler must decide (other sampling, a vocabulary
+   * limit, or a NaN, which the sampler's argmax skips but topkRows ranks first).
+   */
+  private greedyTokens(rows: readonly Request[], logits: Float32Array, V: number): Int32Array {
+    const out = new Int32Array(rows.length).fill(-1);
+    const plain = rows.map((r) => r.opts.vocabLimit === undefined && isPlainGreedy(r.opts));
+    if (V === 0 || !plain.some((p) => p)) return out;
+    const values = new Float32Array(rows.length);
+    getBackend().topkRows(logits, V, 1, 'value', out, values);
+    for (let i = 0; i < rows.length; i++) if (!plain[i] || Number.isNaN(values[i])) out[i] = -1;
+    return out;
   }
 
   /** Step until every request has finished, yielding to the event loop between steps. */

@@ -147,6 +147,21 @@ export function bestIds(x: Float32Array, k: number): Int32Array {
 }
 
 /**
+ * Whether sampleToken returns the plain argmax of these logits: greedy, and nothing adjusts the
+ * logits. The engine then takes the token from one batched native argmax over every row of a
+ * step (Backend.topkRows with k = 1) instead of a JavaScript scan per row.
+ */
+export function isPlainGreedy(o: SamplingOptions): boolean {
+  return (
+    o.temperature === 0 &&
+    (o.repetitionPenalty ?? 1) === 1 &&
+    (o.frequencyPenalty ?? 0) === 0 &&
+    (o.presencePenalty ?? 0) === 0 &&
+    (o.logitBias === undefined || o.logitBias.size === 0)
+  );
+}
+
+/**
  * Choose the next token. `logits` (V) is not modified; `context` are the ids so far (for the
  * repetition penalty).
  */

@@ -64,6 +64,22 @@ export function topkRows(
   values: FloatArray,
 ): void {
   const rows = indices.length / k;
+  if (k === 1) {
+    // greedy decoding's argmax: one pass under the same ranking (NaN first, ties to the lower column)
+    for (let r = 0; r < rows; r++) {
+      const at = r * cols;
+      let best = 0;
+      for (let c = 1; c < cols; c++) {
+        const v = x[at + c]!;
+        const b = x[at + best]!;
+        if (Number.isNaN(b)) break;
+        if (Number.isNaN(v) || v > b) best = c;
+      }
+      indices[r] = best;
+      values[r] = x[at + best]!;
+    }
+    return;
+  }
   const ranked = new Int32Array(cols); // (C) column ids of the current row, sorted by rank
   let off = 0;
   const byRank = (a: number, b: number): number => {
