@@ -13,7 +13,8 @@
 // Weights f32 or bf16 (gemm_bf16.cc), pool f32 or bf16: the arithmetic is f32 either way.
 //   a   = paged attention of q over each row's stream    (N, H·HD)
 //         (a fresh stream's prefill — the rows are the whole stream — takes the dense causal
-//         kernel instead: see ownStreamOnly)
+//         kernel instead: see ownStreamOnly; so do rows that all read one stream, gathered once:
+//         see sharedStreamOnly)
 //   out = h + a · Woᵀ
 //   x   = RMSNorm(out) · postNorm
 //   gu  = x · [Wgate; Wup]ᵀ                               (N, 2I)
@@ -29,7 +30,7 @@ MOR_ISA_BEGIN
 namespace {
 // Scratch slots of this file (gemm and attention use others; see their scratch() calls).
 constexpr int kSlotX = 24, kSlotWide = 25, kSlotQ = 26, kSlotK = 27, kSlotAttn = 28, kSlotRstd = 29;
-constexpr int kSlotV = 22, kSlotLse = 23;
+constexpr int kSlotV = 22, kSlotLse = 23, kSlotGatherK = 31, kSlotGatherPos = 20;
 
 // Whether the call's rows are one stream's slots 0..n−1, in order, all written by this call: the
 // prefill of a fresh stream (a prompt, or the prompt tokens that reached a recursion under
@@ -44,6 +45,39 @@ bool ownStreamOnly(const DecodeLayerShape& s) {
     if (a.streams[2 * i] != off || a.streams[2 * i + 1] != s.n || s.kvSlots[i] < 0) return false;
     const int64_t slot = static_cast<int64_t>(a.blockTables[off + i / a.blockSize]) * a.blockSize + i % a.blockSize;
     if (slot != s.kvSlots[i]) return false;
+  }
+  return true;
+}
+
+// Whether every row of the call reads one and the same stream, and there are rows enough to share
+// its K/V: the prefill of a sequence's deeper recursions under recursive KV sharing, which read
+// recursion 1's stream. The dense kernel then serves them all from the stream's rows, gathered
+// once, where the paged one would read them once per query row.
+bool sharedStreamOnly(const DecodeLayerShape& s) {
+  const PagedShape& a = s.attn;
+  if (s.n < 2) return false;
+  for (int64_t i = 1; i < s.n; ++i)
+    if (a.streams[2 * i] != a.streams[0] || a.streams[2 * i + 1] != a.streams[1]) return false;
+  return a.streams[1] > 0;
+}
+
+// The stream's K and V rows (nk, kvw), in stream order, widened to f32, and their positions;
+// false when the positions are not in order (the dense kernel needs each query's keys to be a
+// prefix), which a stream filled in order of position never is.
+template <typename T>
+bool gatherStream(const PagedShape& a, const T* kPool, const T* vPool, int64_t kvw, float* kd, float* vd,
+                  int32_t* pos) {
+  const int64_t off = a.streams[0], nk = a.streams[1], bs = a.blockSize;
+  for (int64_t j = 0; j < nk; ++j) {
+    const int64_t slot = static_cast<int64_t>(a.blockTables[off + j / bs]) * bs + j % bs;
+    pos[j] = a.posPool[slot];
+    if (j > 0 && pos[j] < pos[j - 1]) return false;
+    const T* ks = kPool + slot * kvw;
+    const T* vs = vPool + slot * kvw;
+    for (int64_t c = 0; c < kvw; ++c) {
+      kd[j * kvw + c] = toF32(ks[c]);
+      vd[j * kvw + c] = toF32(vs[c]);
+    }
   }
   return true;
 }
@@ -104,6 +138,20 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
       std::memcpy(static_cast<float*>(pool.v) + at, vRow, sizeof(float) * kvw);
     }
   }
+  // For sharedStreamOnly: the stream gathered (see gatherStream).
+  float* sharedK = nullptr;
+  float* sharedV = nullptr;
+  int32_t* sharedPos = nullptr;
+  auto gatherShared = [&]() {
+    const size_t nk = static_cast<size_t>(s.attn.streams[1]);
+    sharedK = scratch(kSlotGatherK, nk * kvw);
+    sharedV = scratch(kSlotV, nk * kvw);
+    sharedPos = reinterpret_cast<int32_t*>(scratch(kSlotGatherPos, nk));  // int32 and float: one size
+    return pool.bf16 ? gatherStream(s.attn, static_cast<const uint16_t*>(pool.k), static_cast<const uint16_t*>(pool.v),
+                                    kvw, sharedK, sharedV, sharedPos)
+                     : gatherStream(s.attn, static_cast<const float*>(pool.k), static_cast<const float*>(pool.v), kvw,
+                                    sharedK, sharedV, sharedPos);
+  };
   if (ownStreamOnly(s)) {
     // K/V rows contiguous, as the pool holds them: kr already is (n, kvw); v is gathered out of
     // wide; in a bf16 pool both are rounded (into the spent unrotated k for K)
@@ -121,6 +169,11 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
     const AttnShape dense{s.attn.numHeads, s.attn.numKvHeads, s.attn.headDim, s.attn.scale, seg, 1,
                           s.attn.qPos, n, s.attn.qPos, n};
     attentionForward(dense, qr, kd, vd, attn, scratch(kSlotLse, static_cast<size_t>(n * s.attn.numHeads)));
+  } else if (sharedStreamOnly(s) && gatherShared()) {
+    const int32_t seg[4] = {0, static_cast<int32_t>(n), 0, s.attn.streams[1]};
+    const AttnShape dense{s.attn.numHeads, s.attn.numKvHeads, s.attn.headDim, s.attn.scale, seg, 1,
+                          s.attn.qPos, n, sharedPos, s.attn.streams[1]};
+    attentionForward(dense, qr, sharedK, sharedV, attn, scratch(kSlotLse, static_cast<size_t>(n * s.attn.numHeads)));
   } else if (pool.bf16) {
     attentionPagedBf16(s.attn, qr, static_cast<const uint16_t*>(pool.k), static_cast<const uint16_t*>(pool.v), attn);
   } else {
