@@ -1056,7 +1056,8 @@ struct PagedMerge {
 // head re-read the rows once the stream outgrew the cache). With part < 0 it writes the output
 // rows; else (m, l, acc) into its partial, which holds [m (H)][l (H)][acc (H, hdp)]. `next`, the
 // task this thread runs after this one (or null), has its first chunk prefetched while the last
-// chunk of this one computes, so a row's memory reads overlap the previous row's arithmetic.
+// chunk of this one computes, so a row's memory reads overlap the previous row's arithmetic;
+// `prefetched` says an earlier task did that for this one (else its first chunk goes at once).
 template <typename T>
 void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, bool prefetched, const float* q,
                const T* kPool, const T* vPool, float* out, float* partials, int64_t hdp) {
@@ -1095,8 +1096,8 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, b
   const int32_t* bt = a.blockTables + a.streams[2 * i];
   int64_t slots[2][PC];  // [buffer][visible slot]
   int64_t j = t.j0;
-  // Gather up to PC visible slots from stream position j on, a block at a time, and prefetch
-  // their rows (the next chunk loads while the current one computes).
+  // Gather up to PC visible slots from stream position j on, a block at a time (the pump
+  // prefetches their rows while the chunk before them computes).
   auto gather = [&](int64_t* dst) -> int {
     int n = 0;
     while (j < t.j1 && n < PC) {
