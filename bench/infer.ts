@@ -237,13 +237,16 @@ function againstRoofline(tokens: number, seconds: number, meter: ReturnType<type
   };
 }
 
+/** Prefills each measurement repeats (a few tens of milliseconds each). */
+const PREFILL_REPEATS = 7;
+
 /**
  * Prefills of 256-token prompts through a fresh runner: each call of the returned function runs
  * one (prompt i of a fixed sequence) and returns its seconds and roofline meter.
  */
 function prefillTimer(model: Model, threshold: number) {
   const rng = new Rng(3);
-  const prompts = Array.from({ length: 16 }, () => Int32Array.from({ length: 256 }, () => rng.nextInt(model.config.vocab_size)));
+  const prompts = Array.from({ length: PREFILL_REPEATS }, () => Int32Array.from({ length: 256 }, () => rng.nextInt(model.config.vocab_size)));
   const runner = new ModelRunner(model, new PagedKVPool(1024, 16, model.config.num_key_value_heads * headDim(model.config)));
   return (i: number) => {
     const seq = runner.newSequence();
@@ -257,8 +260,6 @@ function prefillTimer(model: Model, threshold: number) {
     return { seconds, meter };
   };
 }
-
-const PREFILL_REPEATS = 7;
 
 /** Prefill of a 256-token prompt (best of PREFILL_REPEATS; the engine would also want room to generate), against its roofline. */
 function prefillRate(model: Model, threshold: number) {

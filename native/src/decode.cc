@@ -138,6 +138,14 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
       std::memcpy(static_cast<float*>(pool.v) + at, vRow, sizeof(float) * kvw);
     }
   }
+  // The n query rows over nk contiguous K/V rows at positions kPos, one segment (the rule of
+  // AttentionLayout: a query sees the keys at positions ≤ its own).
+  auto denseAttention = [&](const float* kd, const float* vd, const int32_t* kPos, int64_t nk) {
+    const int32_t seg[4] = {0, static_cast<int32_t>(n), 0, static_cast<int32_t>(nk)};
+    const AttnShape dense{s.attn.numHeads, s.attn.numKvHeads, s.attn.headDim, s.attn.scale, seg, 1,
+                          s.attn.qPos, n, kPos, nk};
+    attentionForward(dense, qr, kd, vd, attn, scratch(kSlotLse, static_cast<size_t>(n * s.attn.numHeads)));
+  };
   // For sharedStreamOnly: the stream gathered (see gatherStream).
   float* sharedK = nullptr;
   float* sharedV = nullptr;
@@ -165,15 +173,9 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
       }
       kd = k;
     }
-    const int32_t seg[4] = {0, static_cast<int32_t>(n), 0, static_cast<int32_t>(n)};
-    const AttnShape dense{s.attn.numHeads, s.attn.numKvHeads, s.attn.headDim, s.attn.scale, seg, 1,
-                          s.attn.qPos, n, s.attn.qPos, n};
-    attentionForward(dense, qr, kd, vd, attn, scratch(kSlotLse, static_cast<size_t>(n * s.attn.numHeads)));
+    denseAttention(kd, vd, s.attn.qPos, n);
   } else if (sharedStreamOnly(s) && gatherShared()) {
-    const int32_t seg[4] = {0, static_cast<int32_t>(n), 0, s.attn.streams[1]};
-    const AttnShape dense{s.attn.numHeads, s.attn.numKvHeads, s.attn.headDim, s.attn.scale, seg, 1,
-                          s.attn.qPos, n, sharedPos, s.attn.streams[1]};
-    attentionForward(dense, qr, sharedK, sharedV, attn, scratch(kSlotLse, static_cast<size_t>(n * s.attn.numHeads)));
+    denseAttention(sharedK, sharedV, sharedPos, s.attn.streams[1]);
   } else if (pool.bf16) {
     attentionPagedBf16(s.attn, qr, static_cast<const uint16_t*>(pool.k), static_cast<const uint16_t*>(pool.v), attn);
   } else {

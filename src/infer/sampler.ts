@@ -55,14 +55,24 @@ export function validateSampling(o: SamplingOptions): void {
   }
 }
 
+/** Whether a repetition, frequency or presence penalty is set (they apply over the context). */
+function penalises(o: SamplingOptions): boolean {
+  return (o.repetitionPenalty ?? 1) !== 1 || (o.frequencyPenalty ?? 0) !== 0 || (o.presencePenalty ?? 0) !== 0;
+}
+
+/** Whether a logit bias is set. */
+function biases(o: SamplingOptions): boolean {
+  return o.logitBias !== undefined && o.logitBias.size > 0;
+}
+
 /**
  * The logits sampling draws from: the model's, with the repetition penalty (CTRL-style), the
  * frequency and presence penalties over `context`, and the logit bias applied. A copy when any applies.
  */
 function adjustedLogits(logits: Float32Array, o: SamplingOptions, context: ArrayLike<number>): Float32Array {
   const { repetitionPenalty = 1, frequencyPenalty = 0, presencePenalty = 0, logitBias } = o;
-  const penalise = context.length > 0 && (repetitionPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0);
-  if (!penalise && (logitBias === undefined || logitBias.size === 0)) return logits;
+  const penalise = context.length > 0 && penalises(o);
+  if (!penalise && !biases(o)) return logits;
   const x = logits.slice();
   if (penalise) {
     const counts = new Map<number, number>();
@@ -147,18 +157,12 @@ export function bestIds(x: Float32Array, k: number): Int32Array {
 }
 
 /**
- * Whether sampleToken returns the plain argmax of these logits: greedy, and nothing adjusts the
- * logits. The engine then takes the token from one batched native argmax over every row of a
- * step (Backend.topkRows with k = 1) instead of a JavaScript scan per row.
+ * Whether sampleToken returns the plain argmax of the logits: greedy, and nothing adjusts them
+ * (adjustedLogits). The engine then takes the token from one batched native argmax over every
+ * row of a step (Backend.topkRows with k = 1) instead of a JavaScript scan per row.
  */
 export function isPlainGreedy(o: SamplingOptions): boolean {
-  return (
-    o.temperature === 0 &&
-    (o.repetitionPenalty ?? 1) === 1 &&
-    (o.frequencyPenalty ?? 0) === 0 &&
-    (o.presencePenalty ?? 0) === 0 &&
-    (o.logitBias === undefined || o.logitBias.size === 0)
-  );
+  return o.temperature === 0 && !penalises(o) && !biases(o);
 }
 
 /**
