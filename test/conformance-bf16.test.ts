@@ -99,6 +99,7 @@ const gemmCases: GemmCase[] = (
     [9, 40, 30, true],
     [33, 65, 12, true],
     [1, 70, 33, true], // one row: the whole-panel path, three panels, a tail, odd k
+    [32, 256, 255, true], // two threads, each packing a share of A's k-pairs (odd k: the pad)
   ] as const
 ).map(([m, n, k, accumulate]) => ({
   m,

@@ -193,56 +193,69 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
 #ifdef MOR_BF16_DOT
   const int64_t aDepth = pairs;
   APack* ap = reinterpret_cast<APack*>(scratch(30, static_cast<size_t>(m * pairs)));
-  for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
-    const int64_t R = base + (t < extra ? 1 : 0);
-    APack* d = ap + r0 * aDepth;
-    for (int64_t i = 0; i < R; ++i) {
-      const float* src = A + (r0 + i) * lda;
-      for (int64_t q = 0; q < pairs; ++q) {
-        const uint32_t hi = 2 * q + 1 < k ? f32ToBf16(src[2 * q + 1]) : 0;
-        d[q * R + i] = f32ToBf16(src[2 * q]) | hi << 16;
+  // k-pairs q0..q1 of every tile
+  auto packA = [&](int64_t q0, int64_t q1) {
+    for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+      const int64_t R = base + (t < extra ? 1 : 0);
+      APack* d = ap + r0 * aDepth;
+      for (int64_t i = 0; i < R; ++i) {
+        const float* src = A + (r0 + i) * lda;
+        for (int64_t q = q0; q < q1; ++q) {
+          const uint32_t hi = 2 * q + 1 < k ? f32ToBf16(src[2 * q + 1]) : 0;
+          d[q * R + i] = f32ToBf16(src[2 * q]) | hi << 16;
+        }
       }
+      r0 += R;
     }
-    r0 += R;
-  }
+  };
 #else
   const int64_t aDepth = kp;
   APack* ap = scratch(30, static_cast<size_t>(m * kp));
-  for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
-    const int64_t R = base + (t < extra ? 1 : 0);
-    APack* d = ap + r0 * aDepth;
-    for (int64_t i = 0; i < R; ++i) {
-      const float* src = A + (r0 + i) * lda;
-      for (int64_t p = 0; p < k; ++p) d[p * R + i] = src[p];
-      if (kp != k) d[k * R + i] = 0.f;
+  // k-pairs q0..q1 (values 2·q0..2·q1, the pad zero) of every tile
+  auto packA = [&](int64_t q0, int64_t q1) {
+    for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+      const int64_t R = base + (t < extra ? 1 : 0);
+      APack* d = ap + r0 * aDepth;
+      for (int64_t i = 0; i < R; ++i) {
+        const float* src = A + (r0 + i) * lda;
+        for (int64_t p = 2 * q0; p < std::min(k, 2 * q1); ++p) d[p * R + i] = src[p];
+        if (kp != k && q1 == pairs) d[k * R + i] = 0.f;
+      }
+      r0 += R;
     }
-    r0 += R;
-  }
+  };
 #endif
   const int64_t panels = (n + kPackNR - 1) / kPackNR;
   const int threads = std::min<int64_t>(std::min(maxThreads(), threadsFor(2.0 * m * n * k, 2.0e5)), panels);
 #ifndef MOR_BF16_DOT
   const bool rowOverPanel = m == 1;  // a single row (decoding one sequence): whole panels, bf16RowKernel
 #endif
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t jp = 0; jp < panels; ++jp) {
-    const uint16_t* b = P + jp * kPackNR * kp;
-    const uint16_t* next = jp + 1 < panels ? b + kPackNR * kp : nullptr;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    // each thread packs a share of A's k-pairs (see sgemmPacked)
+    const int team = teamSize(), me = threadId();
+    packA(pairs * me / team, pairs * (me + 1) / team);
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int64_t jp = 0; jp < panels; ++jp) {
+      const uint16_t* b = P + jp * kPackNR * kp;
+      const uint16_t* next = jp + 1 < panels ? b + kPackNR * kp : nullptr;
 #ifndef MOR_BF16_DOT
-    if (rowOverPanel) {
-      const int nr = static_cast<int>(std::min<int64_t>(kPackNR, n - jp * kPackNR));
-      bf16RowKernel<kPackNR / W>(pairs, ap, b, C + jp * kPackNR, nr, accumulate, next);
-      continue;
-    }
+      if (rowOverPanel) {
+        const int nr = static_cast<int>(std::min<int64_t>(kPackNR, n - jp * kPackNR));
+        bf16RowKernel<kPackNR / W>(pairs, ap, b, C + jp * kPackNR, nr, accumulate, next);
+        continue;
+      }
 #endif
-    for (int64_t sub = 0; sub < kPackNR / NRB && jp * kPackNR + sub * NRB < n; ++sub) {
-      const int64_t j0 = jp * kPackNR + sub * NRB;
-      const int nr = static_cast<int>(std::min<int64_t>(NRB, n - j0));
-      for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
-        const int64_t R = base + (t < extra ? 1 : 0);
-        const uint16_t* pf = sub == 0 && t == 0 ? next : nullptr;
-        kBf16Kernels[R - 1](pairs, ap + r0 * aDepth, b + sub * 2 * NRB, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
-        r0 += R;
+      for (int64_t sub = 0; sub < kPackNR / NRB && jp * kPackNR + sub * NRB < n; ++sub) {
+        const int64_t j0 = jp * kPackNR + sub * NRB;
+        const int nr = static_cast<int>(std::min<int64_t>(NRB, n - j0));
+        for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+          const int64_t R = base + (t < extra ? 1 : 0);
+          const uint16_t* pf = sub == 0 && t == 0 ? next : nullptr;
+          kBf16Kernels[R - 1](pairs, ap + r0 * aDepth, b + sub * 2 * NRB, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
+          r0 += R;
+        }
       }
     }
   }
