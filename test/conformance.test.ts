@@ -214,6 +214,7 @@ gemmPackedCase(9, 40, 30, true);
 gemmPackedCase(33, 65, 12, true);
 gemmPackedCase(1, 70, 33, true); // one row: the whole-panel path, three panels, a tail
 gemmPackedCase(32, 256, 255, true); // two threads, each packing a share of A's depth (odd k)
+gemmPackedCase(1, 200, 257, true); // one row over a 200 KB weight: two threads by its bytes, a tail panel
 
 // Batches: default strides, broadcast A or B (stride 0), and C with gaps between matrices.
 gemmCase('gemm', { transA: false, transB: true, m: 7, n: 5, k: 33, alpha: 1, beta: 0, batch: 3 });
