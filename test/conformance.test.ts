@@ -437,6 +437,9 @@ for (const heads of HEAD_CONFIGS) {
   const long = [gappedPositions(pagedRng, 1000, 0)];
   pagedCases.push(buildPaged(pagedRng, DECODE_HEADS, 16, long, [{ stream: 0, qPos: long[0]![999]! }], 'long stream'));
   pagedCases.push(buildPaged(pagedRng, DECODE_HEADS, 16, long, [{ stream: 0, qPos: long[0]![700]! }], 'long stream, prefix'));
+  // one query on a 100-slot stream: split by the bytes it reads (three parts of 33-34 slots)
+  const short = [gappedPositions(pagedRng, 100, 0)];
+  pagedCases.push(buildPaged(pagedRng, DECODE_HEADS, 16, short, [{ stream: 0, qPos: short[0]![99]! }], 'short stream, split'));
 }
 
 /** Random q, kPool, vPool for a paged case (float32-representable). */
