@@ -87,6 +87,9 @@ export interface TokenState {
   lastWeight: number;
 }
 
+/** Logits (floats) the runner's reused head buffer holds at most (4 MiB); larger outputs get their own array. */
+const LOGITS_REUSE = 1 << 20;
+
 export class ModelRunner {
   readonly config: ModelConfig;
   /** Depth steps (recursions) a token can take: Nr under cycle sharing, 1 for vanilla and sequence sharing. */
@@ -110,6 +113,10 @@ export class ModelRunner {
   readonly dtype: StorageDtype;
   /** Bytes per stored weight / K or V element (4 f32, 2 bf16), for the WorkMeter. */
   private readonly elementBytes: number;
+  /** The head's output buffer (see head). */
+  private logits = new Float32Array(0);
+  /** linearParamsPerLayer of each unique layer, computed once (it is asked for every layer call). */
+  private readonly linearParams: readonly number[];
 
   constructor(readonly model: Model, readonly pool: PagedKVPool) {
     const c = model.config;
@@ -121,6 +128,7 @@ export class ModelRunner {
     this.numRecursions = plan.depthSteps.length;
     this.hasUniqueEnds = plan.hasUniqueEnds;
     this.rowSize = c.num_key_value_heads * headDim(c);
+    this.linearParams = model.params.layers.map((_, u) => linearParamsPerLayer(c, u));
     if (pool.rowSize !== this.rowSize) throw new ArgumentError(`KV pool rows hold ${pool.rowSize} floats; the model needs ${this.rowSize}`);
     const L = c.num_hidden_layers;
     this.streamOfPosition = new Int32Array(L);
@@ -198,11 +206,22 @@ export class ModelRunner {
     return this.packed;
   }
 
-  /** Final norm and output head: h (n, D) → logits (n, V). */
+  /**
+   * Final norm and output head: h (n, D) → logits (n, V), written into a buffer the runner reuses
+   * up to LOGITS_REUSE floats: what exit and prefill return is valid until the runner's next head
+   * call. A fresh array per step (batch 32 × V = 8,192: 1 MB) paid its page faults every step.
+   */
   private head(h: Tensor): Tensor {
     const c = this.config;
-    this.meter?.call(2 * h.dim(0) * c.vocab_size * c.hidden_size, this.elementBytes * c.vocab_size * c.hidden_size, 0, 0);
-    return linearPacked(rmsnorm(h, this.model.params.norm, this.config.rms_norm_eps), this.packedWeights().head);
+    const n = h.dim(0);
+    const V = c.vocab_size;
+    this.meter?.call(2 * n * V * c.hidden_size, this.elementBytes * V * c.hidden_size, 0, 0);
+    const x = rmsnorm(h, this.model.params.norm, c.rms_norm_eps);
+    if (n * V > LOGITS_REUSE) return linearPacked(x, this.packedWeights().head);
+    if (this.logits.length < n * V) this.logits = new Float32Array(Math.min(LOGITS_REUSE, Math.max(n * V, 2 * this.logits.length)));
+    const out = this.logits.subarray(0, n * V);
+    getBackend().gemmPacked(n, x.f32(), this.packedWeights().head, out, false);
+    return new Tensor(out, [n, V]);
   }
 
   /**
@@ -221,19 +240,26 @@ export class ModelRunner {
       streams.push(stream);
       if (this.writesKV[l] === 1) kvSlots[i] = this.pool.appendSlot(stream, row.pos);
     }
+    // Each distinct stream's block table once (a sequence's prompt rows share one), written
+    // straight into a typed array: this runs for every layer call of every step.
     const offsets = new Map<KVStream, number>();
-    const tables: number[] = [];
+    let tableLen = 0;
+    for (const s of streams) {
+      if (offsets.has(s)) continue;
+      offsets.set(s, tableLen);
+      tableLen += s.blocks.length;
+    }
+    const blockTables = new Int32Array(tableLen);
+    for (const [s, off] of offsets) {
+      const blocks = s.blocks;
+      for (let b = 0; b < blocks.length; b++) blockTables[off + b] = blocks[b] as number;
+    }
     const streamDesc = new Int32Array(2 * n);
-    streams.forEach((s, i) => {
-      let off = offsets.get(s);
-      if (off === undefined) {
-        off = tables.length;
-        offsets.set(s, off);
-        for (const b of s.blocks) tables.push(b);
-      }
-      streamDesc[2 * i] = off;
+    for (let i = 0; i < n; i++) {
+      const s = streams[i] as KVStream;
+      streamDesc[2 * i] = offsets.get(s) as number;
       streamDesc[2 * i + 1] = s.length;
-    });
+    }
     const c = this.config;
     const hd = headDim(c);
     const layout: PagedAttentionLayout = {
@@ -245,7 +271,7 @@ export class ModelRunner {
       qPos,
       posPool: this.pool.posPool,
       streams: streamDesc,
-      blockTables: Int32Array.from(tables),
+      blockTables,
     };
     return { layout, kvSlots };
   }
@@ -258,6 +284,7 @@ export class ModelRunner {
    */
   private runLayer(rows: readonly TokenState[], h: Tensor, positionOf: (i: number) => number): Tensor {
     const first = positionOf(0);
+    if (this.model.params.lora === null) return this.runRows(rows, h, positionOf, first);
     const groups = new Map<number, number[]>();
     rows.forEach((_, i) => {
       const l = positionOf(i);
@@ -265,7 +292,7 @@ export class ModelRunner {
       if (g) g.push(i);
       else groups.set(l, [i]);
     });
-    if (this.model.params.lora === null || groups.size === 1) return this.runRows(rows, h, positionOf, first);
+    if (groups.size === 1) return this.runRows(rows, h, positionOf, first);
     const d = this.config.hidden_size;
     const H = h.f32();
     const out = new Float32Array(h.size);
@@ -285,7 +312,8 @@ export class ModelRunner {
    */
   private runRows(rows: readonly TokenState[], h: Tensor, positionOf: (i: number) => number, l: number): Tensor {
     const c = this.config;
-    const qPos = Int32Array.from(rows, (r) => r.pos);
+    const qPos = new Int32Array(rows.length);
+    for (let i = 0; i < rows.length; i++) qPos[i] = (rows[i] as TokenState).pos;
     const { layout, kvSlots } = this.pagedLayout(rows, positionOf, qPos);
     const lora = this.model.params.lora?.[l] ?? null;
     const u = this.model.plan.uniqueOf[l] as number;
@@ -307,7 +335,7 @@ export class ModelRunner {
           streamKeys += len;
         }
       }
-      const params = linearParamsPerLayer(c, u);
+      const params = this.linearParams[u] as number;
       const eb = this.elementBytes;
       this.meter.call(2 * rows.length * params, eb * weightParams, 4 * visible * layout.headDim * layout.numHeads, 2 * eb * streamKeys * this.rowSize);
     };
@@ -323,10 +351,10 @@ export class ModelRunner {
       const used = moeDecodeLayer(be, { config: c, attention: layout, kvSlots, routerOfRow }, packedLayer, h.f32(), this.pool, out);
       // weights streamed: attention, routers, shared experts and the routed experts that ran
       const m = c.moe;
-      if (m !== null) meter(linearParamsPerLayer(c, u) - moeMlpParamsActive(c) + packedLayer.routers.length * m.num_experts * c.hidden_size + (m.num_shared_experts + used) * 3 * c.hidden_size * m.expert_intermediate_size);
+      if (m !== null) meter((this.linearParams[u] as number) - moeMlpParamsActive(c) + packedLayer.routers.length * m.num_experts * c.hidden_size + (m.num_shared_experts + used) * 3 * c.hidden_size * m.expert_intermediate_size);
       return new Tensor(out, h.shape);
     }
-    meter(linearParamsPerLayer(c, u));
+    meter(this.linearParams[u] as number);
     if (lora === null) {
       const out = new Float32Array(h.size);
       const packed = packedLayer as PackedLayer;
@@ -513,7 +541,8 @@ export class ModelRunner {
 
   /**
    * exit: last unique layer (writing its K/V) and, for rows with wantLogits, norm and head.
-   * Returns (k, V) logits for those rows, in order.
+   * Returns (k, V) logits for those rows, in order, valid until the runner's next exit or prefill
+   * (the head's reused buffer).
    */
   exit(rows: TokenState[], wantLogits: readonly boolean[]): Float32Array {
     if (rows.length === 0) return new Float32Array(0);
@@ -533,8 +562,9 @@ export class ModelRunner {
 
   /**
    * Prefill: run a prompt's tokens through enter → recursions → exit as one batch per stage,
-   * filling the sequence's KV streams; returns the logits of the last prompt token (V) — of
-   * every prompt token (n, V) with `allLogits` — and the depth each prompt token ran.
+   * filling the sequence's KV streams; returns the logits of the last prompt token (V) (of
+   * every prompt token (n, V) with `allLogits`; valid until the next exit or prefill, as exit's)
+   * and the depth each prompt token ran.
    */
   prefill(seq: SequenceKV, ids: Int32Array, control: DepthControl, allLogits = false): { logits: Float32Array; depths: Int32Array } {
     const rows = this.newTokens(seq, ids, seq.streams[0]?.length ?? 0, control);
