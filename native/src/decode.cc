@@ -187,6 +187,11 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
   // MLP half
   rmsnormForward(out, w.postNorm, n, d, s.eps, x, rstd);
   product(2 * I, d, x, w.gateUp, wide, false);
+  // silu(gate) ⊙ up row by row (a row's gate and up halves sit side by side in `wide`), the rows
+  // split across threads: one row is below swigluForward's own parallel grain, and one thread
+  // took 0.54 ms a layer at a 1,024-token prefill and 9.5 µs at 32 decoding rows.
+  const int mlpThreads = threadsFor(static_cast<double>(n) * I, 8192.0);
+#pragma omp parallel for num_threads(mlpThreads) if (mlpThreads > 1) schedule(static)
   for (int64_t i = 0; i < n; ++i) swigluForward(wide + i * 2 * I, wide + i * 2 * I + I, I, x + i * I);
   product(d, I, x, w.down, out, true);
 }
