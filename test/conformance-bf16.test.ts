@@ -22,6 +22,9 @@
  *   are compared within 2⁻⁷ relative per element, and the layer output within 1e-3 of its scale
  *   (a one-ulp K/V difference moves the output by far less than that; a missing rounding, or
  *   bf16 arithmetic, by more).
+ * - decodeLayer's dense attention over a bf16 pool (a fresh prefill) on the avx512bf16 variant
+ *   runs Q·Kᵀ and P·V on vdpbf16ps: it rounds scale·q and the softmax numerators to bf16 (max,
+ *   sums and the normalisation stay float32). Its reference rounds at those two points too.
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -231,7 +234,45 @@ function runDecode(be: Backend, wd: StorageDtype, pd: StorageDtype, args: Decode
 }
 
 /** The float64 reference of decodeLayer: ref's kernels composed, weights (and pool writes) rounded per dtype. */
-function decodeReference(wd: StorageDtype, pd: StorageDtype, roundAct: boolean, args: DecodeLayerArgs): { out: Float64Array; kPool: Float64Array; vPool: Float64Array } {
+/**
+ * Paged attention in float64 with scale·q and the softmax numerators e^(s − m) rounded to bf16
+ * before their products (the sum that normalises them is of the unrounded ones): what the
+ * vdpbf16ps dense path computes over bf16 K and V.
+ */
+function attentionRoundedQP(l: PagedAttentionLayout, q: Float64Array, kPool: Float64Array, vPool: Float64Array, out: Float64Array): void {
+  const { numHeads: H, numKvHeads: KVH, headDim: HD, blockSize: bs } = l;
+  const ld = KVH * HD;
+  const r16 = (x: number): number => roundToBf16(Float32Array.of(x))[0] as number;
+  for (let i = 0; i < l.qPos.length; i++) {
+    const off = l.streams[2 * i] as number;
+    const len = l.streams[2 * i + 1] as number;
+    const slots: number[] = [];
+    for (let j = 0; j < len; j++) {
+      const slot = (l.blockTables[off + Math.floor(j / bs)] as number) * bs + (j % bs);
+      if ((l.posPool[slot] as number) <= (l.qPos[i] as number)) slots.push(slot);
+    }
+    for (let h = 0; h < H; h++) {
+      const kv = Math.floor(h / (H / KVH));
+      const qs = Array.from({ length: HD }, (_, d) => r16((q[(i * H + h) * HD + d] as number) * l.scale));
+      const sc = slots.map((slot) => qs.reduce((acc, x, d) => acc + x * (kPool[slot * ld + kv * HD + d] as number), 0));
+      const m = Math.max(...sc);
+      const e = sc.map((x) => Math.exp(x - m));
+      const sum = e.reduce((a, b) => a + b, 0);
+      for (let d = 0; d < HD; d++) {
+        let acc = 0;
+        slots.forEach((slot, j) => (acc += r16(e[j] as number) * (vPool[slot * ld + kv * HD + d] as number)));
+        out[(i * H + h) * HD + d] = slots.length ? acc / sum : 0;
+      }
+    }
+  }
+}
+
+/**
+ * decodeLayer composed from the float64 reference kernels, rounding where the native variant
+ * does: the weights (wd bf16), the pool rows (pd bf16), the products' activations (roundAct with
+ * bf16 weights), and scale·q and P where the dense attention runs on vdpbf16ps (roundQP).
+ */
+function decodeReference(wd: StorageDtype, pd: StorageDtype, roundAct: boolean, args: DecodeLayerArgs, roundQP = false): { out: Float64Array; kPool: Float64Array; vPool: Float64Array } {
   const be = refBackend();
   const W = (x: Float32Array): Float64Array => Float64Array.from(wd === 'bf16' ? roundToBf16(x) : x);
   // roundAct: the products with bf16 weights take their activations rounded to bf16 (vdpbf16ps)
@@ -262,7 +303,8 @@ function decodeReference(wd: StorageDtype, pd: StorageDtype, roundAct: boolean, 
     vPool.set(pd === 'bf16' ? roundToBf16(vr) : vr, slot * kvw);
   });
   const a = new Float64Array(N * qw);
-  be.attentionPaged(args.attention, q, kPool, vPool, a);
+  if (roundQP) attentionRoundedQP(args.attention, q, kPool, vPool, a);
+  else be.attentionPaged(args.attention, q, kPool, vPool, a);
   const out = Float64Array.from(dec.h);
   lin(a, W(dec.o), D, qw, out, 1);
   be.rmsnormForward(Float64Array.from(out), Float64Array.from(dec.postNorm), args.eps, x, new Float64Array(N));
@@ -357,7 +399,9 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
       test(`decodeLayer (${kind}): ${wd} weights, ${pd} pool`, () => {
         const args = decodeArgs(kind);
         const got = runDecode(be, wd, pd, args);
-        const want = decodeReference(wd, pd, roundsActivations(be), args);
+        // the dense path (a fresh prefill) over a bf16 pool runs on vdpbf16ps where the GEMM does
+        const roundQP = kind === 'fresh prefill' && pd === 'bf16' && roundsActivations(be);
+        const want = decodeReference(wd, pd, roundsActivations(be), args, roundQP);
         assertClose(got.out, want.out, TOL_DECODE, 'out');
         const ulp = pd === 'bf16' ? 2 * BF16_UNIT_ROUNDOFF : 1e-5;
         assertWithinUlps(got.kPool, want.kPool, ulp, 'kPool');

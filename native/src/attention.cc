@@ -19,8 +19,16 @@
 #include <atomic>
 #include <vector>
 
+#include "bf16.h"
 #include "common.h"
 #include "isa.h"
+#include "variant.h"
+
+// Dense attention over bf16 K/V on vdpbf16ps (attentionForwardBf16) where the variant has it.
+#if defined(__AVX512BF16__) && MOR_VW == 16
+#define MOR_ATTN_BF16_DOT 1
+#include <immintrin.h>
+#endif
 
 MOR_ISA_BEGIN
 
@@ -228,6 +236,182 @@ inline void loadRows(const AttnShape& a, const float* x, int64_t i0, int64_t bq,
   }
 }
 
+#ifdef MOR_ATTN_BF16_DOT
+// ---- bf16 dense blocks (vdpbf16ps) ---------------------------------------------------------------
+// A word holds a bf16 pair, the lower element in its low half: vdpbf16ps multiplies pairs and adds
+// both products into one f32 lane. Q·Kᵀ pairs along the head dim (lanes: keys), P·V along the
+// keys (lanes: dims).
+
+// Word (lo, hi), each rounded to nearest-even.
+inline uint32_t bf16Pair(float lo, float hi) {
+  return static_cast<uint32_t>(f32ToBf16(lo)) | static_cast<uint32_t>(f32ToBf16(hi)) << 16;
+}
+
+// Pack K and V of segment g, kv head kvh, as bf16 pairs (hp = ⌈HD/2⌉ pairs of the head dim):
+//   kt2  (nkp/KT tiles) × (hp, KT) words: word [p][jj] = (k_j[2p], k_j[2p+1]), zero past kLen
+//   v2   (nkp/2, hdp) words: word [jp][c] = (v_2jp[c], v_2jp+1[c]), zero past kLen and HD
+void packSegBf16(const AttnShape& a, const Seg& g, int64_t kvh, const float* k, const float* v, uint32_t* kt2,
+                 uint32_t* v2, int64_t hdp) {
+  const int64_t HD = a.headDim, ld = a.numKvHeads * HD, hp = (HD + 1) / 2;
+  for (int64_t t = 0; t < g.nkp; t += KT) {
+    uint32_t* tile = kt2 + t * hp;
+    for (int64_t jj = 0; jj < KT; ++jj) {
+      const int64_t j = t + jj;
+      if (j >= g.kLen) {
+        for (int64_t p = 0; p < hp; ++p) tile[p * KT + jj] = 0;
+        continue;
+      }
+      const float* src = k + (g.kStart + j) * ld + kvh * HD;
+      for (int64_t p = 0; p < HD / 2; ++p) tile[p * KT + jj] = bf16Pair(src[2 * p], src[2 * p + 1]);
+      if (HD % 2) tile[(hp - 1) * KT + jj] = bf16Pair(src[HD - 1], 0.f);
+    }
+  }
+  const float zero[1] = {0.f};
+  for (int64_t jp = 0; jp < g.nkp / 2; ++jp) {
+    const int64_t j0 = 2 * jp, j1 = 2 * jp + 1;
+    const float* r0 = j0 < g.kLen ? v + (g.kStart + j0) * ld + kvh * HD : nullptr;
+    const float* r1 = j1 < g.kLen ? v + (g.kStart + j1) * ld + kvh * HD : nullptr;
+    uint32_t* d = v2 + jp * hdp;
+    for (int64_t c = 0; c < hdp; ++c) {
+      const bool in = c < HD;
+      d[c] = bf16Pair(r0 && in ? r0[c] : zero[0], r1 && in ? r1[c] : zero[0]);
+    }
+  }
+}
+
+// Rows of head h of q (Nq, H, HD) times mult as bf16 pairs, (bqPad, hp) words, zero padded.
+inline void loadRowsBf16(const AttnShape& a, const float* x, int64_t i0, int64_t bq, int64_t bqPad, int64_t h,
+                         float mult, uint32_t* dst, int64_t hp) {
+  const int64_t HD = a.headDim;
+  for (int64_t r = 0; r < bqPad; ++r) {
+    uint32_t* d = dst + r * hp;
+    if (r >= bq) {
+      std::memset(d, 0, sizeof(uint32_t) * static_cast<size_t>(hp));
+      continue;
+    }
+    const float* src = x + ((i0 + r) * a.numHeads + h) * HD;
+    for (int64_t p = 0; p < HD / 2; ++p) d[p] = bf16Pair(src[2 * p] * mult, src[2 * p + 1] * mult);
+    if (HD % 2) d[hp - 1] = bf16Pair(src[HD - 1] * mult, 0.f);
+  }
+}
+
+// s[r, 0:KT) = Σ_p a[r, p] · kt[p, 0:KT) over bf16 pairs,  r < R.
+template <int R>
+MOR_INLINE void kernQKBf16(int64_t hp, const uint32_t* MOR_RESTRICT a, int64_t lda, const uint32_t* MOR_RESTRICT kt,
+                           float* MOR_RESTRICT s, int64_t lds) {
+  __m512 acc[R][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < hp; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(kt + p * KT);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(kt + p * KT + W);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512bh ar = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * lda + p]));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], ar, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], ar, b1);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_ps(s + r * lds, acc[r][0]);
+    _mm512_storeu_ps(s + r * lds + W, acc[r][1]);
+  }
+}
+
+// out[r, 0:NV·W) = Σ_{jp<np} p[r, jp] · v2[jp, 0:NV·W) over bf16 pairs of keys,  r < R.
+template <int R, int NV>
+MOR_INLINE void kernPVBf16(int64_t np, const uint32_t* MOR_RESTRICT p, int64_t ldp, const uint32_t* MOR_RESTRICT v2,
+                           int64_t ldv, float* MOR_RESTRICT out, int64_t ldo) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t jp = 0; jp < np; ++jp) {
+    __m512bh vv[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) vv[c] = (__m512bh)_mm512_loadu_si512(v2 + jp * ldv + c * W);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512bh pr = (__m512bh)_mm512_set1_epi32(static_cast<int>(p[r * ldp + jp]));
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], pr, vv[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(out + r * ldo + c * W, acc[r][c]);
+}
+
+// scoreBlock over bf16 pairs (q2: (bqPad, hp) words, kt2 from packSegBf16).
+inline void scoreBlockBf16(int64_t hp, const uint32_t* q2, const uint32_t* kt2, const int32_t* nv, int64_t bq,
+                           float* S, int64_t keP) {
+  for (int64_t rg = 0; rg < bq; rg += RQK) {
+    int64_t ke = 0;
+    const int64_t rows = std::min<int64_t>(RQK, bq - rg);
+    for (int64_t r = rg; r < rg + rows; ++r) ke = std::max<int64_t>(ke, nv[r]);
+    const uint32_t* a = q2 + rg * hp;
+    float* s = S + rg * keP;
+    for (int64_t t = 0; t < ke; t += KT) {
+      if (rows > 4)
+        kernQKBf16<RQK>(hp, a, hp, kt2 + t * hp, s + t, keP);
+      else if (rows > 2)
+        kernQKBf16<4>(hp, a, hp, kt2 + t * hp, s + t, keP);
+      else if (rows == 2)
+        kernQKBf16<2>(hp, a, hp, kt2 + t * hp, s + t, keP);
+      else
+        kernQKBf16<1>(hp, a, hp, kt2 + t * hp, s + t, keP);
+    }
+  }
+}
+
+// valueBlock over bf16 pairs: P2 (bq rows of ldp words: the probabilities' pairs), v2 from packSegBf16.
+inline void valueBlockBf16(int64_t hdv, const uint32_t* P2, int64_t ldp, const uint32_t* v2, int64_t hdp,
+                           const int32_t* nv, int64_t bq, float* out, int64_t ldo) {
+  for (int64_t rg = 0; rg < bq; rg += RPV) {
+    int64_t ke = 0;
+    const int64_t rows = std::min<int64_t>(RPV, bq - rg);
+    for (int64_t r = rg; r < rg + rows; ++r) ke = std::max<int64_t>(ke, nv[r]);
+    const int64_t np = (ke + 1) / 2;  // an odd prefix's last pair holds a zero probability
+    for (int64_t c = 0; c < hdv; c += NVMAX) {
+      const int64_t nvec = std::min<int64_t>(NVMAX, hdv - c);
+      const uint32_t* p = P2 + rg * ldp;
+      const uint32_t* vc = v2 + c * W;
+      float* o = out + rg * ldo + c * W;
+#define MOR_PV_BF16(R)                                                   \
+  switch (nvec) {                                                        \
+    case 1: kernPVBf16<R, 1>(np, p, ldp, vc, hdp, o, ldo); break;        \
+    case 2: kernPVBf16<R, 2>(np, p, ldp, vc, hdp, o, ldo); break;        \
+    case 3: kernPVBf16<R, 3>(np, p, ldp, vc, hdp, o, ldo); break;        \
+    default: kernPVBf16<R, NVMAX>(np, p, ldp, vc, hdp, o, ldo); break;   \
+  }
+      if (rows > 2) {
+        MOR_PV_BF16(RPV)
+      } else if (rows == 2) {
+        MOR_PV_BF16(2)
+      } else {
+        MOR_PV_BF16(1)
+      }
+#undef MOR_PV_BF16
+    }
+  }
+}
+
+// Row r of S (keP floats, zero past its visible prefix) as bf16 pairs: P2 row (keP / 2 words).
+inline void probsToBf16(const float* S, int64_t keP, int64_t rows, uint32_t* P2) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = S + r * keP;
+    uint32_t* d = P2 + r * (keP / 2);
+    for (int64_t j = 0; j < keP; j += 2 * W) {
+      const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + j + W), _mm512_loadu_ps(src + j));
+      _mm512_storeu_si512(d + j / 2, (__m512i)b);
+    }
+  }
+}
+#endif  // MOR_ATTN_BF16_DOT
+
 // S block (bqPad, keP) = Qblk · Kᵀ over the tiles each row group needs. A last group of fewer than
 // RQK rows (decoding: one query row per segment) runs a narrower kernel instead of padding.
 inline void scoreBlock(int64_t hd, const float* qb, int64_t hdp, const float* ktt, const int32_t* nv, int64_t bq,
@@ -418,9 +602,16 @@ void attentionValidate(const AttnShape& a) {
     if (kr[i].first < kr[i - 1].second) fail("key ranges of two segments overlap");
 }
 
-void attentionForward(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse) {
+namespace {
+
+// attentionForward; bf16Dot: K and V hold bf16 values and the dense blocks run on vdpbf16ps (see
+// attentionForwardBf16), which only a MOR_ATTN_BF16_DOT variant asks for.
+void attentionForwardImpl(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse,
+                          bool bf16Dot) {
   attentionValidate(a);
   const Plan pl = makePlan(a, false);
+  const int64_t hp = (a.headDim + 1) / 2;  // bf16 pairs of the head dim
+  (void)hp;
   const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, hdp = pl.hdp, hdv = hdp / W;
   const int64_t group = H / KVH;
 
@@ -446,6 +637,13 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
       const int64_t kvh = t % KVH;
       if (g.direct) continue;
       float* base = packs + g.packOff + kvh * g.packStride;
+#ifdef MOR_ATTN_BF16_DOT
+      if (bf16Dot) {
+        uint32_t* kt2 = reinterpret_cast<uint32_t*>(base);
+        packSegBf16(a, g, kvh, k, v, kt2, kt2 + g.nkp * hp, hdp);
+        continue;
+      }
+#endif
       packSeg(a, g, kvh, k, v, base, base + g.nkp * HD, hdp);
     }
 
@@ -474,8 +672,18 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
       float* ob = scratch(11, static_cast<size_t>(bqPad * hdp));
       float inv[BQ];
 
-      loadRows(a, q, i0, bq, bqPad, h, a.scale, qb, hdp);
-      scoreBlock(HD, qb, hdp, ktt, nv, bq, S, keP);
+#ifdef MOR_ATTN_BF16_DOT
+      uint32_t* q2 = nullptr;
+      if (bf16Dot) {
+        q2 = reinterpret_cast<uint32_t*>(scratch(2, static_cast<size_t>(bqPad * hp)));
+        loadRowsBf16(a, q, i0, bq, bqPad, h, a.scale, q2, hp);
+        scoreBlockBf16(hp, q2, reinterpret_cast<const uint32_t*>(ktt), nv, bq, S, keP);
+      } else
+#endif
+      {
+        loadRows(a, q, i0, bq, bqPad, h, a.scale, qb, hdp);
+        scoreBlock(HD, qb, hdp, ktt, nv, bq, S, keP);
+      }
       for (int64_t r = 0; r < bqPad; ++r) {
         float* row = S + r * keP;
         const int64_t n = r < bq ? nv[r] : 0;
@@ -493,7 +701,14 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
         inv[r] = 1.f / sum;
         lse[(i0 + r) * H + h] = m + std::log(sum);
       }
-      valueBlock(hdv, S, keP, vp, hdp, nv, bq, ob, hdp);
+#ifdef MOR_ATTN_BF16_DOT
+      if (bf16Dot) {
+        uint32_t* P2 = reinterpret_cast<uint32_t*>(scratch(3, static_cast<size_t>(bqPad * keP / 2)));
+        probsToBf16(S, keP, bqPad, P2);
+        valueBlockBf16(hdv, P2, keP / 2, reinterpret_cast<const uint32_t*>(ktt) + g.nkp * hp, hdp, nv, bq, ob, hdp);
+      } else
+#endif
+        valueBlock(hdv, S, keP, vp, hdp, nv, bq, ob, hdp);
       for (int64_t r = 0; r < bq; ++r) {
         float* o = out + ((i0 + r) * H + h) * HD;
         const float* src = ob + r * hdp;
@@ -502,6 +717,20 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
       }
     }
   }
+}
+
+}  // namespace
+
+void attentionForward(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse) {
+  attentionForwardImpl(a, q, k, v, out, lse, false);
+}
+
+void attentionForwardBf16(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse) {
+#ifdef MOR_ATTN_BF16_DOT
+  attentionForwardImpl(a, q, k, v, out, lse, true);
+#else
+  attentionForwardImpl(a, q, k, v, out, lse, false);
+#endif
 }
 
 namespace {

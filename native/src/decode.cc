@@ -24,6 +24,7 @@
 
 #include "common.h"
 #include "isa.h"
+#include "variant.h"
 
 MOR_ISA_BEGIN
 
@@ -144,7 +145,12 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
     const int32_t seg[4] = {0, static_cast<int32_t>(n), 0, static_cast<int32_t>(nk)};
     const AttnShape dense{s.attn.numHeads, s.attn.numKvHeads, s.attn.headDim, s.attn.scale, seg, 1,
                           s.attn.qPos, n, kPos, nk};
-    attentionForward(dense, qr, kd, vd, attn, scratch(kSlotLse, static_cast<size_t>(n * s.attn.numHeads)));
+    float* lse = scratch(kSlotLse, static_cast<size_t>(n * s.attn.numHeads));
+    // a bf16 pool's rows (rounded, or gathered and widened) hold bf16 values
+    if (pool.bf16)
+      attentionForwardBf16(dense, qr, kd, vd, attn, lse);
+    else
+      attentionForward(dense, qr, kd, vd, attn, lse);
   };
   // For sharedStreamOnly: the stream gathered (see gatherStream).
   float* sharedK = nullptr;
