@@ -247,6 +247,18 @@ inline uint32_t bf16Pair(float lo, float hi) {
   return static_cast<uint32_t>(f32ToBf16(lo)) | static_cast<uint32_t>(f32ToBf16(hi)) << 16;
 }
 
+// dst[p] = (x[2p], x[2p+1]) · mult rounded to bf16, p < ⌈n/2⌉ (an odd n's last pair ends in 0).
+inline void bf16PairsOf(const float* x, int64_t n, float mult, uint32_t* dst) {
+  const __m512 vm = _mm512_set1_ps(mult);
+  int64_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + W) * vm, _mm512_loadu_ps(x + i) * vm);
+    _mm512_storeu_si512(dst + i / 2, (__m512i)b);
+  }
+  for (; i + 1 < n; i += 2) dst[i / 2] = bf16Pair(x[i] * mult, x[i + 1] * mult);
+  if (i < n) dst[i / 2] = bf16Pair(x[i] * mult, 0.f);
+}
+
 // Pack K and V of segment g, kv head kvh, as bf16 pairs (hp = ⌈HD/2⌉ pairs of the head dim):
 //   kt2  (nkp/KT tiles) × (hp, KT) words: word [p][jj] = (k_j[2p], k_j[2p+1]), zero past kLen
 //   v2   (nkp/2, hdp) words: word [jp][c] = (v_2jp[c], v_2jp+1[c]), zero past kLen and HD
@@ -261,20 +273,31 @@ void packSegBf16(const AttnShape& a, const Seg& g, int64_t kvh, const float* k, 
         for (int64_t p = 0; p < hp; ++p) tile[p * KT + jj] = 0;
         continue;
       }
+      // 2·W values at a time rounded into W words, then stored down the tile's column jj
       const float* src = k + (g.kStart + j) * ld + kvh * HD;
-      for (int64_t p = 0; p < HD / 2; ++p) tile[p * KT + jj] = bf16Pair(src[2 * p], src[2 * p + 1]);
-      if (HD % 2) tile[(hp - 1) * KT + jj] = bf16Pair(src[HD - 1], 0.f);
+      for (int64_t c = 0; c < HD; c += 2 * W) {
+        uint32_t words[W];
+        const int64_t nc = std::min<int64_t>(2 * W, HD - c);
+        bf16PairsOf(src + c, nc, 1.f, words);
+        for (int64_t p = 0; p < (nc + 1) / 2; ++p) tile[(c / 2 + p) * KT + jj] = words[p];
+      }
     }
   }
-  const float zero[1] = {0.f};
   for (int64_t jp = 0; jp < g.nkp / 2; ++jp) {
     const int64_t j0 = 2 * jp, j1 = 2 * jp + 1;
     const float* r0 = j0 < g.kLen ? v + (g.kStart + j0) * ld + kvh * HD : nullptr;
     const float* r1 = j1 < g.kLen ? v + (g.kStart + j1) * ld + kvh * HD : nullptr;
     uint32_t* d = v2 + jp * hdp;
-    for (int64_t c = 0; c < hdp; ++c) {
+    int64_t c = 0;
+    // word c = (bf16(r0[c]), bf16(r1[c])): 16 of each row rounded, widened and interleaved
+    for (; r0 && r1 && c + W <= HD; c += W) {
+      const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + c)));
+      const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r1 + c)));
+      _mm512_storeu_si512(d + c, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+    for (; c < hdp; ++c) {
       const bool in = c < HD;
-      d[c] = bf16Pair(r0 && in ? r0[c] : zero[0], r1 && in ? r1[c] : zero[0]);
+      d[c] = bf16Pair(r0 && in ? r0[c] : 0.f, r1 && in ? r1[c] : 0.f);
     }
   }
 }
@@ -289,9 +312,7 @@ inline void loadRowsBf16(const AttnShape& a, const float* x, int64_t i0, int64_t
       std::memset(d, 0, sizeof(uint32_t) * static_cast<size_t>(hp));
       continue;
     }
-    const float* src = x + ((i0 + r) * a.numHeads + h) * HD;
-    for (int64_t p = 0; p < HD / 2; ++p) d[p] = bf16Pair(src[2 * p] * mult, src[2 * p + 1] * mult);
-    if (HD % 2) d[hp - 1] = bf16Pair(src[HD - 1] * mult, 0.f);
+    bf16PairsOf(x + ((i0 + r) * a.numHeads + h) * HD, HD, mult, d);
   }
 }
 
@@ -723,6 +744,17 @@ void attentionForwardImpl(const AttnShape& a, const float* q, const float* k, co
 
 void attentionForward(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse) {
   attentionForwardImpl(a, q, k, v, out, lse, false);
+}
+
+void roundedToBf16(const float* src, int64_t n, float* dst) {
+  int64_t i = 0;
+#ifdef MOR_ATTN_BF16_DOT
+  for (; i + W <= n; i += W) {
+    const __m512i b = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    _mm512_storeu_si512(dst + i, _mm512_slli_epi32(b, 16));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = bf16ToF32(f32ToBf16(src[i]));
 }
 
 void attentionForwardBf16(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse) {

@@ -173,10 +173,8 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
     for (int64_t i = 0; i < n; ++i) std::memcpy(vd + i * kvw, wide + i * qkvw + qw + kvw, sizeof(float) * kvw);
     const float* kd = kr;
     if (pool.bf16) {
-      for (int64_t c = 0; c < n * kvw; ++c) {
-        k[c] = bf16ToF32(f32ToBf16(kr[c]));
-        vd[c] = bf16ToF32(f32ToBf16(vd[c]));
-      }
+      roundedToBf16(kr, n * kvw, k);
+      roundedToBf16(vd, n * kvw, vd);
       kd = k;
     }
     denseAttention(kd, vd, s.attn.qPos, n);

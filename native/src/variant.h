@@ -14,4 +14,9 @@ MOR_ISA_BEGIN
  * f32, as does the few-query path); elsewhere it is attentionForward.
  */
 void attentionForwardBf16(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse);
+/**
+ * dst[i] = src[i] rounded to bf16 (nearest-even), as f32: what a bf16 pool holds (on the
+ * AVX512_BF16 vector path a denormal rounds to zero, as vdpbf16ps reads it).
+ */
+void roundedToBf16(const float* src, int64_t n, float* dst);
 MOR_ISA_END
