@@ -17,6 +17,7 @@
 // no library thread pool runs inside our parallel region.
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 #include <vector>
 
 #include "bf16.h"
@@ -236,6 +237,29 @@ inline void loadRows(const AttnShape& a, const float* x, int64_t i0, int64_t bq,
   }
 }
 
+// The S tiles of a query block of bq rows: each group of ≤ RQK rows over its visible key prefix
+// (the longest nv of the group), tile(R, first row, first key) with R the micro-kernel height as
+// a type (RQK, 4, 2 or 1). A last group of fewer than RQK rows (decoding: one query row per
+// segment) runs a narrower kernel instead of padding.
+template <class Tile>
+inline void scoreTiles(const int32_t* nv, int64_t bq, Tile&& tile) {
+  for (int64_t rg = 0; rg < bq; rg += RQK) {
+    int64_t ke = 0;
+    const int64_t rows = std::min<int64_t>(RQK, bq - rg);
+    for (int64_t r = rg; r < rg + rows; ++r) ke = std::max<int64_t>(ke, nv[r]);
+    for (int64_t t = 0; t < ke; t += KT) {
+      if (rows > 4)
+        tile(std::integral_constant<int, RQK>{}, rg, t);
+      else if (rows > 2)
+        tile(std::integral_constant<int, 4>{}, rg, t);
+      else if (rows == 2)
+        tile(std::integral_constant<int, 2>{}, rg, t);
+      else
+        tile(std::integral_constant<int, 1>{}, rg, t);
+    }
+  }
+}
+
 #ifdef MOR_ATTN_BF16_DOT
 // ---- bf16 dense blocks (vdpbf16ps) ---------------------------------------------------------------
 // A word holds a bf16 pair, the lower element in its low half: vdpbf16ps multiplies pairs and adds
@@ -369,23 +393,9 @@ MOR_INLINE void kernPVBf16(int64_t np, const uint32_t* MOR_RESTRICT p, int64_t l
 // scoreBlock over bf16 pairs (q2: (bqPad, hp) words, kt2 from packSegBf16).
 inline void scoreBlockBf16(int64_t hp, const uint32_t* q2, const uint32_t* kt2, const int32_t* nv, int64_t bq,
                            float* S, int64_t keP) {
-  for (int64_t rg = 0; rg < bq; rg += RQK) {
-    int64_t ke = 0;
-    const int64_t rows = std::min<int64_t>(RQK, bq - rg);
-    for (int64_t r = rg; r < rg + rows; ++r) ke = std::max<int64_t>(ke, nv[r]);
-    const uint32_t* a = q2 + rg * hp;
-    float* s = S + rg * keP;
-    for (int64_t t = 0; t < ke; t += KT) {
-      if (rows > 4)
-        kernQKBf16<RQK>(hp, a, hp, kt2 + t * hp, s + t, keP);
-      else if (rows > 2)
-        kernQKBf16<4>(hp, a, hp, kt2 + t * hp, s + t, keP);
-      else if (rows == 2)
-        kernQKBf16<2>(hp, a, hp, kt2 + t * hp, s + t, keP);
-      else
-        kernQKBf16<1>(hp, a, hp, kt2 + t * hp, s + t, keP);
-    }
-  }
+  scoreTiles(nv, bq, [&](auto R, int64_t rg, int64_t t) {
+    kernQKBf16<decltype(R)::value>(hp, q2 + rg * hp, hp, kt2 + t * hp, S + rg * keP + t, keP);
+  });
 }
 
 // valueBlock over bf16 pairs: P2 (bq rows of ldp words: the probabilities' pairs), v2 from packSegBf16.
@@ -433,27 +443,12 @@ inline void probsToBf16(const float* S, int64_t keP, int64_t rows, uint32_t* P2)
 }
 #endif  // MOR_ATTN_BF16_DOT
 
-// S block (bqPad, keP) = Qblk · Kᵀ over the tiles each row group needs. A last group of fewer than
-// RQK rows (decoding: one query row per segment) runs a narrower kernel instead of padding.
+// S block (bqPad, keP) = Qblk · Kᵀ over the tiles each row group needs (see scoreTiles).
 inline void scoreBlock(int64_t hd, const float* qb, int64_t hdp, const float* ktt, const int32_t* nv, int64_t bq,
                        float* S, int64_t keP) {
-  for (int64_t rg = 0; rg < bq; rg += RQK) {
-    int64_t ke = 0;
-    const int64_t rows = std::min<int64_t>(RQK, bq - rg);
-    for (int64_t r = rg; r < rg + rows; ++r) ke = std::max<int64_t>(ke, nv[r]);
-    const float* a = qb + rg * hdp;
-    float* s = S + rg * keP;
-    for (int64_t t = 0; t < ke; t += KT) {
-      if (rows > 4)
-        kernQK<RQK>(hd, a, hdp, ktt + t * hd, s + t, keP);
-      else if (rows > 2)
-        kernQK<4>(hd, a, hdp, ktt + t * hd, s + t, keP);
-      else if (rows == 2)
-        kernQK<2>(hd, a, hdp, ktt + t * hd, s + t, keP);
-      else
-        kernQK<1>(hd, a, hdp, ktt + t * hd, s + t, keP);
-    }
-  }
+  scoreTiles(nv, bq, [&](auto R, int64_t rg, int64_t t) {
+    kernQK<decltype(R)::value>(hd, qb + rg * hdp, hdp, ktt + t * hd, S + rg * keP + t, keP);
+  });
 }
 
 // out rows [0, bq) (stride ldo) = P (rows of ldp) · v rows (stride ldv), each row group over its
