@@ -626,8 +626,7 @@ void attentionForwardImpl(const AttnShape& a, const float* q, const float* k, co
                           bool bf16Dot) {
   attentionValidate(a);
   const Plan pl = makePlan(a, false);
-  const int64_t hp = (a.headDim + 1) / 2;  // bf16 pairs of the head dim
-  (void)hp;
+  [[maybe_unused]] const int64_t hp = (a.headDim + 1) / 2;  // bf16 pairs of the head dim (bf16Dot)
   const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, hdp = pl.hdp, hdv = hdp / W;
   const int64_t group = H / KVH;
 
@@ -1009,7 +1008,8 @@ namespace {
 constexpr int PC = 128;            // visible slots per chunk
 constexpr int PRS = 8;             // rows (heads of a group) per score kernel
 constexpr int PRV = 4;             // rows per P·V kernel
-constexpr int64_t kMinPart = 32;  // fewest slots per part when a stream is split (128: 1.1-1.5x slower at one query on 100-1,000 slots)
+// Fewest slots per part when a stream is split (128 ran one query over 100-1,000 slots 1.1-1.5x slower).
+constexpr int64_t kMinPart = 32;
 
 // Horizontal sum in registers, in vhsum's order. vhsum goes through memcpy of the halves, which
 // here kept the score accumulators in memory (a store/reload on every FMA).
@@ -1525,9 +1525,8 @@ void attentionPagedImpl(const PagedShape& a, const float* q, const T* kPool, con
     work += static_cast<double>(a.streams[2 * i + 1]) * H * HD * 4.0;
     bytes += static_cast<double>(a.streams[2 * i + 1]) * 2.0 * a.numKvHeads * HD * sizeof(T);
   }
-  // The threshold of attentionForward's decode path, with the rows' bytes counted as work: a few
-  // query rows over a stream read it from memory, where one core reads at about half what two do.
-  const int threads = threadsFor(std::max(work, 8.0 * bytes), 4.0e5);
+  // the FLOP threshold of attentionForward's decode path; a few queries over long streams go by bytes
+  const int threads = threadsForFlopsAndBytes(work, 4.0e5, bytes);
 
   // Split streams when query rows are too few for the threads: about 4 tasks per thread, parts
   // of at least kMinPart slots.

@@ -214,12 +214,16 @@ inline int threadsFor(double work, double perThread = 262144.0) {
   return t;
 }
 
-// Threads for a product over a packed weight of `weightBytes`: its FLOPs, or the weight's bytes
-// when those weigh more. A product of few rows streams its weight once, and one core reads memory
-// at about half the rate two do (m = 1 at the shapes of `small`: 15-16 GB/s on one thread, 33 on
-// two), so a weight of 64 KiB or more is worth the fork even when its FLOPs are not.
-inline int packedProductThreads(int64_t m, int64_t n, int64_t k, double weightBytes) {
-  return threadsFor(std::max(2.0 * m * n * k, 4.0 * weightBytes), 2.0e5);
+// Bytes from memory worth a thread of their own (see threadsForFlopsAndBytes).
+constexpr double kBytesPerThread = 5.0e4;
+
+// Threads for a kernel of `flops` (flopsPerThread each) that streams `bytes` from memory once:
+// by its FLOPs, or by its bytes when those weigh more. One core reads memory at about half the
+// rate two do (one-row products of `small`: 15-16 GB/s on one thread, 33 on two), so 100 KB read
+// is worth the fork even when its FLOPs are not (a product of few rows over its packed weight,
+// paged attention of few queries over their K/V).
+inline int threadsForFlopsAndBytes(double flops, double flopsPerThread, double bytes) {
+  return threadsFor(std::max(flops / flopsPerThread, bytes / kBytesPerThread), 1.0);
 }
 
 // ---- scratch memory ----------------------------------------------------------------------------

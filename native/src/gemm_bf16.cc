@@ -226,7 +226,7 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
   };
 #endif
   const int64_t panels = (n + kPackNR - 1) / kPackNR;
-  const int threads = std::min<int64_t>(std::min(maxThreads(), packedProductThreads(m, n, k, 2.0 * n * k)), panels);
+  const int threads = std::min<int64_t>(std::min(maxThreads(), threadsForFlopsAndBytes(2.0 * m * n * k, 2.0e5, 2.0 * n * k)), panels);
 #ifndef MOR_BF16_DOT
   const bool rowOverPanel = m == 1;  // a single row (decoding one sequence): whole panels, bf16RowKernel
 #endif

@@ -502,7 +502,7 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
   // A panel of the packed weight is PB columns wide: NR-wide sub-panels (PB / NR of them: one on
   // AVX-512, two on AVX2) run one after the other with row stride PB.
   const int64_t panels = (n + PB - 1) / PB;
-  const int threads = std::min<int64_t>(std::min(maxThreads(), packedProductThreads(m, n, k, 4.0 * n * k)), panels);
+  const int threads = std::min<int64_t>(std::min(maxThreads(), threadsForFlopsAndBytes(2.0 * m * n * k, 2.0e5, 4.0 * n * k)), panels);
   // One row (decoding a single sequence) on AVX2, where a panel is two NR-wide sub-panels: a whole
   // panel per pass, PB / W accumulators. With two (one sub-panel) the FMA latency chain, not the
   // weight stream, set the pace; four cover it (AVX-512 has PB = NR).
