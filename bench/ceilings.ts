@@ -41,8 +41,7 @@ export function measureCeilings(be: Backend, seconds = 0.3): Ceilings | null {
   } finally {
     be.setSimd(info.simd);
   }
-  const l3 = nativeCpuInfo()?.caches.l3 ?? 32 << 20;
-  const megabytes = Math.max(512, Math.ceil((8 * l3) / (1 << 20)));
+  const megabytes = streamMegabytes();
   return {
     cpu: info.cpu ?? 'unknown',
     threads: info.threads,
@@ -50,4 +49,16 @@ export function measureCeilings(be: Backend, seconds = 0.3): Ceilings | null {
     streamReadGbps: probeStreamReadGbps(megabytes, info.threads, 3) ?? NaN,
     streamMegabytes: megabytes,
   };
+}
+
+/** The streaming probe's buffer: max(8 × L3, 512 MiB), in MiB. */
+function streamMegabytes(): number {
+  const l3 = nativeCpuInfo()?.caches.l3 ?? 32 << 20;
+  return Math.max(512, Math.ceil((8 * l3) / (1 << 20)));
+}
+
+/** The streaming read alone (GB/s; NaN off the native backend): measureCeilings' probe. */
+export function measureStreamRead(be: Backend): number {
+  if (be.name !== 'native') return Number.NaN;
+  return probeStreamReadGbps(streamMegabytes(), be.info().threads, 3) ?? Number.NaN;
 }

@@ -1,6 +1,7 @@
 // Inference benchmark: one JSON line per configuration, each naming cpu, simd and threads.
 //   {"bench":"infer","protocol","dtype","model","batching","max_batch","requests","tokens_per_s",
-//    "latency_ms_p50","latency_ms_p99","kv_bytes","mean_depth","roofline_tokens_per_s","efficiency", ...}
+//    "latency_ms_p50","latency_ms_p99","kv_bytes","mean_depth","roofline_tokens_per_s","efficiency",
+//    "gemm_peak_gflops","stream_read_gbps" (the ceilings measured around that line), ...}
 //   {"bench":"infer_ratio","protocol","dtype","model","vs_small","bound", ...}
 //   {"bench":"decode","model":"small","batch":1,"dtype","tokens_per_s","roofline_tokens_per_s","efficiency", ...}
 //   {"bench":"prefill","model":"small","prompt_tokens":256,"tokens_per_s","roofline_tokens_per_s","efficiency", ...}
@@ -34,7 +35,7 @@ import { linearParamsPerLayer } from '../src/model/flops.js';
 import { Rng } from '../src/util/rng.js';
 import { getBackend } from '../src/backend/index.js';
 import { measureGemmPeak } from '../src/backend/peak.js';
-import { context, measureCeilings } from './ceilings.js';
+import { context, measureCeilings, measureStreamRead } from './ceilings.js';
 
 const QUICK = process.env['MOR_BENCH_QUICK'] === '1';
 const FIXED_BATCH = 32;
@@ -159,46 +160,81 @@ function linearFlopsPerToken(model: Model, meanDepth: number): number {
   return 2 * (outside + step * depth) + 2 * c.vocab_size * c.hidden_size;
 }
 
-/** The machine's ceilings of this run: our GEMM's peak (GFLOP/s) and the streaming read (GB/s). */
-let ceilings = { gflops: 0, gbps: 0 };
+/** The machine's ceilings: our GEMM's peak (GFLOP/s) and the streaming read (GB/s). */
+interface Ceilings {
+  gflops: number;
+  gbps: number;
+}
+
+/**
+ * The ceilings around one measurement: measured just before and just after it, averaged. This
+ * VM's speed drifts over minutes (the probe read 29-42 GB/s and the peak 157-211 GFLOP/s between
+ * runs of one session), so ceilings taken once at the start of a half-hour run judged later
+ * lines against another machine than the one that ran them.
+ */
+function ceilingsAround<T>(be: ReturnType<typeof getBackend>, work: () => Promise<T>): Promise<{ result: T; ceilings: Ceilings }> {
+  const now = (): Ceilings => ({ gflops: measureGemmPeak(be), gbps: measureStreamRead(be) });
+  const before = now();
+  return work().then((result) => {
+    const after = now();
+    return { result, ceilings: { gflops: (before.gflops + after.gflops) / 2, gbps: (before.gbps + after.gbps) / 2 } };
+  });
+}
+
+/** The ceilings' fields of a line. */
+function ceilingFields(c: Ceilings) {
+  return { gemm_peak_gflops: Math.round(c.gflops), stream_read_gbps: Math.round(c.gbps * 10) / 10 };
+}
 
 /**
  * Roofline of a run (MOR_SPEC §12, ISSUE_NOTES #12): each native call's two phases run one after
  * the other, so its predicted time is max(weight-product FLOPs ÷ peak, weight bytes ÷ bandwidth)
- * + max(attention FLOPs ÷ peak, K/V bytes ÷ bandwidth); the run's is the sum over calls.
+ * + max(attention FLOPs ÷ peak, K/V bytes ÷ bandwidth); the run's is the sum over calls. The
+ * calls' counts are kept and judged against the ceilings measured around the run (evaluate).
  */
 function rooflineMeter() {
-  const m = {
-    seconds: 0,
-    terms: { linear_compute_s: 0, weight_read_s: 0, attention_compute_s: 0, kv_read_s: 0 },
+  const counts: number[] = []; // (linear FLOPs, weight bytes, attention FLOPs, K/V bytes) per call
+  return {
     call(linearFlops: number, weightBytes: number, attentionFlops: number, kvBytes: number): void {
-      const lc = linearFlops / (ceilings.gflops * 1e9);
-      const wr = weightBytes / (ceilings.gbps * 1e9);
-      const ac = attentionFlops / (ceilings.gflops * 1e9);
-      const kr = kvBytes / (ceilings.gbps * 1e9);
-      m.terms.linear_compute_s += lc;
-      m.terms.weight_read_s += wr;
-      m.terms.attention_compute_s += ac;
-      m.terms.kv_read_s += kr;
-      m.seconds += Math.max(lc, wr) + Math.max(ac, kr);
+      counts.push(linearFlops, weightBytes, attentionFlops, kvBytes);
+    },
+    evaluate(c: Ceilings) {
+      const terms = { linear_compute_s: 0, weight_read_s: 0, attention_compute_s: 0, kv_read_s: 0 };
+      let seconds = 0;
+      for (let i = 0; i < counts.length; i += 4) {
+        const lc = (counts[i] as number) / (c.gflops * 1e9);
+        const wr = (counts[i + 1] as number) / (c.gbps * 1e9);
+        const ac = (counts[i + 2] as number) / (c.gflops * 1e9);
+        const kr = (counts[i + 3] as number) / (c.gbps * 1e9);
+        terms.linear_compute_s += lc;
+        terms.weight_read_s += wr;
+        terms.attention_compute_s += ac;
+        terms.kv_read_s += kr;
+        seconds += Math.max(lc, wr) + Math.max(ac, kr);
+      }
+      return { seconds, terms };
     },
   };
-  return m;
 }
+type RooflineMeter = ReturnType<typeof rooflineMeter>;
 
 async function runConfig(name: string, model: Model, threshold: number, batching: BatchingMode, maxBatch: number, w: Workload, dtype: Dtype) {
   const engine = new Engine(model, { maxBatch, batching, ...(dtype === 'f32' ? {} : { dtype }) } as EngineOptions);
   const meter = rooflineMeter();
   (engine.runner as ModelRunner).meter = meter;
-  const t0 = performance.now();
-  const handles = w.prompts.map((p, i) => engine.submit(p, { maxTokens: w.lengths[i] as number, temperature: 0, threshold }));
   let peakKv = 0;
-  while (engine.numWaiting > 0 || engine.numRunning > 0) {
-    engine.step();
-    peakKv = Math.max(peakKv, engine.kvBytes);
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  const results = await Promise.all(handles.map((h) => h.result));
+  const { result: run, ceilings } = await ceilingsAround(getBackend(), async () => {
+    const t0 = performance.now();
+    const handles = w.prompts.map((p, i) => engine.submit(p, { maxTokens: w.lengths[i] as number, temperature: 0, threshold }));
+    while (engine.numWaiting > 0 || engine.numRunning > 0) {
+      engine.step();
+      peakKv = Math.max(peakKv, engine.kvBytes);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    return { seconds, results: await Promise.all(handles.map((h) => h.result)) };
+  });
+  const { seconds, results } = run;
+  const roof = meter.evaluate(ceilings);
   const tokens = results.reduce((a, r) => a + r.tokens.length, 0);
   const depths = results.flatMap((r) => r.depths);
   const meanDepth = depths.reduce((a, b) => a + b, 0) / depths.length;
@@ -219,21 +255,24 @@ async function runConfig(name: string, model: Model, threshold: number, batching
     linear_mflops_per_token: Math.round(linearFlopsPerToken(model, meanDepth) / 1e4) / 100,
     threshold: Math.round(threshold * 1e4) / 1e4,
     engine_steps: engine.stepsRun,
-    roofline_tokens_per_s: Math.round(tokens / meter.seconds),
-    efficiency: Math.round((meter.seconds / seconds) * 100) / 100,
-    ...Object.fromEntries(Object.entries(meter.terms).map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
+    roofline_tokens_per_s: Math.round(tokens / roof.seconds),
+    efficiency: Math.round((roof.seconds / seconds) * 100) / 100,
+    ...Object.fromEntries(Object.entries(roof.terms).map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
+    ...ceilingFields(ceilings),
   };
   emit(record);
   return record;
 }
 
-/** Tokens/s, the roofline's tokens/s and their ratio, of `tokens` over `seconds` with the meter's prediction. */
-function againstRoofline(tokens: number, seconds: number, meter: ReturnType<typeof rooflineMeter>) {
+/** Tokens/s, the roofline's tokens/s and their ratio, of `tokens` over `seconds` with the meter's prediction at `c`. */
+function againstRoofline(tokens: number, seconds: number, meter: RooflineMeter, c: Ceilings) {
+  const roof = meter.evaluate(c);
   return {
     tokens_per_s: Math.round(tokens / seconds),
-    roofline_tokens_per_s: Math.round(tokens / meter.seconds),
-    efficiency: Math.round((meter.seconds / seconds) * 100) / 100,
-    ...Object.fromEntries(Object.entries(meter.terms).map(([k, v]) => [k, Math.round(v * 1e5) / 1e5])),
+    roofline_tokens_per_s: Math.round(tokens / roof.seconds),
+    efficiency: Math.round((roof.seconds / seconds) * 100) / 100,
+    ...Object.fromEntries(Object.entries(roof.terms).map(([k, v]) => [k, Math.round(v * 1e5) / 1e5])),
+    ...ceilingFields(c),
   };
 }
 
@@ -262,14 +301,17 @@ function prefillTimer(model: Model, threshold: number) {
 }
 
 /** Prefill of a 256-token prompt (best of PREFILL_REPEATS; the engine would also want room to generate), against its roofline. */
-function prefillRate(model: Model, threshold: number) {
+async function prefillRate(model: Model, threshold: number) {
   const run = prefillTimer(model, threshold);
-  let best = run(0);
-  for (let i = 1; i < PREFILL_REPEATS; i++) {
-    const r = run(i);
-    if (r.seconds < best.seconds) best = r;
-  }
-  return againstRoofline(256, best.seconds, best.meter);
+  const { result: best, ceilings } = await ceilingsAround(getBackend(), async () => {
+    let b = run(0);
+    for (let i = 1; i < PREFILL_REPEATS; i++) {
+      const r = run(i);
+      if (r.seconds < b.seconds) b = r;
+    }
+    return b;
+  });
+  return againstRoofline(256, best.seconds, best.meter, ceilings);
 }
 
 /**
@@ -363,7 +405,8 @@ async function singleDecode(dtype: Dtype): Promise<void> {
   const model = createModel(preset('small'), 1);
   const rng = new Rng(3);
   const engine = new Engine(model, { maxBatch: 1, ...(dtype === 'f32' ? {} : { dtype }) } as EngineOptions);
-  const runs: Array<{ tokens: number; seconds: number; meter: ReturnType<typeof rooflineMeter> }> = [];
+  const runs: Array<{ tokens: number; seconds: number; meter: RooflineMeter }> = [];
+  const { ceilings } = await ceilingsAround(getBackend(), async () => {
   for (let rep = 0; rep <= DECODE_REPEATS; rep++) {
     const prompt = Int32Array.from({ length: 16 }, () => rng.nextInt(model.config.vocab_size));
     const h = engine.submit(prompt, { maxTokens: 128, temperature: 0 });
@@ -376,9 +419,10 @@ async function singleDecode(dtype: Dtype): Promise<void> {
     const r = await h.result;
     if (rep > 0) runs.push({ tokens: r.tokens.length - 1, seconds: (r.totalMs - r.firstTokenMs) / 1000, meter });
   }
+  });
   runs.sort((a, b) => a.tokens / a.seconds - b.tokens / b.seconds);
   const mid = runs[runs.length >> 1] as (typeof runs)[number];
-  emit({ bench: 'decode', model: 'small', batch: 1, dtype, tokens: mid.tokens, repeats: runs.length, ...againstRoofline(mid.tokens, mid.seconds, mid.meter) });
+  emit({ bench: 'decode', model: 'small', batch: 1, dtype, tokens: mid.tokens, repeats: runs.length, ...againstRoofline(mid.tokens, mid.seconds, mid.meter, ceilings) });
 }
 
 /** Timed single-request decodes, after one to warm up. */
@@ -387,13 +431,12 @@ const DECODE_REPEATS = 3;
 async function main(): Promise<void> {
   const be = getBackend();
   lineContext = context(be);
-  ceilings = { gflops: measureGemmPeak(be), gbps: measureCeilings(be)?.streamReadGbps ?? Number.NaN };
-  emit({ bench: 'info', ...be.info(), gemm_peak_gflops: Math.round(ceilings.gflops), stream_read_gbps: Math.round(ceilings.gbps * 10) / 10 });
+  emit({ bench: 'info', ...be.info(), ...ceilingFields({ gflops: measureGemmPeak(be), gbps: measureCeilings(be)?.streamReadGbps ?? Number.NaN }) });
   const protocols = listEnv('MOR_BENCH_PROTOCOLS', 'paper,long', ['paper', 'long']) as Protocol[];
   const dtypes = listEnv('MOR_BENCH_DTYPES', 'f32', ['f32', 'bf16']) as Dtype[];
 
   // single-request decode and prefill of `small`
-  emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, ...prefillRate(createModel(preset('small'), 1), 0.5) });
+  emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, ...(await prefillRate(createModel(preset('small'), 1), 0.5)) });
   for (const dtype of dtypes) await singleDecode(dtype);
 
   // KV sharing at prefill: against each one's recursion-wise twin (Cycle sharing skips the

@@ -170,7 +170,11 @@ export interface EngineOptions {
   readonly batching?: BatchingMode;
   /** Tokens per KV block (default 16). */
   readonly blockSize?: number;
-  /** KV pool size in blocks (default: enough for maxBatch sequences at full context). */
+  /**
+   * KV pool size in blocks (default: enough for maxBatch sequences at full context). The engine
+   * writes the whole pool once when it is built (PagedKVPool.commit), so its memory is held from
+   * the start.
+   */
   readonly numBlocks?: number;
   /**
    * Early exit for models without routers: a token leaves after a recursion once the top
@@ -249,6 +253,7 @@ export class Engine {
       const probe = new ModelRunner(model, new PagedKVPool(1, blockSize, c.num_key_value_heads * headDim(c)));
       const perSeq = probe.numStreams * Math.ceil(c.max_position_embeddings / blockSize);
       const pool = new PagedKVPool(opts.numBlocks ?? perSeq * this.maxBatch, blockSize, c.num_key_value_heads * headDim(c), dtype);
+      pool.commit();
       this.runner = new ModelRunner(model, pool);
       this.contextLength = c.max_position_embeddings;
     }

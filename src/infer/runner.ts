@@ -115,6 +115,8 @@ export class ModelRunner {
   private readonly elementBytes: number;
   /** The head's output buffer (see head). */
   private logits = new Float32Array(0);
+  /** Two buffers the fused layer calls write into by turns (see layerOut). */
+  private readonly layerBufs: [Float32Array, Float32Array] = [new Float32Array(0), new Float32Array(0)];
   /** linearParamsPerLayer of each unique layer, computed once (it is asked for every layer call). */
   private readonly linearParams: readonly number[];
 
@@ -225,11 +227,27 @@ export class ModelRunner {
   }
 
   /**
+   * The output array of a fused layer call over input `h` (`size` floats): one of two buffers the
+   * runner reuses, the one `h` is not in, so a stack of layer calls (each one's output the next
+   * one's input) writes into them by turns; a fresh 32 KB array per layer call at batch 32 was
+   * an allocation, its zeroing and garbage-collector work, a dozen times a step. So a layer's
+   * output is valid until the second layer call after it: every caller (block, enter, exit,
+   * routedLayer, runLayer's LoRA groups) copies or consumes it before then. Larger outputs (long
+   * prefills) get their own array, as the head's do.
+   */
+  private layerOut(h: Float32Array, size: number): Float32Array {
+    if (size > LOGITS_REUSE) return new Float32Array(size);
+    const i = this.layerBufs[0].buffer === h.buffer ? 1 : 0;
+    if ((this.layerBufs[i] as Float32Array).length < size) this.layerBufs[i] = new Float32Array(Math.min(LOGITS_REUSE, Math.max(size, 2 * (this.layerBufs[i] as Float32Array).length)));
+    return (this.layerBufs[i] as Float32Array).subarray(0, size);
+  }
+
+  /**
    * KV slots and attention layout of one layer call: each row appends a slot to its stream at its
    * layer position when that position stores K/V (kvSlots[i] = the slot, else −1), then every
    * row attends over its whole stream. Prompt rows of one sequence share one block table.
    */
-  private pagedLayout(rows: readonly TokenState[], positionOf: (i: number) => number, qPos: Int32Array): { layout: PagedAttentionLayout; kvSlots: Int32Array } {
+  private pagedLayout(rows: readonly TokenState[], positionOf: (i: number) => number, qPos: Int32Array): { layout: PagedAttentionLayout; kvSlots: Int32Array; streamKeys: number } {
     const n = rows.length;
     const kvSlots = new Int32Array(n).fill(-1);
     const streams: KVStream[] = [];
@@ -250,9 +268,11 @@ export class ModelRunner {
       tableLen += s.blocks.length;
     }
     const blockTables = new Int32Array(tableLen);
+    let streamKeys = 0; // keys of the distinct streams, for the WorkMeter
     for (const [s, off] of offsets) {
       const blocks = s.blocks;
       for (let b = 0; b < blocks.length; b++) blockTables[off + b] = blocks[b] as number;
+      streamKeys += s.length;
     }
     const streamDesc = new Int32Array(2 * n);
     for (let i = 0; i < n; i++) {
@@ -273,7 +293,7 @@ export class ModelRunner {
       streams: streamDesc,
       blockTables,
     };
-    return { layout, kvSlots };
+    return { layout, kvSlots, streamKeys };
   }
 
   /**
@@ -314,7 +334,7 @@ export class ModelRunner {
     const c = this.config;
     const qPos = new Int32Array(rows.length);
     for (let i = 0; i < rows.length; i++) qPos[i] = (rows[i] as TokenState).pos;
-    const { layout, kvSlots } = this.pagedLayout(rows, positionOf, qPos);
+    const { layout, kvSlots, streamKeys } = this.pagedLayout(rows, positionOf, qPos);
     const lora = this.model.params.lora?.[l] ?? null;
     const u = this.model.plan.uniqueOf[l] as number;
     const meter = (weightParams: number): void => {
@@ -324,17 +344,7 @@ export class ModelRunner {
       // once per call: the prompt rows of a sequence share one stream, and its K/V for one layer
       // (at most context × rowSize × 2 elements) stays in cache across those rows.
       let visible = 0;
-      let streamKeys = 0;
-      const seen = new Set<number>();
-      for (let i = 0; i < rows.length; i++) {
-        const off = layout.streams[2 * i] as number;
-        const len = layout.streams[2 * i + 1] as number;
-        visible += Math.min(len, (qPos[i] as number) + 1);
-        if (!seen.has(off)) {
-          seen.add(off);
-          streamKeys += len;
-        }
-      }
+      for (let i = 0; i < rows.length; i++) visible += Math.min(layout.streams[2 * i + 1] as number, (qPos[i] as number) + 1);
       const params = this.linearParams[u] as number;
       const eb = this.elementBytes;
       this.meter.call(2 * rows.length * params, eb * weightParams, 4 * visible * layout.headDim * layout.numHeads, 2 * eb * streamKeys * this.rowSize);
@@ -356,9 +366,10 @@ export class ModelRunner {
     }
     meter(this.linearParams[u] as number);
     if (lora === null) {
-      const out = new Float32Array(h.size);
+      const H = h.f32();
+      const out = this.layerOut(H, h.size);
       const packed = packedLayer as PackedLayer;
-      be.decodeLayer({ eps: c.rms_norm_eps, ropeTheta: c.rope_theta, attention: layout, kvSlots }, h.f32(), packed, this.pool.kPool, this.pool.vPool, out);
+      be.decodeLayer({ eps: c.rms_norm_eps, ropeTheta: c.rope_theta, attention: layout, kvSlots }, H, packed, this.pool.kPool, this.pool.vPool, out);
       return new Tensor(out, h.shape);
     }
     const layer = this.model.params.layers[this.model.plan.uniqueOf[l] as number];
@@ -397,9 +408,9 @@ export class ModelRunner {
     const H = h.f32();
     const taken = idx.map((i) => rows[i] as TokenState);
     const x = this.stack(idx.map((i) => H.subarray(i * d, (i + 1) * d))); //    (n', D)
+    const out = H.slice(); // before runLayer: h may be the layer buffer it writes next (layerOut)
     const y = this.runLayer(taken, x, () => l);
     const next = add(x, expertUpdate(MOD_GATING, y, x, tensor(Float32Array.from(idx, (i) => g[i] as number), [idx.length, 1]))).f32();
-    const out = H.slice();
     idx.forEach((i, k) => out.set(next.subarray(k * d, (k + 1) * d), i * d));
     return new Tensor(out, h.shape);
   }
