@@ -261,7 +261,8 @@ async function runConfig(name: string, model: Model, threshold: number, batching
     ...ceilingFields(ceilings),
   };
   emit(record);
-  return record;
+  // the roofline's tokens/s of this run's work at other ceilings (ratio lines compare two runs' work at one machine's)
+  return { ...record, ceilings, rooflineAt: (c: Ceilings) => tokens / meter.evaluate(c).seconds };
 }
 
 /** Tokens/s, the roofline's tokens/s and their ratio, of `tokens` over `seconds` with the meter's prediction at `c`. */
@@ -339,11 +340,11 @@ function prefillPair(a: { model: Model; threshold: number }, b: { model: Model; 
 async function runProtocol(protocol: Protocol, names: readonly string[], dtypes: readonly Dtype[]): Promise<void> {
   const spec = PROTOCOLS[protocol];
   // the vanilla `small` run of each dtype, which every ratio line is against
-  const vanilla = new Map<Dtype, { perSeqKv: number; rate: number; flops: number; roofline: number }>();
+  const vanilla = new Map<Dtype, { perSeqKv: number; rate: number; flops: number; rooflineAt: (c: Ceilings) => number }>();
   const f32Rate = new Map<string, number>();
   // vs_small: measured tokens/s ratio; flop_bound: the ratio if tokens/s were set by linear FLOPs
-  // alone; bound: the ratio of the two runs' rooflines (FLOPs and bytes)
-  const ratio = (dtype: Dtype, rec: { tokens_per_s: number; linear_mflops_per_token: number; roofline_tokens_per_s: number }) => {
+  // alone; bound: the ratio of the two runs' rooflines (FLOPs and bytes), both at this line's ceilings
+  const ratio = (dtype: Dtype, rec: { tokens_per_s: number; linear_mflops_per_token: number; roofline_tokens_per_s: number; ceilings: Ceilings }) => {
     const v = vanilla.get(dtype);
     if (v === undefined) return null;
     return {
@@ -351,7 +352,7 @@ async function runProtocol(protocol: Protocol, names: readonly string[], dtypes:
       dtype,
       vs_small: Math.round((rec.tokens_per_s / v.rate) * 100) / 100,
       flop_bound: Math.round((v.flops / rec.linear_mflops_per_token) * 100) / 100,
-      bound: Math.round((rec.roofline_tokens_per_s / v.roofline) * 100) / 100,
+      bound: Math.round((rec.roofline_tokens_per_s / v.rooflineAt(rec.ceilings)) * 100) / 100,
     };
   };
   for (const name of names) {
@@ -371,7 +372,7 @@ async function runProtocol(protocol: Protocol, names: readonly string[], dtypes:
           emit({ bench: 'infer_ratio', protocol, model: name, batching, max_batch: FIXED_BATCH, dtype, vs_f32: Math.round((rec.tokens_per_s / (f32Rate.get(name) as number)) * 100) / 100 });
         }
         if (name === 'small') {
-          vanilla.set(dtype, { perSeqKv: rec.kv_bytes / FIXED_BATCH, rate: rec.tokens_per_s, flops: rec.linear_mflops_per_token, roofline: rec.roofline_tokens_per_s });
+          vanilla.set(dtype, { perSeqKv: rec.kv_bytes / FIXED_BATCH, rate: rec.tokens_per_s, flops: rec.linear_mflops_per_token, rooflineAt: rec.rooflineAt });
         } else {
           const r = ratio(dtype, rec);
           if (r !== null) emit({ bench: 'infer_ratio', model: name, batching, max_batch: FIXED_BATCH, ...r });
