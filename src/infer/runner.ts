@@ -423,15 +423,35 @@ export class ModelRunner {
     return new Tensor(data, [vectors.length, d]);
   }
 
+  /**
+   * The rows' states stacked: (n, D). Rows whose states are consecutive rows of one array, as
+   * scatter leaves a batch that stays together (a prompt's tokens from recursion to recursion),
+   * are that array's view, not a copy. A state is never written in place, so the view is safe.
+   */
   private gather(rows: readonly TokenState[]): Tensor {
+    const d = this.config.hidden_size;
+    const first = (rows[0] as TokenState | undefined)?.h;
+    if (first !== undefined && first.length === d) {
+      let together = true;
+      for (let i = 1; i < rows.length && together; i++) {
+        const h = (rows[i] as TokenState).h;
+        together = h.buffer === first.buffer && h.byteOffset === first.byteOffset + i * d * 4 && h.length === d;
+      }
+      if (together) return new Tensor(new Float32Array(first.buffer, first.byteOffset, rows.length * d), [rows.length, d]);
+    }
     return this.stack(rows.map((r) => r.h));
   }
 
+  /**
+   * Each row's state ← its row of h (n, D): views of one copy of h (h may be a layer buffer that
+   * is written again, see layerOut). One copy and n views, not n arrays: a 1,024-token prefill
+   * made a thousand small arrays per recursion.
+   */
   private scatter(rows: readonly TokenState[], h: Tensor): void {
     const d = this.config.hidden_size;
-    const H = h.f32();
+    const H = h.f32().slice(0, rows.length * d);
     rows.forEach((r, i) => {
-      r.h = H.slice(i * d, (i + 1) * d);
+      r.h = H.subarray(i * d, (i + 1) * d);
     });
   }
 
@@ -446,7 +466,12 @@ export class ModelRunner {
     }
     // group by depth: each recursion has its own router
     const byDepth = new Map<number, TokenState[]>();
-    for (const r of rows) if (r.next === 'block') byDepth.set(r.depth, [...(byDepth.get(r.depth) ?? []), r]);
+    for (const r of rows) {
+      if (r.next !== 'block') continue;
+      const group = byDepth.get(r.depth);
+      if (group === undefined) byDepth.set(r.depth, [r]);
+      else group.push(r);
+    }
     const params = this.model.params.mor;
     for (const [depth, group] of byDepth) {
       const h = this.gather(group);
