@@ -120,8 +120,8 @@ describe('bf16 accounting and errors', () => {
     const row = c.num_key_value_heads * headDim(c);
     const f = new PagedKVPool(4, 8, row, 'f32');
     const b = new PagedKVPool(4, 8, row, 'bf16');
-    assert.equal(f.bytesPerBlock, 8 * (2 * row * 4 + 4));
-    assert.equal(b.bytesPerBlock, 8 * (2 * row * 2 + 4));
+    assert.equal(f.bytesPerBlock, 8 * (2 * row * 4 + 8));
+    assert.equal(b.bytesPerBlock, 8 * (2 * row * 2 + 8));
     const bytes = (dtype: StorageDtype): { weights: number; kv: number } => {
       const r = runner(model, dtype);
       const m = { weights: 0, kv: 0 };

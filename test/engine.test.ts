@@ -109,11 +109,44 @@ describe('KV pool and memory accounting', () => {
     for (let i = 0; i < 5; i++) pool.writeSlot(pool.appendSlot(a, i), row, 0, row, 0);
     for (let i = 0; i < 3; i++) pool.appendSlot(b, i);
     assert.equal(pool.usedBlockCount, 3); // 2 for a (5 tokens), 1 for b
-    assert.equal(pool.bytesInUse, 3 * 4 * (2 * 8 * 4 + 4));
+    assert.equal(pool.bytesInUse, 3 * 4 * (2 * 8 * 4 + 8)); // K, V and two positions a slot (the slot space)
     pool.release(a);
     assert.equal(pool.usedBlockCount, 1);
     for (let i = 0; i < 21; i++) pool.appendSlot(b, i + 3); // 24 tokens: all 6 blocks
     assert.throws(() => pool.appendSlot(b, 99), /KV pool exhausted/);
+  });
+
+  test("a block's V rows follow its K rows in one buffer, and no slot's rows overlap another's", () => {
+    for (const dtype of ['f32', 'bf16'] as const) {
+      const bs = 4;
+      const rowSize = 8;
+      const pool = new PagedKVPool(6, bs, rowSize, dtype);
+      const eb = pool.elementBytes;
+      assert.equal(pool.kPool.buffer, pool.vPool.buffer);
+      const streams = [new KVStream(), new KVStream(), new KVStream()];
+      const slots: number[] = [];
+      // interleaved appends (as a batch decodes), 18 slots over all 6 blocks
+      for (let t = 0; t < 6; t++) for (const s of streams) slots.push(pool.appendSlot(s, t));
+      slots.forEach((slot, i) => pool.writeSlot(slot, new Float32Array(rowSize).fill(2 * i + 1), 0, new Float32Array(rowSize).fill(2 * i + 2), 0));
+      const bytes = new Set<number>();
+      slots.forEach((slot, i) => {
+        const block = Math.floor(slot / bs);
+        assert.equal(block % 2, 0, 'block ids are even');
+        // K row of the slot, and its V row one block's K further on
+        const kAt = pool.kPool.byteOffset + slot * rowSize * eb;
+        const vAt = pool.vPool.byteOffset + slot * rowSize * eb;
+        assert.equal(vAt - kAt, bs * rowSize * eb);
+        for (let c = 0; c < rowSize; c++) {
+          assert.equal(pool.kPool[slot * rowSize + c], dtype === 'f32' ? 2 * i + 1 : new Uint16Array(new Float32Array([2 * i + 1]).buffer)[1]);
+          assert.equal(pool.vPool[slot * rowSize + c], dtype === 'f32' ? 2 * i + 2 : new Uint16Array(new Float32Array([2 * i + 2]).buffer)[1]);
+        }
+        for (const at of [kAt, vAt]) {
+          assert.ok(!bytes.has(at), `slot ${slot}'s rows overlap another's`);
+          bytes.add(at);
+        }
+      });
+      assert.ok(Math.max(...bytes) + rowSize * eb <= pool.kPool.buffer.byteLength);
+    }
   });
 
   test('KV sharing at prefill: under Cycle sharing only the last prompt token goes deeper; under Middle-Cycle every token does', () => {

@@ -14,6 +14,18 @@
  *
  * K and V rows are stored as float32, or as bf16 (dtype 'bf16': Uint16Array bit patterns, each
  * value rounded to nearest-even when written; half the bytes to hold and to read per step).
+ *
+ * Memory: a block's V rows follow its K rows, in one buffer:
+ *
+ *   buffer  [K blk 0][V blk 0][K blk 1][V blk 1] ...      kPool = buffer from 0
+ *                    ↑ vPool = buffer from one block's K on
+ *
+ * so the kernels' addressing (K row of slot s at kPool[s · rowSize], V at vPool[s · rowSize])
+ * holds when block b owns slots 2b·blockSize .. 2b·blockSize + blockSize − 1: block ids are
+ * even, and the slot space (posPool, the pools' rows) is twice the blocks' slots, every other
+ * block-sized range of it unused. Attention reads a stream's K and V block by block; side by
+ * side they are one run of memory, where two pools made two runs in two places (a 1,024-token
+ * stream: one 1 MB run instead of two of 512 KB).
  */
 import { MorError } from '../errors.js';
 import type { KvArray } from '../backend/backend.js';
@@ -49,13 +61,17 @@ export class PagedKVPool {
     readonly dtype: StorageDtype = 'f32',
   ) {
     storageDtype('KV pool dtype', dtype);
-    const slots = numBlocks * blockSize;
-    this.kPool = dtype === 'bf16' ? new Uint16Array(slots * rowSize) : new Float32Array(slots * rowSize);
-    this.vPool = dtype === 'bf16' ? new Uint16Array(slots * rowSize) : new Float32Array(slots * rowSize);
+    const slots = 2 * numBlocks * blockSize; // the slot space (see the top of this file)
     this.elementBytes = dtype === 'bf16' ? 2 : 4;
+    const blockBytes = blockSize * rowSize * this.elementBytes;
+    // K and V of every block, and one block more so that vPool's view, a block further on, fits
+    const buffer = new ArrayBuffer((2 * numBlocks + 1) * blockBytes);
+    const view = dtype === 'bf16' ? Uint16Array : Float32Array;
+    this.kPool = new view(buffer, 0, slots * rowSize);
+    this.vPool = new view(buffer, blockBytes, slots * rowSize);
     this.posPool = new Int32Array(slots);
     // low block ids first, so small workloads touch little memory
-    this.freeBlocks = Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i);
+    this.freeBlocks = Array.from({ length: numBlocks }, (_, i) => 2 * (numBlocks - 1 - i));
   }
 
   /**
@@ -66,8 +82,7 @@ export class PagedKVPool {
    * its K/V cache at load: the memory is the pool's size from the start.
    */
   commit(): void {
-    this.kPool.fill(0);
-    this.vPool.fill(0);
+    new Uint8Array(this.kPool.buffer).fill(0);
     this.posPool.fill(0);
   }
 
@@ -84,9 +99,9 @@ export class PagedKVPool {
     return this.usedBlockCount * this.bytesPerBlock;
   }
 
-  /** Bytes per block (K, V and positions). */
+  /** Bytes per block (K, V and positions; the slot space has two positions per slot of a block). */
   get bytesPerBlock(): number {
-    return this.blockSize * (2 * this.rowSize * this.elementBytes + 4);
+    return this.blockSize * (2 * this.rowSize * this.elementBytes + 8);
   }
 
   /** Blocks needed to add n slots to a stream. */
