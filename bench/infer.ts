@@ -234,7 +234,6 @@ async function runConfig(name: string, model: Model, threshold: number, batching
     return { seconds, results: await Promise.all(handles.map((h) => h.result)) };
   });
   const { seconds, results } = run;
-  const roof = meter.evaluate(ceilings);
   const tokens = results.reduce((a, r) => a + r.tokens.length, 0);
   const depths = results.flatMap((r) => r.depths);
   const meanDepth = depths.reduce((a, b) => a + b, 0) / depths.length;
@@ -247,7 +246,6 @@ async function runConfig(name: string, model: Model, threshold: number, batching
     max_batch: maxBatch,
     requests: w.prompts.length,
     generated_tokens: tokens,
-    tokens_per_s: Math.round(tokens / seconds),
     latency_ms_p50: Math.round(percentile(results.map((r) => r.totalMs), 50)),
     latency_ms_p99: Math.round(percentile(results.map((r) => r.totalMs), 99)),
     kv_bytes: peakKv,
@@ -255,10 +253,7 @@ async function runConfig(name: string, model: Model, threshold: number, batching
     linear_mflops_per_token: Math.round(linearFlopsPerToken(model, meanDepth) / 1e4) / 100,
     threshold: Math.round(threshold * 1e4) / 1e4,
     engine_steps: engine.stepsRun,
-    roofline_tokens_per_s: Math.round(tokens / roof.seconds),
-    efficiency: Math.round((roof.seconds / seconds) * 100) / 100,
-    ...Object.fromEntries(Object.entries(roof.terms).map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
-    ...ceilingFields(ceilings),
+    ...againstRoofline(tokens, seconds, meter, ceilings),
   };
   emit(record);
   // the roofline's tokens/s of this run's work at other ceilings (ratio lines compare two runs' work at one machine's)

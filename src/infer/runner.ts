@@ -87,8 +87,13 @@ export interface TokenState {
   lastWeight: number;
 }
 
-/** Logits (floats) the runner's reused head buffer holds at most (4 MiB); larger outputs get their own array. */
-const LOGITS_REUSE = 1 << 20;
+/** Floats a reused output buffer of the runner (head logits, layer outputs) holds at most (4 MiB); larger outputs get their own array. */
+const REUSE_FLOATS = 1 << 20;
+
+/** `buf` if it holds `size` floats, else a larger one (doubling, at most REUSE_FLOATS) to keep in its place. */
+function grown(buf: Float32Array<ArrayBuffer>, size: number): Float32Array<ArrayBuffer> {
+  return buf.length >= size ? buf : new Float32Array(Math.min(REUSE_FLOATS, Math.max(size, 2 * buf.length)));
+}
 
 export class ModelRunner {
   readonly config: ModelConfig;
@@ -116,7 +121,7 @@ export class ModelRunner {
   /** The head's output buffer (see head). */
   private logits = new Float32Array(0);
   /** Two buffers the fused layer calls write into by turns (see layerOut). */
-  private readonly layerBufs: [Float32Array, Float32Array] = [new Float32Array(0), new Float32Array(0)];
+  private readonly layerBufs: [Float32Array<ArrayBuffer>, Float32Array<ArrayBuffer>] = [new Float32Array(0), new Float32Array(0)];
   /** linearParamsPerLayer of each unique layer, computed once (it is asked for every layer call). */
   private readonly linearParams: readonly number[];
 
@@ -210,7 +215,7 @@ export class ModelRunner {
 
   /**
    * Final norm and output head: h (n, D) → logits (n, V), written into a buffer the runner reuses
-   * up to LOGITS_REUSE floats: what exit and prefill return is valid until the runner's next head
+   * up to REUSE_FLOATS floats: what exit and prefill return is valid until the runner's next head
    * call. A fresh array per step (batch 32 × V = 8,192: 1 MB) paid its page faults every step.
    */
   private head(h: Tensor): Tensor {
@@ -219,8 +224,8 @@ export class ModelRunner {
     const V = c.vocab_size;
     this.meter?.call(2 * n * V * c.hidden_size, this.elementBytes * V * c.hidden_size, 0, 0);
     const x = rmsnorm(h, this.model.params.norm, c.rms_norm_eps);
-    if (n * V > LOGITS_REUSE) return linearPacked(x, this.packedWeights().head);
-    if (this.logits.length < n * V) this.logits = new Float32Array(Math.min(LOGITS_REUSE, Math.max(n * V, 2 * this.logits.length)));
+    if (n * V > REUSE_FLOATS) return linearPacked(x, this.packedWeights().head);
+    this.logits = grown(this.logits, n * V);
     const out = this.logits.subarray(0, n * V);
     getBackend().gemmPacked(n, x.f32(), this.packedWeights().head, out, false);
     return new Tensor(out, [n, V]);
@@ -236,10 +241,11 @@ export class ModelRunner {
    * prefills) get their own array, as the head's do.
    */
   private layerOut(h: Float32Array, size: number): Float32Array {
-    if (size > LOGITS_REUSE) return new Float32Array(size);
+    if (size > REUSE_FLOATS) return new Float32Array(size);
     const i = this.layerBufs[0].buffer === h.buffer ? 1 : 0;
-    if ((this.layerBufs[i] as Float32Array).length < size) this.layerBufs[i] = new Float32Array(Math.min(LOGITS_REUSE, Math.max(size, 2 * (this.layerBufs[i] as Float32Array).length)));
-    return (this.layerBufs[i] as Float32Array).subarray(0, size);
+    const buf = grown(this.layerBufs[i] as Float32Array<ArrayBuffer>, size);
+    this.layerBufs[i] = buf;
+    return buf.subarray(0, size);
   }
 
   /**
