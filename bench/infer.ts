@@ -1,8 +1,10 @@
 // Inference benchmark: one JSON line per configuration, each naming cpu, simd and threads.
 //   {"bench":"infer","protocol","dtype","model","batching","max_batch","requests","tokens_per_s",
 //    "latency_ms_p50","latency_ms_p99","kv_bytes","mean_depth","roofline_tokens_per_s","efficiency",
-//    "gemm_peak_gflops","stream_read_gbps" (the ceilings measured around that line), ...}
+//    "gemm_peak_gflops","stream_read_gbps" (the ceilings measured around that line: the packed
+//    products' peak in the line's dtype, the streaming read), ...}
 //   {"bench":"infer_ratio","protocol","dtype","model","vs_small","bound", ...}
+//   {"bench":"infer_ratio","protocol","dtype":"bf16","model","vs_f32","bound", ...}
 //   {"bench":"decode","model":"small","batch":1,"dtype","tokens_per_s","roofline_tokens_per_s","efficiency", ...}
 //   {"bench":"prefill","model":"small","prompt_tokens":256,"tokens_per_s","roofline_tokens_per_s","efficiency", ...}
 //   {"bench":"prefill_kvshare","model","twin","tokens_per_s","twin_tokens_per_s","vs_twin"}
@@ -34,7 +36,7 @@ import { headDim } from '../src/model/config.js';
 import { linearParamsPerLayer } from '../src/model/flops.js';
 import { Rng } from '../src/util/rng.js';
 import { getBackend } from '../src/backend/index.js';
-import { measureGemmPeak } from '../src/backend/peak.js';
+import { measureGemmPeak, measurePackedGemmPeak } from '../src/backend/peak.js';
 import { context, measureCeilings, measureStreamRead } from './ceilings.js';
 
 const QUICK = process.env['MOR_BENCH_QUICK'] === '1';
@@ -160,7 +162,11 @@ function linearFlopsPerToken(model: Model, meanDepth: number): number {
   return 2 * (outside + step * depth) + 2 * c.vocab_size * c.hidden_size;
 }
 
-/** The machine's ceilings: our GEMM's peak (GFLOP/s) and the streaming read (GB/s). */
+/**
+ * The machine's ceilings: the packed products' peak in the line's dtype (GFLOP/s; bf16 products
+ * and bf16 prefill attention run on vdpbf16ps, ~1.7x the f32 peak on Zen 4; decoding attention
+ * over a bf16 pool widens to f32, but its term is the K/V bytes by far) and the streaming read (GB/s).
+ */
 interface Ceilings {
   gflops: number;
   gbps: number;
@@ -172,8 +178,8 @@ interface Ceilings {
  * runs of one session), so ceilings taken once at the start of a half-hour run judged later
  * lines against another machine than the one that ran them.
  */
-function ceilingsAround<T>(be: ReturnType<typeof getBackend>, work: () => Promise<T>): Promise<{ result: T; ceilings: Ceilings }> {
-  const now = (): Ceilings => ({ gflops: measureGemmPeak(be), gbps: measureStreamRead(be) });
+function ceilingsAround<T>(be: ReturnType<typeof getBackend>, dtype: Dtype, work: () => Promise<T>): Promise<{ result: T; ceilings: Ceilings }> {
+  const now = (): Ceilings => ({ gflops: measurePackedGemmPeak(be, dtype), gbps: measureStreamRead(be) });
   const before = now();
   return work().then((result) => {
     const after = now();
@@ -181,7 +187,7 @@ function ceilingsAround<T>(be: ReturnType<typeof getBackend>, work: () => Promis
   });
 }
 
-/** The ceilings' fields of a line. */
+/** The ceilings' fields of a line (the peak is the line's dtype's). */
 function ceilingFields(c: Ceilings) {
   return { gemm_peak_gflops: Math.round(c.gflops), stream_read_gbps: Math.round(c.gbps * 10) / 10 };
 }
@@ -223,7 +229,7 @@ async function runConfig(name: string, model: Model, threshold: number, batching
   const meter = rooflineMeter();
   (engine.runner as ModelRunner).meter = meter;
   let peakKv = 0;
-  const { result: run, ceilings } = await ceilingsAround(getBackend(), async () => {
+  const { result: run, ceilings } = await ceilingsAround(getBackend(), dtype, async () => {
     const t0 = performance.now();
     const handles = w.prompts.map((p, i) => engine.submit(p, { maxTokens: w.lengths[i] as number, temperature: 0, threshold }));
     while (engine.numWaiting > 0 || engine.numRunning > 0) {
@@ -299,7 +305,7 @@ function prefillTimer(model: Model, threshold: number) {
 /** Prefill of a 256-token prompt (best of PREFILL_REPEATS; the engine would also want room to generate), against its roofline. */
 async function prefillRate(model: Model, threshold: number) {
   const run = prefillTimer(model, threshold);
-  const { result: best, ceilings } = await ceilingsAround(getBackend(), async () => {
+  const { result: best, ceilings } = await ceilingsAround(getBackend(), 'f32', async () => {
     let b = run(0);
     for (let i = 1; i < PREFILL_REPEATS; i++) {
       const r = run(i);
@@ -336,7 +342,8 @@ async function runProtocol(protocol: Protocol, names: readonly string[], dtypes:
   const spec = PROTOCOLS[protocol];
   // the vanilla `small` run of each dtype, which every ratio line is against
   const vanilla = new Map<Dtype, { perSeqKv: number; rate: number; flops: number; rooflineAt: (c: Ceilings) => number }>();
-  const f32Rate = new Map<string, number>();
+  // each model's f32 line at batch 32: its tokens/s and its work's roofline at other ceilings
+  const f32Run = new Map<string, { rate: number; ceilings: Ceilings; rooflineAt: (c: Ceilings) => number }>();
   // vs_small: measured tokens/s ratio; flop_bound: the ratio if tokens/s were set by linear FLOPs
   // alone; bound: the ratio of the two runs' rooflines (FLOPs and bytes), both at this line's ceilings
   const ratio = (dtype: Dtype, rec: { tokens_per_s: number; linear_mflops_per_token: number; roofline_tokens_per_s: number; ceilings: Ceilings }) => {
@@ -362,9 +369,21 @@ async function runProtocol(protocol: Protocol, names: readonly string[], dtypes:
       for (const batching of modes) {
         const rec = await runConfig(name, model, threshold, batching, FIXED_BATCH, w, dtype);
         fixedRate.set(batching, rec.tokens_per_s);
-        if (batching === modes[0] && dtype === 'f32') f32Rate.set(name, rec.tokens_per_s);
-        if (dtype !== 'f32' && batching === modes[0] && f32Rate.has(name)) {
-          emit({ bench: 'infer_ratio', protocol, model: name, batching, max_batch: FIXED_BATCH, dtype, vs_f32: Math.round((rec.tokens_per_s / (f32Rate.get(name) as number)) * 100) / 100 });
+        if (batching === modes[0] && dtype === 'f32') f32Run.set(name, { rate: rec.tokens_per_s, ceilings: rec.ceilings, rooflineAt: rec.rooflineAt });
+        const f = f32Run.get(name);
+        if (dtype !== 'f32' && batching === modes[0] && f !== undefined) {
+          // bound: the two rooflines' ratio at this line's bandwidth, each run at its own dtype's peak
+          const f32Roof = f.rooflineAt({ gflops: f.ceilings.gflops, gbps: rec.ceilings.gbps });
+          emit({
+            bench: 'infer_ratio',
+            protocol,
+            model: name,
+            batching,
+            max_batch: FIXED_BATCH,
+            dtype,
+            vs_f32: Math.round((rec.tokens_per_s / f.rate) * 100) / 100,
+            bound: Math.round((rec.roofline_tokens_per_s / f32Roof) * 100) / 100,
+          });
         }
         if (name === 'small') {
           vanilla.set(dtype, { perSeqKv: rec.kv_bytes / FIXED_BATCH, rate: rec.tokens_per_s, flops: rec.linear_mflops_per_token, rooflineAt: rec.rooflineAt });
@@ -402,7 +421,7 @@ async function singleDecode(dtype: Dtype): Promise<void> {
   const rng = new Rng(3);
   const engine = new Engine(model, { maxBatch: 1, ...(dtype === 'f32' ? {} : { dtype }) } as EngineOptions);
   const runs: Array<{ tokens: number; seconds: number; meter: RooflineMeter }> = [];
-  const { ceilings } = await ceilingsAround(getBackend(), async () => {
+  const { ceilings } = await ceilingsAround(getBackend(), dtype, async () => {
   for (let rep = 0; rep <= DECODE_REPEATS; rep++) {
     const prompt = Int32Array.from({ length: 16 }, () => rng.nextInt(model.config.vocab_size));
     const h = engine.submit(prompt, { maxTokens: 128, temperature: 0 });
@@ -427,7 +446,13 @@ const DECODE_REPEATS = 3;
 async function main(): Promise<void> {
   const be = getBackend();
   lineContext = context(be);
-  emit({ bench: 'info', ...be.info(), ...ceilingFields({ gflops: measureGemmPeak(be), gbps: measureCeilings(be)?.streamReadGbps ?? Number.NaN }) });
+  emit({
+    bench: 'info',
+    ...be.info(),
+    unpacked_gemm_peak_gflops: Math.round(measureGemmPeak(be)),
+    bf16_gemm_peak_gflops: Math.round(measurePackedGemmPeak(be, 'bf16')),
+    ...ceilingFields({ gflops: measurePackedGemmPeak(be, 'f32'), gbps: measureCeilings(be)?.streamReadGbps ?? Number.NaN }),
+  });
   const protocols = listEnv('MOR_BENCH_PROTOCOLS', 'paper,long', ['paper', 'long']) as Protocol[];
   const dtypes = listEnv('MOR_BENCH_DTYPES', 'f32', ['f32', 'bf16']) as Dtype[];
 
