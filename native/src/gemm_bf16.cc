@@ -192,9 +192,9 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
   const int64_t base = m / tiles, extra = m % tiles;
 #ifdef MOR_BF16_DOT
   const int64_t aDepth = pairs;
-  APack* ap = reinterpret_cast<APack*>(scratch(30, static_cast<size_t>(m * pairs)));
-  // k-pairs q0..q1 of every tile
-  auto packA = [&](int64_t q0, int64_t q1) {
+  APack* apShared = reinterpret_cast<APack*>(scratch(30, static_cast<size_t>(m * pairs)));
+  // k-pairs q0..q1 of every tile into ap
+  auto packA = [&](APack* ap, int64_t q0, int64_t q1) {
     for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
       const int64_t R = base + (t < extra ? 1 : 0);
       APack* d = ap + r0 * aDepth;
@@ -210,9 +210,9 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
   };
 #else
   const int64_t aDepth = kp;
-  APack* ap = scratch(30, static_cast<size_t>(m * kp));
-  // k-pairs q0..q1 (values 2·q0..2·q1, the pad zero) of every tile
-  auto packA = [&](int64_t q0, int64_t q1) {
+  APack* apShared = scratch(30, static_cast<size_t>(m * kp));
+  // k-pairs q0..q1 (values 2·q0..2·q1, the pad zero) of every tile into ap
+  auto packA = [&](APack* ap, int64_t q0, int64_t q1) {
     for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
       const int64_t R = base + (t < extra ? 1 : 0);
       APack* d = ap + r0 * aDepth;
@@ -232,11 +232,18 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
 #endif
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    // each thread packs a share of A's k-pairs (see sgemmPacked)
+    // each thread packs a share of A's k-pairs (see sgemmPacked); one row, each thread all of it
+    // into its own scratch, which costs less than the barrier (decoding a single sequence)
     const int team = teamSize(), me = threadId();
-    packA(pairs * me / team, pairs * (me + 1) / team);
+    APack* ap = apShared;
+    if (m == 1) {
+      ap = reinterpret_cast<APack*>(scratch(7, static_cast<size_t>(kp)));
+      packA(ap, 0, pairs);
+    } else {
+      packA(ap, pairs * me / team, pairs * (me + 1) / team);
 #pragma omp barrier
-#pragma omp for schedule(static)
+    }
+#pragma omp for schedule(static) nowait  // the region's end is the barrier
     for (int64_t jp = 0; jp < panels; ++jp) {
       const uint16_t* b = P + jp * kPackNR * kp;
       const uint16_t* next = jp + 1 < panels ? b + kPackNR * kp : nullptr;

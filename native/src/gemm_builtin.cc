@@ -507,13 +507,16 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
   // panel per pass, PB / W accumulators. With two (one sub-panel) the FMA latency chain, not the
   // weight stream, set the pace; four cover it (AVX-512 has PB = NR).
   const bool rowOverPanel = m == 1 && PB > NR;
+  // One row k-major is the row itself: no pack, so no barrier (decoding a single sequence makes
+  // four of these products a layer, each a few tens of µs).
+  const float* apr = m == 1 ? A : ap;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     // ap: tile t (rows r0..r0+R) stored k-major at ap + r0·k. Each thread packs a share of k: with
     // rows this few a serial pack leaves the other threads waiting (1.01–1.06× at 32 rows).
     const int team = teamSize(), me = threadId();
     const int64_t p0 = k * me / team, p1 = k * (me + 1) / team;
-    for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+    for (int64_t t = 0, r0 = 0; m > 1 && t < tiles; ++t) {
       const int64_t R = base + (t < extra ? 1 : 0);
       float* d = ap + r0 * k;
       for (int64_t i = 0; i < R; ++i) {
@@ -522,14 +525,16 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
       }
       r0 += R;
     }
+    if (m > 1) {
 #pragma omp barrier
-#pragma omp for schedule(static)
+    }
+#pragma omp for schedule(static) nowait  // the region's end is the barrier
     for (int64_t jp = 0; jp < panels; ++jp) {
       const float* b = P + jp * PB * k;
       const float* next = jp + 1 < panels ? b + PB * k : nullptr;
       if (rowOverPanel) {
         const int nr = static_cast<int>(std::min<int64_t>(PB, n - jp * PB));
-        packedKernel<1, PB / W>(k, ap, b, C + jp * PB, ldc, nr, accumulate, next);
+        packedKernel<1, PB / W>(k, apr, b, C + jp * PB, ldc, nr, accumulate, next);
         continue;
       }
       for (int64_t sub = 0; sub < PB / NR && jp * PB + sub * NR < n; ++sub) {
@@ -538,7 +543,7 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
         for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
           const int64_t R = base + (t < extra ? 1 : 0);
           const float* pf = sub == 0 && t == 0 ? next : nullptr;
-          kPackedKernels[R - 1](k, ap + r0 * k, b + sub * NR, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
+          kPackedKernels[R - 1](k, apr + r0 * k, b + sub * NR, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
           r0 += R;
         }
       }

@@ -215,7 +215,8 @@ export interface Backend {
    * c (m, n) = a (m, k) · Wᵀ, or c += a · Wᵀ when accumulate; W packed by this backend's
    * packWeight (ArgumentError otherwise). The same product as gemm with transB, faster for
    * the few-row calls of decoding because W's layout is done once. A bf16 W is the product with
-   * W's bf16 values, widened to float32: products and sums in float32.
+   * W's bf16 values, widened to float32: products and sums in float32. c must not overlap a (a
+   * single row is read in place while c is written).
    */
   gemmPacked(m: number, a: Float32Array, w: PackedWeight, c: Float32Array, accumulate: boolean): void;
 
