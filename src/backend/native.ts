@@ -206,10 +206,17 @@ function addonPath(): string {
  * layer call paid for it — batch-32 decoding of `small` ran at 1,560–1,920 tokens/s against
  * 2,130–2,340 with 2,000,000 (a few ms of spinning), in five interleaved A/B pairs; training
  * steps were the same within noise. (OpenBLAS runs single-threaded inside our OpenMP threads,
- * see native/src/gemm.cc, so its own pool never competes.) See native/README.md.
+ * see native/src/gemm.cc, so its own pool never competes.) OMP_WAIT_POLICY=active with it: with
+ * more OpenMP threads in the process than cores — a second thread running kernels (the server's
+ * engine worker, or any JS worker) has its own team — libgomp otherwise drops to a "throttled"
+ * spin of 1,000 iterations, and single-request decoding in a process where the server's worker
+ * had decoded once ran at 0.4× (276–295 against 695–760 tokens/s); with the active policy the
+ * explicit spin count holds for both, and an idle process still sleeps after it. See
+ * native/README.md.
  */
 function setRuntimeDefaults(): void {
   if (process.env['OMP_WAIT_POLICY'] === undefined && process.env['GOMP_SPINCOUNT'] === undefined) {
+    process.env['OMP_WAIT_POLICY'] = 'active';
     process.env['GOMP_SPINCOUNT'] = '2000000';
   }
 }
