@@ -11,6 +11,7 @@
 // requests are in flight; the engine alone gets the same requests with max batch = min(c, 32).
 //
 //   npm run bench:serve          (MOR_BENCH_QUICK=1: fewer requests)
+import './omp-two-teams.js'; // first: before anything loads the addon
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';

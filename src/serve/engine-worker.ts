@@ -4,6 +4,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { MorError } from '../errors.js';
+import { applyOpenMpDefaults } from '../backend/native.js';
 import type { BatchingMode } from '../infer/engine.js';
 import type { StorageDtype } from '../backend/bf16.js';
 import type { DoneInfo, EngineStats, FromWorker, GenerationOptions, ModelInfo, ToWorker, WireToken } from './messages.js';
@@ -28,6 +29,9 @@ export class EngineWorker {
 
   /** Start a worker on a model directory; resolves once the model is loaded. */
   static start(modelDir: string, maxBatch: number, batching: BatchingMode, dtype: StorageDtype): Promise<EngineWorker> {
+    // the worker loads the addon: its process.env is a copy, so the OpenMP defaults go into the
+    // process environment from here
+    applyOpenMpDefaults();
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { modelDir, maxBatch, batching, dtype } });
     return new Promise((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {
