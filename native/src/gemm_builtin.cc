@@ -498,7 +498,7 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
   // Row tiles of near-equal height ≤ MR (m = 32 → 11, 11, 10: no tile is mostly padding).
   const int64_t tiles = (m + MR - 1) / MR;
   const int64_t base = m / tiles, extra = m % tiles;
-  float* ap = scratch(6, static_cast<size_t>(m * k));
+  float* ap = m > 1 ? scratch(6, static_cast<size_t>(m * k)) : nullptr;
   // A panel of the packed weight is PB columns wide: NR-wide sub-panels (PB / NR of them: one on
   // AVX-512, two on AVX2) run one after the other with row stride PB.
   const int64_t panels = (n + PB - 1) / PB;
@@ -514,18 +514,18 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
   {
     // ap: tile t (rows r0..r0+R) stored k-major at ap + r0·k. Each thread packs a share of k: with
     // rows this few a serial pack leaves the other threads waiting (1.01–1.06× at 32 rows).
-    const int team = teamSize(), me = threadId();
-    const int64_t p0 = k * me / team, p1 = k * (me + 1) / team;
-    for (int64_t t = 0, r0 = 0; m > 1 && t < tiles; ++t) {
-      const int64_t R = base + (t < extra ? 1 : 0);
-      float* d = ap + r0 * k;
-      for (int64_t i = 0; i < R; ++i) {
-        const float* src = A + (r0 + i) * lda;
-        for (int64_t p = p0; p < p1; ++p) d[p * R + i] = src[p];
-      }
-      r0 += R;
-    }
     if (m > 1) {
+      const int team = teamSize(), me = threadId();
+      const int64_t p0 = k * me / team, p1 = k * (me + 1) / team;
+      for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+        const int64_t R = base + (t < extra ? 1 : 0);
+        float* d = ap + r0 * k;
+        for (int64_t i = 0; i < R; ++i) {
+          const float* src = A + (r0 + i) * lda;
+          for (int64_t p = p0; p < p1; ++p) d[p * R + i] = src[p];
+        }
+        r0 += R;
+      }
 #pragma omp barrier
     }
 #pragma omp for schedule(static) nowait  // the region's end is the barrier

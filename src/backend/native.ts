@@ -196,7 +196,7 @@ function addonPath(): string {
   return join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', ADDON_FILE);
 }
 
-/*
+/**
  * OpenMP runtime defaults, set before the addon (and so libgomp) loads, unless the user set them.
  * Idle OpenMP workers busy-wait for GOMP_SPINCOUNT iterations before sleeping. Measured on 2
  * cores: sleeping at once (OMP_WAIT_POLICY=passive) makes every small parallel kernel pay a
@@ -206,22 +206,26 @@ function addonPath(): string {
  * layer call paid for it — batch-32 decoding of `small` ran at 1,560–1,920 tokens/s against
  * 2,130–2,340 with 2,000,000 (a few ms of spinning), in five interleaved A/B pairs; training
  * steps were the same within noise. (OpenBLAS runs single-threaded inside our OpenMP threads,
- * see native/src/gemm.cc, so its own pool never competes.) See native/README.md and
- * applyOpenMpDefaults.
+ * see native/src/gemm.cc, so its own pool never competes.) See native/README.md.
+ *
+ * libgomp reads these once, when the addon first loads. The loader calls this; a thread that
+ * starts a worker which will load the addon calls it too, since a worker's process.env is its
+ * own copy and does not reach the C environment libgomp reads (the server's engine worker ran
+ * with libgomp's own spin count before). Returns false when this thread had already loaded the
+ * addon (too late to change anything).
+ *
+ * activeWait: also OMP_WAIT_POLICY=active, for a process that runs kernels in two threads at
+ * once (bench:serve: the engine alone in its main thread, the server's in a worker). Each such
+ * thread has its own OpenMP team, and with more OpenMP threads than cores libgomp replaces the
+ * spin count by a "throttled" 1,000 iterations unless the policy is active: single-request
+ * decoding in a process whose second thread had decoded once ran at 0.4× (276–295 against
+ * 695–760 tokens/s). Not the default: training ran at 0.78× with the active policy.
  */
-/**
- * Sets the OpenMP defaults above into this process's environment, unless the user set either
- * variable; libgomp reads them once, when the addon first loads. The loader calls it; a thread
- * that starts a worker which will load the addon first calls it too, since a worker's
- * process.env is its own copy and does not reach the C environment libgomp reads (the server's
- * engine worker ran with libgomp's own spin count before). Returns false when this thread had
- * already loaded the addon (too late to change anything). For a process that runs kernels in
- * two threads at once see bench/omp-two-teams.ts.
- */
-export function applyOpenMpDefaults(): boolean {
+export function applyOpenMpDefaults(opts: { activeWait?: boolean } = {}): boolean {
   if (binding !== null) return false;
   if (process.env['OMP_WAIT_POLICY'] === undefined && process.env['GOMP_SPINCOUNT'] === undefined) {
     process.env['GOMP_SPINCOUNT'] = '2000000';
+    if (opts.activeWait === true) process.env['OMP_WAIT_POLICY'] = 'active';
   }
   return true;
 }
