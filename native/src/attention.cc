@@ -995,8 +995,8 @@ void attentionBackward(const AttnShape& a, const float* q, const float* k, const
 //
 // Each query row i reads its own stream of pool slots through the block table (PagedShape). Tasks
 // are query rows, or (query row, part of the stream) when there are too few rows to occupy the
-// threads. A task gathers a chunk of PC visible slots and runs every kv head's group of H/KVH
-// query heads over it while the chunk is in cache, so each K and V row is read from memory once
+// threads. A task gathers a chunk of visible slots (kChunkBytes of K and V rows) and runs every kv
+// head's group of H/KVH query heads over it while the chunk is in cache, so each K and V row is read from memory once
 // for all heads, in place (no packing), with an online softmax per head:
 //   S = (scale·q)·Kᵀ over the chunk;  m' = max(m, max S);  α = e^(m − m')
 //   l = α·l + Σ e^(S − m');  acc = α·acc + e^(S − m')·V;  out = acc / l
@@ -1005,7 +1005,13 @@ void attentionBackward(const AttnShape& a, const float* q, const float* k, const
 // own output rows (or its own partial), so there are no races.
 namespace {
 
-constexpr int PC = 128;            // visible slots per chunk
+constexpr int PC = 128;            // most visible slots per chunk (the chunk buffers' size)
+// K and V bytes of a chunk, so also how far ahead the pump prefetches (a chunk's rows are fetched
+// while the chunk before computes). 32 rows from memory: 16 KB (16 slots of `small` in f32, 32 in
+// bf16) ran 1.2-1.35x faster than 128 slots (64-128 KB ahead) at context 160 and 1.08-1.12x at
+// 1,000, as a plain read of these blocks runs fastest 16 KB ahead; 8 KB was slower again. In
+// cache it costs 0.92-0.99x (a chunk's fixed work: softmax rescale, pointers, pump set-up).
+constexpr int64_t kChunkBytes = 16384;
 constexpr int PRS = 8;             // rows (heads of a group) per score kernel
 constexpr int PRV = 4;             // rows per P·V kernel
 // Fewest slots per part when a stream is split (128 ran one query over 100-1,000 slots 1.1-1.5x slower).
@@ -1350,18 +1356,21 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, b
   };
   const int32_t qp = a.qPos[i];
   const int32_t* bt = a.blockTables + a.streams[2 * i];
+  // visible slots per chunk: kChunkBytes of K and V rows, a multiple of 8, 8..PC
+  const int64_t pc =
+      std::clamp<int64_t>(kChunkBytes / (2 * ld * static_cast<int64_t>(sizeof(T))) / 8 * 8, 8, PC);
   int64_t slots[2][PC];  // [buffer][visible slot]
   int64_t j = t.j0;
-  // Gather up to PC visible slots from stream position j on, a block at a time (the pump
+  // Gather up to pc visible slots from stream position j on, a block at a time (the pump
   // prefetches their rows while the chunk before them computes).
   auto gather = [&](int64_t* dst) -> int {
     int n = 0;
-    while (j < t.j1 && n < PC) {
+    while (j < t.j1 && n < pc) {
       const int64_t b = j / bs, within = j - b * bs;
       const int64_t base = static_cast<int64_t>(bt[b]) * bs + within;
       const int64_t left = std::min<int64_t>(t.j1 - j, bs - within);
       int64_t u = 0;
-      for (; u < left && n < PC; ++u) {
+      for (; u < left && n < pc; ++u) {
         const int64_t slot = base + u;
         if (pos[slot] > qp) continue;  // not visible to this query
         dst[n++] = slot;
@@ -1375,7 +1384,7 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, b
   auto nextFirstChunk = [&]() -> int {
     if (next == nullptr) return 0;
     const int32_t* nbt = a.blockTables + a.streams[2 * next->i];
-    const int64_t end = std::min<int64_t>(next->j1, next->j0 + PC);
+    const int64_t end = std::min<int64_t>(next->j1, next->j0 + pc);
     int cnt = 0;
     for (int64_t jj = next->j0; jj < end; ++jj) nextSlots[cnt++] = static_cast<int64_t>(nbt[jj / bs]) * bs + jj % bs;
     return cnt;
