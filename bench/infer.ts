@@ -5,6 +5,8 @@
 //    products' peak in the line's dtype, the streaming read), ...}
 //   {"bench":"infer_ratio","protocol","dtype","model","vs_small","bound", ...}
 //   {"bench":"infer_ratio","protocol","dtype":"bf16","model","vs_f32","bound", ...}
+//   {"bench":"infer_pair","protocol","model","batching","dtype","against":{"model","batching","dtype"},
+//    "ratio","ratios","bound", ...}   (tokens/s ratios of two runs taken by turns: pairedRatio)
 //   {"bench":"decode","model":"small","batch":1,"dtype","tokens_per_s","roofline_tokens_per_s","efficiency", ...}
 //   {"bench":"prefill","model":"small","prompt_tokens":256,"tokens_per_s","roofline_tokens_per_s","efficiency", ...}
 //   {"bench":"prefill_kvshare","model","twin","tokens_per_s","twin_tokens_per_s","vs_twin"}
@@ -224,23 +226,27 @@ function rooflineMeter() {
 }
 type RooflineMeter = ReturnType<typeof rooflineMeter>;
 
-async function runConfig(name: string, model: Model, threshold: number, batching: BatchingMode, maxBatch: number, w: Workload, dtype: Dtype) {
+/** One closed batch: every request of `w` submitted at once to a fresh engine, stepped until all finish. */
+async function runWorkload(model: Model, threshold: number, batching: BatchingMode, maxBatch: number, w: Workload, dtype: Dtype) {
   const engine = new Engine(model, { maxBatch, batching, ...(dtype === 'f32' ? {} : { dtype }) } as EngineOptions);
   const meter = rooflineMeter();
   (engine.runner as ModelRunner).meter = meter;
   let peakKv = 0;
-  const { result: run, ceilings } = await ceilingsAround(getBackend(), dtype, async () => {
-    const t0 = performance.now();
-    const handles = w.prompts.map((p, i) => engine.submit(p, { maxTokens: w.lengths[i] as number, temperature: 0, threshold }));
-    while (engine.numWaiting > 0 || engine.numRunning > 0) {
-      engine.step();
-      peakKv = Math.max(peakKv, engine.kvBytes);
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    return { seconds, results: await Promise.all(handles.map((h) => h.result)) };
-  });
-  const { seconds, results } = run;
+  const t0 = performance.now();
+  const handles = w.prompts.map((p, i) => engine.submit(p, { maxTokens: w.lengths[i] as number, temperature: 0, threshold }));
+  while (engine.numWaiting > 0 || engine.numRunning > 0) {
+    engine.step();
+    peakKv = Math.max(peakKv, engine.kvBytes);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const results = await Promise.all(handles.map((h) => h.result));
   const tokens = results.reduce((a, r) => a + r.tokens.length, 0);
+  return { seconds, results, tokens, meter, peakKv, steps: engine.stepsRun };
+}
+
+async function runConfig(name: string, model: Model, threshold: number, batching: BatchingMode, maxBatch: number, w: Workload, dtype: Dtype) {
+  const { result: run, ceilings } = await ceilingsAround(getBackend(), dtype, () => runWorkload(model, threshold, batching, maxBatch, w, dtype));
+  const { seconds, results, tokens, meter, peakKv } = run;
   const depths = results.flatMap((r) => r.depths);
   const meanDepth = depths.reduce((a, b) => a + b, 0) / depths.length;
   const record = {
@@ -258,7 +264,7 @@ async function runConfig(name: string, model: Model, threshold: number, batching
     mean_depth: Math.round(meanDepth * 100) / 100,
     linear_mflops_per_token: Math.round(linearFlopsPerToken(model, meanDepth) / 1e4) / 100,
     threshold: Math.round(threshold * 1e4) / 1e4,
-    engine_steps: engine.stepsRun,
+    engine_steps: run.steps,
     ...againstRoofline(tokens, seconds, meter, ceilings),
   };
   emit(record);
@@ -411,6 +417,87 @@ async function runProtocol(protocol: Protocol, names: readonly string[], dtypes:
   }
 }
 
+/** One side of a paired comparison (pairedRatio). */
+interface PairSide {
+  readonly name: string;
+  readonly model: Model;
+  readonly threshold: number;
+  readonly batching: BatchingMode;
+  readonly dtype: Dtype;
+}
+
+/**
+ * Rounds of a paired comparison, and the requests of its workload (the protocol's first ones):
+ * enough to fill batch 32, as the targets' lines do, and to let the paper protocol's batch refill.
+ */
+const PAIR_ROUNDS = QUICK ? 3 : 5;
+const PAIR_REQUESTS: Readonly<Record<Protocol, number>> = { paper: 48, long: 32 };
+
+/**
+ * A ratio measured in pairs: side b's tokens/s over side a's on one workload, the two run by
+ * turns (a then b, b then a, ...) so that this host's drift over minutes (the streaming probe
+ * read 27-60 GB/s within one run) reaches both alike, where the infer_ratio lines divide two
+ * runs made minutes apart. The median of the rounds' ratios (each round's printed too), beside
+ * the bound: the two runs' rooflines at the ceilings measured around the pair, each side at
+ * its own dtype's peak. Greedy decoding makes every round's work the same, so one meter per side.
+ */
+async function pairedRatio(protocol: Protocol, a: PairSide, b: PairSide, w: Workload): Promise<void> {
+  const be = getBackend();
+  const dtypes = [...new Set([a.dtype, b.dtype])];
+  const measure = () => ({ peak: new Map(dtypes.map((d) => [d, measurePackedGemmPeak(be, d)])), gbps: measureStreamRead(be) });
+  const before = measure();
+  const ratios: number[] = [];
+  let last: { a: Awaited<ReturnType<typeof runWorkload>>; b: Awaited<ReturnType<typeof runWorkload>> } | null = null;
+  const run = (s: PairSide) => runWorkload(s.model, s.threshold, s.batching, FIXED_BATCH, w, s.dtype);
+  for (let r = 0; r < PAIR_ROUNDS; r++) {
+    const ra = r % 2 === 0 ? await run(a) : null;
+    const rb = await run(b);
+    const ra2 = ra ?? (await run(a));
+    ratios.push(rb.tokens / rb.seconds / (ra2.tokens / ra2.seconds));
+    last = { a: ra2, b: rb };
+  }
+  const after = measure();
+  if (last === null) return;
+  const gbps = (before.gbps + after.gbps) / 2;
+  const peak = (d: Dtype) => (((before.peak.get(d) as number) + (after.peak.get(d) as number)) / 2);
+  const roofRate = (x: typeof last.a, d: Dtype) => x.tokens / x.meter.evaluate({ gflops: peak(d), gbps }).seconds;
+  emit({
+    bench: 'infer_pair',
+    protocol,
+    model: b.name,
+    batching: b.batching,
+    dtype: b.dtype,
+    against: { model: a.name, batching: a.batching, dtype: a.dtype },
+    requests: w.prompts.length,
+    max_batch: FIXED_BATCH,
+    rounds: PAIR_ROUNDS,
+    ratio: Math.round(percentile(ratios, 50) * 100) / 100,
+    ratios: ratios.map((x) => Math.round(x * 100) / 100),
+    bound: Math.round((roofRate(last.b, b.dtype) / roofRate(last.a, a.dtype)) * 100) / 100,
+    stream_read_gbps: Math.round(gbps * 10) / 10,
+  });
+}
+
+/**
+ * The targets' ratios measured in pairs (pairedRatio) on the protocol's first requests: bf16
+ * against f32 for `small`, and `small-mor4` depth-wise against `small`, when the run has them.
+ */
+async function runPairs(protocol: Protocol, names: readonly string[], dtypes: readonly Dtype[]): Promise<void> {
+  if (!names.includes('small')) return;
+  const spec = PROTOCOLS[protocol];
+  const side = (name: string, batching: BatchingMode, dtype: Dtype): PairSide => {
+    const model = benchModel(name, spec.context);
+    return { name, model, threshold: calibrateThreshold(model).threshold, batching, dtype };
+  };
+  const small = side('small', 'sequence', 'f32');
+  // the protocol's workload (the same seed as its lines), its first requests
+  const full = workload(protocol, small.model.config.vocab_size, 11);
+  const n = PAIR_REQUESTS[protocol];
+  const w: Workload = { protocol, prompts: full.prompts.slice(0, n), lengths: full.lengths.slice(0, n) };
+  if (dtypes.includes('bf16')) await pairedRatio(protocol, small, { ...small, dtype: 'bf16' }, w);
+  if (names.includes('small-mor4')) await pairedRatio(protocol, small, side('small-mor4', 'depth', 'f32'), w);
+}
+
 /**
  * Single-request decoding of `small` (16-token prompts, 128 generated) in one dtype, against its
  * roofline: one request to warm up (the first one ran 0.55-0.75x of the later ones: JIT tiers,
@@ -475,6 +562,7 @@ async function main(): Promise<void> {
     ? process.argv.slice(2)
     : ['small', 'small-14', 'small-rec3', 'small-mor2', 'small-mor3', 'small-mor4', 'small-mor3-kvshare'];
   for (const protocol of protocols) await runProtocol(protocol, names, dtypes);
+  for (const protocol of protocols) await runPairs(protocol, names, dtypes);
 }
 
 await main();
