@@ -443,24 +443,24 @@ const PAIR_REQUESTS: Readonly<Record<Protocol, number>> = { paper: 48, long: 32 
  */
 async function pairedRatio(protocol: Protocol, a: PairSide, b: PairSide, w: Workload): Promise<void> {
   const be = getBackend();
-  const dtypes = [...new Set([a.dtype, b.dtype])];
-  const measure = () => ({ peak: new Map(dtypes.map((d) => [d, measurePackedGemmPeak(be, d)])), gbps: measureStreamRead(be) });
-  const before = measure();
-  const ratios: number[] = [];
-  let last: { a: Awaited<ReturnType<typeof runWorkload>>; b: Awaited<ReturnType<typeof runWorkload>> } | null = null;
   const run = (s: PairSide) => runWorkload(s.model, s.threshold, s.batching, FIXED_BATCH, w, s.dtype);
-  for (let r = 0; r < PAIR_ROUNDS; r++) {
-    const ra = r % 2 === 0 ? await run(a) : null;
-    const rb = await run(b);
-    const ra2 = ra ?? (await run(a));
-    ratios.push(rb.tokens / rb.seconds / (ra2.tokens / ra2.seconds));
-    last = { a: ra2, b: rb };
-  }
-  const after = measure();
-  if (last === null) return;
-  const gbps = (before.gbps + after.gbps) / 2;
-  const peak = (d: Dtype) => (((before.peak.get(d) as number) + (after.peak.get(d) as number)) / 2);
-  const roofRate = (x: typeof last.a, d: Dtype) => x.tokens / x.meter.evaluate({ gflops: peak(d), gbps }).seconds;
+  type Run = Awaited<ReturnType<typeof run>>;
+  const rate = (x: Run) => x.tokens / x.seconds;
+  // the rounds inside a's ceilings and b's (each dtype's peak; the inner bandwidth serves both)
+  const { result: outer, ceilings: ca } = await ceilingsAround(be, a.dtype, () =>
+    ceilingsAround(be, b.dtype, async () => {
+      const ratios: number[] = [];
+      const last: { a?: Run; b?: Run } = {};
+      for (let r = 0; r < PAIR_ROUNDS; r++) {
+        for (const side of r % 2 === 0 ? (['a', 'b'] as const) : (['b', 'a'] as const)) last[side] = await run(side === 'a' ? a : b);
+        ratios.push(rate(last.b as Run) / rate(last.a as Run));
+      }
+      return { ratios, a: last.a as Run, b: last.b as Run };
+    }),
+  );
+  const { result: rounds, ceilings: cb } = outer;
+  const ratios = rounds.ratios;
+  const roofRate = (x: Run, gflops: number) => x.tokens / x.meter.evaluate({ gflops, gbps: cb.gbps }).seconds;
   emit({
     bench: 'infer_pair',
     protocol,
@@ -473,8 +473,8 @@ async function pairedRatio(protocol: Protocol, a: PairSide, b: PairSide, w: Work
     rounds: PAIR_ROUNDS,
     ratio: Math.round(percentile(ratios, 50) * 100) / 100,
     ratios: ratios.map((x) => Math.round(x * 100) / 100),
-    bound: Math.round((roofRate(last.b, b.dtype) / roofRate(last.a, a.dtype)) * 100) / 100,
-    stream_read_gbps: Math.round(gbps * 10) / 10,
+    bound: Math.round((roofRate(rounds.b, cb.gflops) / roofRate(rounds.a, ca.gflops)) * 100) / 100,
+    stream_read_gbps: Math.round(cb.gbps * 10) / 10,
   });
 }
 
