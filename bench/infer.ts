@@ -291,10 +291,11 @@ const PREFILL_REPEATS = 7;
  * Prefills of 256-token prompts through a fresh runner: each call of the returned function runs
  * one (prompt i of a fixed sequence) and returns its seconds and roofline meter.
  */
-function prefillTimer(model: Model, threshold: number) {
+function prefillTimer(model: Model, threshold: number, dtype: Dtype = 'f32') {
   const rng = new Rng(3);
   const prompts = Array.from({ length: PREFILL_REPEATS }, () => Int32Array.from({ length: 256 }, () => rng.nextInt(model.config.vocab_size)));
-  const runner = new ModelRunner(model, new PagedKVPool(1024, 16, model.config.num_key_value_heads * headDim(model.config)));
+  // the dtype of the pool is the runner's: packed weights and K/V alike
+  const runner = new ModelRunner(model, new PagedKVPool(1024, 16, model.config.num_key_value_heads * headDim(model.config), dtype));
   return (i: number) => {
     const seq = runner.newSequence();
     const meter = rooflineMeter();
@@ -309,9 +310,9 @@ function prefillTimer(model: Model, threshold: number) {
 }
 
 /** Prefill of a 256-token prompt (best of PREFILL_REPEATS; the engine would also want room to generate), against its roofline. */
-async function prefillRate(model: Model, threshold: number) {
-  const run = prefillTimer(model, threshold);
-  const { result: best, ceilings } = await ceilingsAround(getBackend(), 'f32', async () => {
+async function prefillRate(model: Model, threshold: number, dtype: Dtype) {
+  const run = prefillTimer(model, threshold, dtype);
+  const { result: best, ceilings } = await ceilingsAround(getBackend(), dtype, async () => {
     let b = run(0);
     for (let i = 1; i < PREFILL_REPEATS; i++) {
       const r = run(i);
@@ -544,7 +545,7 @@ async function main(): Promise<void> {
   const dtypes = listEnv('MOR_BENCH_DTYPES', 'f32', ['f32', 'bf16']) as Dtype[];
 
   // single-request decode and prefill of `small`
-  emit({ bench: 'prefill', model: 'small', prompt_tokens: 256, ...(await prefillRate(createModel(preset('small'), 1), 0.5)) });
+  for (const dtype of dtypes) emit({ bench: 'prefill', model: 'small', dtype, prompt_tokens: 256, ...(await prefillRate(createModel(preset('small'), 1), 0.5, dtype)) });
   for (const dtype of dtypes) await singleDecode(dtype);
 
   // KV sharing at prefill: against each one's recursion-wise twin (Cycle sharing skips the
