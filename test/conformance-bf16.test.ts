@@ -365,6 +365,25 @@ for (const { be, label, before: useVariant, after: restore } of backendVariantsU
       for (let j = 0; j < n; j++) for (let p = 0; p < k; p++) assert.equal(c[p * n + j], want[j * k + p], `W[${j}, ${p}]`);
     });
 
+    test('gemmPacked bf16 reads its activations exactly as bf16.ts rounds them (ties, extremes; bit-exact)', () => {
+      // W = the identity, so c = ã·I: each output is one activation as the product read it (its
+      // bf16 rounding under vdpbf16ps, else itself), the other terms exact zeros. k = 70 covers
+      // the vectorised rounding of 16 pairs at a time and its scalar tail (pairs 32–34).
+      const k = 70;
+      const eye = new Float32Array(k * k);
+      for (let p = 0; p < k; p++) eye[p * k + p] = 1;
+      const packed = be.packWeight(eye, k, k, 'bf16');
+      const rng = new Rng(11);
+      const special = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 2 ** -126, -(2 ** 100) * (1 + 2 ** -8), 3.3895313892515355e38, 0, -0, 65504.5, 1 - 2 ** -9];
+      const m = 3;
+      const a = new Float32Array(m * k);
+      for (let i = 0; i < a.length; i++) a[i] = i % 5 === 0 ? (special[(i / 5) % special.length] as number) : (rng.next() - 0.5) * 2 ** ((i % 40) - 20);
+      const c = new Float32Array(m * k).fill(NaN);
+      be.gemmPacked(m, a, packed, c, false);
+      const want = roundsActivations(be) ? roundToBf16(a) : a;
+      for (let i = 0; i < a.length; i++) assert.ok(Object.is(c[i], want[i]) || (c[i] === 0 && want[i] === 0), `a[${i}] = ${a[i]}: read as ${c[i]}, want ${want[i]}`);
+    });
+
     for (const g of gemmCases) {
       test(`gemmPacked bf16: m=${g.m} n=${g.n} k=${g.k}${g.accumulate ? ' accumulate' : ''}`, () => {
         const c = Float32Array.from(g.c0);
