@@ -21,15 +21,12 @@
 #include <vector>
 
 #include "bf16.h"
+#include "bf16_dot.h"
 #include "common.h"
 #include "isa.h"
 #include "variant.h"
 
 // Dense attention over bf16 K/V on vdpbf16ps (attentionForwardBf16) where the variant has it.
-#if defined(__AVX512BF16__) && MOR_VW == 16
-#define MOR_ATTN_BF16_DOT 1
-#include <immintrin.h>
-#endif
 
 MOR_ISA_BEGIN
 
@@ -260,28 +257,9 @@ inline void scoreTiles(const int32_t* nv, int64_t bq, Tile&& tile) {
   }
 }
 
-#ifdef MOR_ATTN_BF16_DOT
+#ifdef MOR_BF16_DOT
 // ---- bf16 dense blocks (vdpbf16ps) ---------------------------------------------------------------
-// A word holds a bf16 pair, the lower element in its low half: vdpbf16ps multiplies pairs and adds
-// both products into one f32 lane. Q·Kᵀ pairs along the head dim (lanes: keys), P·V along the
-// keys (lanes: dims).
-
-// Word (lo, hi), each rounded to nearest-even.
-inline uint32_t bf16Pair(float lo, float hi) {
-  return static_cast<uint32_t>(f32ToBf16(lo)) | static_cast<uint32_t>(f32ToBf16(hi)) << 16;
-}
-
-// dst[p] = (x[2p], x[2p+1]) · mult rounded to bf16, p < ⌈n/2⌉ (an odd n's last pair ends in 0).
-inline void bf16PairsOf(const float* x, int64_t n, float mult, uint32_t* dst) {
-  const __m512 vm = _mm512_set1_ps(mult);
-  int64_t i = 0;
-  for (; i + 2 * W <= n; i += 2 * W) {
-    const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + W) * vm, _mm512_loadu_ps(x + i) * vm);
-    _mm512_storeu_si512(dst + i / 2, (__m512i)b);
-  }
-  for (; i + 1 < n; i += 2) dst[i / 2] = bf16Pair(x[i] * mult, x[i + 1] * mult);
-  if (i < n) dst[i / 2] = bf16Pair(x[i] * mult, 0.f);
-}
+// Pairs (bf16_dot.h): Q·Kᵀ pairs along the head dim (lanes: keys), P·V along the keys (lanes: dims).
 
 // Pack K and V of segment g, kv head kvh, as bf16 pairs (hp = ⌈HD/2⌉ pairs of the head dim):
 //   kt2  (nkp/KT tiles) × (hp, KT) words: word [p][jj] = (k_j[2p], k_j[2p+1]), zero past kLen
@@ -441,7 +419,7 @@ inline void probsToBf16(const float* S, int64_t keP, int64_t rows, uint32_t* P2)
     }
   }
 }
-#endif  // MOR_ATTN_BF16_DOT
+#endif  // MOR_BF16_DOT
 
 // S block (bqPad, keP) = Qblk · Kᵀ over the tiles each row group needs (see scoreTiles).
 inline void scoreBlock(int64_t hd, const float* qb, int64_t hdp, const float* ktt, const int32_t* nv, int64_t bq,
@@ -621,7 +599,7 @@ void attentionValidate(const AttnShape& a) {
 namespace {
 
 // attentionForward; bf16Dot: K and V hold bf16 values and the dense blocks run on vdpbf16ps (see
-// attentionForwardBf16), which only a MOR_ATTN_BF16_DOT variant asks for.
+// attentionForwardBf16), which only a MOR_BF16_DOT variant asks for.
 void attentionForwardImpl(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse,
                           bool bf16Dot) {
   attentionValidate(a);
@@ -652,7 +630,7 @@ void attentionForwardImpl(const AttnShape& a, const float* q, const float* k, co
       const int64_t kvh = t % KVH;
       if (g.direct) continue;
       float* base = packs + g.packOff + kvh * g.packStride;
-#ifdef MOR_ATTN_BF16_DOT
+#ifdef MOR_BF16_DOT
       if (bf16Dot) {
         uint32_t* kt2 = reinterpret_cast<uint32_t*>(base);
         packSegBf16(a, g, kvh, k, v, kt2, kt2 + g.nkp * hp, hdp);
@@ -687,7 +665,7 @@ void attentionForwardImpl(const AttnShape& a, const float* q, const float* k, co
       float* ob = scratch(11, static_cast<size_t>(bqPad * hdp));
       float inv[BQ];
 
-#ifdef MOR_ATTN_BF16_DOT
+#ifdef MOR_BF16_DOT
       uint32_t* q2 = nullptr;
       if (bf16Dot) {
         q2 = reinterpret_cast<uint32_t*>(scratch(2, static_cast<size_t>(bqPad * hp)));
@@ -716,7 +694,7 @@ void attentionForwardImpl(const AttnShape& a, const float* q, const float* k, co
         inv[r] = 1.f / sum;
         lse[(i0 + r) * H + h] = m + std::log(sum);
       }
-#ifdef MOR_ATTN_BF16_DOT
+#ifdef MOR_BF16_DOT
       if (bf16Dot) {
         uint32_t* P2 = reinterpret_cast<uint32_t*>(scratch(3, static_cast<size_t>(bqPad * keP / 2)));
         probsToBf16(S, keP, bqPad, P2);
@@ -742,7 +720,7 @@ void attentionForward(const AttnShape& a, const float* q, const float* k, const 
 
 void roundedToBf16(const float* src, int64_t n, float* dst) {
   int64_t i = 0;
-#ifdef MOR_ATTN_BF16_DOT
+#ifdef MOR_BF16_DOT
   for (; i + W <= n; i += W) {
     const __m512i b = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
     _mm512_storeu_si512(dst + i, _mm512_slli_epi32(b, 16));
@@ -752,7 +730,7 @@ void roundedToBf16(const float* src, int64_t n, float* dst) {
 }
 
 void attentionForwardBf16(const AttnShape& a, const float* q, const float* k, const float* v, float* out, float* lse) {
-#ifdef MOR_ATTN_BF16_DOT
+#ifdef MOR_BF16_DOT
   attentionForwardImpl(a, q, k, v, out, lse, true);
 #else
   attentionForwardImpl(a, q, k, v, out, lse, false);

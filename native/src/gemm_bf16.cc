@@ -16,13 +16,9 @@
 #include <cstdint>
 #include <utility>
 
+#include "bf16_dot.h"
 #include "common.h"
 #include "isa.h"
-
-#if defined(__AVX512BF16__) && MOR_VW == 16
-#define MOR_BF16_DOT 1
-#include <immintrin.h>
-#endif
 
 MOR_ISA_BEGIN
 
@@ -33,25 +29,6 @@ constexpr int MRB = 12;
 #else
 constexpr int MRB = 6;
 #endif
-#ifdef MOR_BF16_DOT
-// W k-pairs of a row, src[0..2W), as packed bf16 pairs: lane j = bf16(src[2j]) | bf16(src[2j+1]) << 16,
-// each rounded as f32ToBf16 (nearest-even; NaN stays NaN, quieted).
-MOR_INLINE vu roundedBf16Bits(vu u) {
-  const vu r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r;
-}
-MOR_INLINE vu bf16Pairs(const float* src) {
-  vu a, b;
-  __builtin_memcpy(&a, src, sizeof a);
-  __builtin_memcpy(&b, src + W, sizeof b);
-  const vu ra = roundedBf16Bits(a), rb = roundedBf16Bits(b);
-  const vu even = __builtin_shufflevector(ra, rb, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const vu odd = __builtin_shufflevector(ra, rb, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  return even | odd << 16;
-}
-MOR_INLINE void vstoreU32(uint32_t* p, vu x) { __builtin_memcpy(p, &x, sizeof x); }
-#endif
-
 constexpr int NRB = 2 * W;          // columns of the register tile (two vectors)
 constexpr int NVB = NRB / W;
 constexpr int64_t PR = 2 * kPackNR;  // values per k-pair row of a panel
@@ -212,24 +189,20 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
 #ifdef MOR_BF16_DOT
   const int64_t aDepth = pairs;
   APack* apShared = reinterpret_cast<APack*>(scratch(30, static_cast<size_t>(m * pairs)));
-  // k-pairs q0..q1 of every tile into ap: W pairs at a time through vectors (bf16Pairs) while
-  // all 2·W values are real, then one by one. One at a time, the rounding was 22% of a 1,024-row
-  // product (perf over a bf16 prefill of `small`).
+  // k-pairs q0..q1 of every tile into ap, rounded W pairs at a time (bf16PairsOf; one value at a
+  // time, the rounding was 22% of a 1,024-row product in a bf16 prefill of `small`), then stored
+  // down the tile's column i.
   auto packA = [&](APack* ap, int64_t q0, int64_t q1) {
-    alignas(64) uint32_t row[W];
+    uint32_t words[W];
     for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
       const int64_t R = base + (t < extra ? 1 : 0);
       APack* d = ap + r0 * aDepth;
       for (int64_t i = 0; i < R; ++i) {
         const float* src = A + (r0 + i) * lda;
-        int64_t q = q0;
-        for (; q + W <= q1 && 2 * (q + W) <= k; q += W) {
-          vstoreU32(row, bf16Pairs(src + 2 * q));
-          for (int j = 0; j < W; ++j) d[(q + j) * R + i] = row[j];
-        }
-        for (; q < q1; ++q) {
-          const uint32_t hi = 2 * q + 1 < k ? f32ToBf16(src[2 * q + 1]) : 0;
-          d[q * R + i] = f32ToBf16(src[2 * q]) | hi << 16;
+        for (int64_t q = q0; q < q1; q += W) {
+          const int64_t np = std::min<int64_t>(W, q1 - q);
+          bf16PairsOf(src + 2 * q, std::min(2 * np, k - 2 * q), 1.f, words);
+          for (int64_t j = 0; j < np; ++j) d[(q + j) * R + i] = words[j];
         }
       }
       r0 += R;
