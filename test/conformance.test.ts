@@ -213,7 +213,7 @@ for (const [m, n, k] of [
 gemmPackedCase(9, 40, 30, true);
 gemmPackedCase(33, 65, 12, true);
 gemmPackedCase(1, 70, 33, true); // one row: the whole-panel path, three panels, a tail
-gemmPackedCase(32, 256, 255, true); // two threads, each packing a share of A's depth (odd k)
+gemmPackedCase(32, 256, 255, true); // two threads, an odd k (rows read in place, 255 floats apart)
 gemmPackedCase(1, 200, 257, true); // one row over a 200 KB weight: two threads by its bytes, a tail panel
 
 // Batches: default strides, broadcast A or B (stride 0), and C with gaps between matrices.

@@ -408,15 +408,18 @@ void builtinImpl(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha,
 // ---- pre-packed weights ---------------------------------------------------------------------
 // Inference multiplies activations by CONSTANT weights: y (m, n) = x (m, k) · Wᵀ, W (n, k). The
 // weight is repacked once into NR-wide k-major panels (the micro-kernel's B layout), so a call
-// packs only the few activation rows and streams each weight panel exactly once, whatever m is.
-// The rows of x go through in tiles of up to MR, each with a micro-kernel of exactly that many
-// rows (no padded rows computed), while the panel stays in L1/L2.
+// streams each weight panel exactly once, whatever m is. The rows of x go through in tiles of up
+// to MR, each with a micro-kernel of exactly that many rows (no padded rows computed), while the
+// panel stays in L1/L2. The activation rows are read where they are: a tile's R rows are R
+// streams of cache lines, each line serving 16 (AVX-512) k steps from L1, and packing them
+// k-major first (as the large GEMM packs A) cost more than it saved — 1.05–1.09× at 2–1,024 rows
+// on AVX-512 and 1.08–1.18× at 8–1,024 under MOR_SIMD=avx2 without it (Zen 4, in-process pairs).
 
-// c (R, nr) = a_panel (R, k) · b_panel (k, NR) [+ c when accumulate]; a_panel k-major, R-tall,
-// b_panel rows PB floats apart (a sub-panel of a packed weight panel).
+// c (R, nr) = a (R, k; rows lda apart) · b_panel (k, NR) [+ c when accumulate]; b_panel rows PB
+// floats apart (a sub-panel of a packed weight panel).
 // NVK vectors wide: NV (an NR-wide sub-panel), or PB / W for one row over a whole panel.
 template <int R, int NVK = NV>
-MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, const float* MOR_RESTRICT b,
+MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, const float* MOR_RESTRICT b,
                              float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const float* prefetch) {
   constexpr int NV = NVK, NR = NVK * W;
   vf acc[R][NV];
@@ -435,7 +438,7 @@ MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, const float
     for (int v = 0; v < NV; ++v) bv[v] = vload(b + p * PB + v * W);
 #pragma GCC unroll 32
     for (int i = 0; i < R; ++i) {
-      const vf ai = bcast(a[p * R + i]);
+      const vf ai = bcast(a[i * lda + p]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
     }
@@ -457,11 +460,11 @@ MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, const float
   }
 }
 
-typedef void (*PackedKernelFn)(int64_t, const float*, const float*, float*, int64_t, int, bool, const float*);
+typedef void (*PackedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, const float*);
 template <int R>
-void packedKernelFn(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int nr, bool acc,
+void packedKernelFn(int64_t k, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int nr, bool acc,
                     const float* prefetch) {
-  packedKernel<R>(k, a, b, c, ldc, nr, acc, prefetch);
+  packedKernel<R>(k, a, lda, b, c, ldc, nr, acc, prefetch);
 }
 template <int... Rs>
 constexpr std::array<PackedKernelFn, sizeof...(Rs)> packedKernelTable(std::integer_sequence<int, Rs...>) {
@@ -498,7 +501,6 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
   // Row tiles of near-equal height ≤ MR (m = 32 → 11, 11, 10: no tile is mostly padding).
   const int64_t tiles = (m + MR - 1) / MR;
   const int64_t base = m / tiles, extra = m % tiles;
-  float* ap = m > 1 ? scratch(6, static_cast<size_t>(m * k)) : nullptr;
   // A panel of the packed weight is PB columns wide: NR-wide sub-panels (PB / NR of them: one on
   // AVX-512, two on AVX2) run one after the other with row stride PB.
   const int64_t panels = (n + PB - 1) / PB;
@@ -507,45 +509,25 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
   // panel per pass, PB / W accumulators. With two (one sub-panel) the FMA latency chain, not the
   // weight stream, set the pace; four cover it (AVX-512 has PB = NR).
   const bool rowOverPanel = m == 1 && PB > NR;
-  // One row k-major is the row itself: no pack, so no barrier (decoding a single sequence makes
-  // four of these products a layer, each a few tens of µs).
-  const float* apr = m == 1 ? A : ap;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    // ap: tile t (rows r0..r0+R) stored k-major at ap + r0·k. Each thread packs a share of k: with
-    // rows this few a serial pack leaves the other threads waiting (1.01–1.06× at 32 rows).
-    if (m > 1) {
-      const int team = teamSize(), me = threadId();
-      const int64_t p0 = k * me / team, p1 = k * (me + 1) / team;
+  // Nothing is packed, so the panels need no barrier before them, and the region's end is the
+  // only one.
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
+  for (int64_t jp = 0; jp < panels; ++jp) {
+    const float* b = P + jp * PB * k;
+    const float* next = jp + 1 < panels ? b + PB * k : nullptr;
+    if (rowOverPanel) {
+      const int nr = static_cast<int>(std::min<int64_t>(PB, n - jp * PB));
+      packedKernel<1, PB / W>(k, A, lda, b, C + jp * PB, ldc, nr, accumulate, next);
+      continue;
+    }
+    for (int64_t sub = 0; sub < PB / NR && jp * PB + sub * NR < n; ++sub) {
+      const int64_t j0 = jp * PB + sub * NR;
+      const int nr = static_cast<int>(std::min<int64_t>(NR, n - j0));
       for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
         const int64_t R = base + (t < extra ? 1 : 0);
-        float* d = ap + r0 * k;
-        for (int64_t i = 0; i < R; ++i) {
-          const float* src = A + (r0 + i) * lda;
-          for (int64_t p = p0; p < p1; ++p) d[p * R + i] = src[p];
-        }
+        const float* pf = sub == 0 && t == 0 ? next : nullptr;
+        kPackedKernels[R - 1](k, A + r0 * lda, lda, b + sub * NR, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
         r0 += R;
-      }
-#pragma omp barrier
-    }
-#pragma omp for schedule(static) nowait  // the region's end is the barrier
-    for (int64_t jp = 0; jp < panels; ++jp) {
-      const float* b = P + jp * PB * k;
-      const float* next = jp + 1 < panels ? b + PB * k : nullptr;
-      if (rowOverPanel) {
-        const int nr = static_cast<int>(std::min<int64_t>(PB, n - jp * PB));
-        packedKernel<1, PB / W>(k, apr, b, C + jp * PB, ldc, nr, accumulate, next);
-        continue;
-      }
-      for (int64_t sub = 0; sub < PB / NR && jp * PB + sub * NR < n; ++sub) {
-        const int64_t j0 = jp * PB + sub * NR;
-        const int nr = static_cast<int>(std::min<int64_t>(NR, n - j0));
-        for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
-          const int64_t R = base + (t < extra ? 1 : 0);
-          const float* pf = sub == 0 && t == 0 ? next : nullptr;
-          kPackedKernels[R - 1](k, apr + r0 * k, b + sub * NR, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
-          r0 += R;
-        }
       }
     }
   }
