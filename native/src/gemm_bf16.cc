@@ -111,8 +111,8 @@ MOR_INLINE void bf16RowKernel(int64_t pairs, const float* MOR_RESTRICT a, const 
 #endif
 
 #ifdef MOR_BF16_DOT
-// The same product with vdpbf16ps: a holds the rows' activations as bf16 pairs, a[q·R + i] =
-// bf16(A[i, 2q]) | bf16(A[i, 2q+1]) << 16.
+// The same product with vdpbf16ps: a holds the rows' activations as bf16 pairs, row by row,
+// a[i·pairs + q] = bf16(A[i, 2q]) | bf16(A[i, 2q+1]) << 16.
 template <int R>
 MOR_INLINE void dotKernel(int64_t pairs, const uint32_t* MOR_RESTRICT a, const uint16_t* MOR_RESTRICT b,
                           float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const uint16_t* prefetch) {
@@ -127,10 +127,9 @@ MOR_INLINE void dotKernel(int64_t pairs, const uint32_t* MOR_RESTRICT a, const u
     }
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * PR);
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * PR + 32);
-    const uint32_t* ap = a + q * R;
 #pragma GCC unroll 32
     for (int i = 0; i < R; ++i) {
-      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(ap[i]));
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i * pairs + q]));
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
     }
@@ -182,31 +181,20 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
     return;
   }
   const int64_t kp = k + (k & 1), pairs = kp / 2;
-  // Row tiles of near-equal height ≤ MRB, each stored k-major at ap + r0·aDepth: kp floats deep
-  // (the pad zero), or, for vdpbf16ps, `pairs` bf16 pairs deep.
+  // Row tiles of near-equal height ≤ MRB at ap + r0·aDepth: for the widening kernel stored k-major,
+  // kp floats deep (the pad zero); for vdpbf16ps the rows' bf16 pairs, `pairs` to a row.
   const int64_t tiles = (m + MRB - 1) / MRB;
   const int64_t base = m / tiles, extra = m % tiles;
 #ifdef MOR_BF16_DOT
   const int64_t aDepth = pairs;
   APack* apShared = reinterpret_cast<APack*>(scratch(30, static_cast<size_t>(m * pairs)));
-  // k-pairs q0..q1 of every tile into ap, rounded W pairs at a time (bf16PairsOf; one value at a
-  // time, the rounding was 22% of a 1,024-row product in a bf16 prefill of `small`), then stored
-  // down the tile's column i.
-  auto packA = [&](APack* ap, int64_t q0, int64_t q1) {
-    uint32_t words[W];
-    for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
-      const int64_t R = base + (t < extra ? 1 : 0);
-      APack* d = ap + r0 * aDepth;
-      for (int64_t i = 0; i < R; ++i) {
-        const float* src = A + (r0 + i) * lda;
-        for (int64_t q = q0; q < q1; q += W) {
-          const int64_t np = std::min<int64_t>(W, q1 - q);
-          bf16PairsOf(src + 2 * q, std::min(2 * np, k - 2 * q), 1.f, words);
-          for (int64_t j = 0; j < np; ++j) d[(q + j) * R + i] = words[j];
-        }
-      }
-      r0 += R;
-    }
+  // k-pairs q0..q1 of every row into ap, rounded W pairs at a time (bf16PairsOf; one value at a
+  // time, the rounding was 22% of a 1,024-row product in a bf16 prefill of `small`) and stored
+  // where the row keeps them: the kernel reads a tile's rows in place, as the f32 one reads A's
+  // (gemm_builtin.cc). Storing them k-major down each tile's columns instead, a pair at a time,
+  // measured 0.95–1.0× of this at 8–1,024 rows (Zen 4, in-process pairs).
+  auto packRows = [&](APack* ap, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) bf16PairsOf(A + i * lda, k, 1.f, ap + i * pairs);
   };
 #else
   const int64_t aDepth = kp;
@@ -232,15 +220,24 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
 #endif
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    // each thread packs a share of A's k-pairs (see sgemmPacked); one row, each thread all of it
-    // into its own scratch, which costs less than the barrier (decoding a single sequence)
+    // each thread packs a share of A (rows for vdpbf16ps, k-pairs otherwise): with rows this few
+    // a serial pack leaves the other threads waiting; one row, each thread all of it into its own
+    // scratch, which costs less than the barrier (decoding a single sequence)
     const int team = teamSize(), me = threadId();
     APack* ap = apShared;
     if (m == 1) {
       ap = reinterpret_cast<APack*>(scratch(7, static_cast<size_t>(kp)));
+#ifdef MOR_BF16_DOT
+      packRows(ap, 0, 1);
+#else
       packA(ap, 0, pairs);
+#endif
     } else {
+#ifdef MOR_BF16_DOT
+      packRows(ap, m * me / team, m * (me + 1) / team);
+#else
       packA(ap, pairs * me / team, pairs * (me + 1) / team);
+#endif
 #pragma omp barrier
     }
 #pragma omp for schedule(static) nowait  // the region's end is the barrier
