@@ -53,7 +53,7 @@ namespace sig {
 /**
  * C (m, n) = A (m, k) · Wᵀ (+ C when accumulate), W given packed by packWeight. Built-in kernel
  * whatever the provider: it is the decoding path, where the weight is read once per call. C must
- * not overlap A (one row is read in place, not packed, while C is written).
+ * not overlap A (A's rows are read in place while C is written).
  */
 void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* packed, float* C,
                  int64_t ldc, bool accumulate);
