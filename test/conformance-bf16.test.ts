@@ -102,7 +102,7 @@ const gemmCases: GemmCase[] = (
     [9, 40, 30, true],
     [33, 65, 12, true],
     [1, 70, 33, true], // one row: the whole-panel path, three panels, a tail, odd k
-    [32, 256, 255, true], // two threads, each packing a share of A's k-pairs (odd k: the pad)
+    [32, 256, 255, true], // two threads, rows read in place or rounded a share each (odd k: the pad)
     [1, 200, 257, true], // one row over a 100 KB weight: two threads by its bytes, a tail panel
   ] as const
 ).map(([m, n, k, accumulate]) => ({

@@ -34,36 +34,52 @@ constexpr int NVB = NRB / W;
 constexpr int64_t PR = 2 * kPackNR;  // values per k-pair row of a panel
 static_assert(kPackNR % NRB == 0, "packed weight panels must hold whole sub-panels");
 
-// c (R, nr) = a (R, 2·pairs) · b (2·pairs, NRB) [+ c]; a k-major R-tall (k padded to even, zero),
-// b a sub-panel of a bf16 panel: k-pair rows PR values apart.
+// One k-pair step of bf16Kernel: the pair's weight row (bq) widened, then each activation row's
+// values p and p + 1 (only p when Second is false: an odd k's last value, whose weight pair ends
+// in the pad zero) broadcast against it.
+template <int R, bool Second>
+MOR_INLINE void widenStep(vf (&acc)[R][NVB], const uint16_t* MOR_RESTRICT bq, const float* MOR_RESTRICT a,
+                          int64_t lda, int64_t p) {
+  vf lo[NVB], hi[NVB];
+#pragma GCC unroll 4
+  for (int v = 0; v < NVB; ++v) {
+    const vu x = vloadPairs(bq + v * 2 * W);
+    lo[v] = bf16Low(x);
+    hi[v] = bf16High(x);
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < R; ++i) {
+    const vf a0 = bcast(a[i * lda + p]);
+    if constexpr (Second) {
+      const vf a1 = bcast(a[i * lda + p + 1]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NVB; ++v) acc[i][v] += a0 * lo[v] + a1 * hi[v];
+    } else {
+#pragma GCC unroll 4
+      for (int v = 0; v < NVB; ++v) acc[i][v] += a0 * lo[v];
+    }
+  }
+}
+
+// c (R, nr) = a (R, k; rows lda apart, read in place) · b (k, NRB) [+ c]; b a sub-panel of a bf16
+// panel: k-pair rows PR values apart (k padded to even with zero weights).
 template <int R>
-MOR_INLINE void bf16Kernel(int64_t pairs, const float* MOR_RESTRICT a, const uint16_t* MOR_RESTRICT b,
+MOR_INLINE void bf16Kernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, const uint16_t* MOR_RESTRICT b,
                            float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const uint16_t* prefetch) {
   vf acc[R][NVB];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NVB; ++v) acc[i][v] = vf{};
-  for (int64_t q = 0; q < pairs; ++q) {
+  const int64_t full = k / 2;
+  for (int64_t q = 0; q < full; ++q) {
     if (prefetch != nullptr) {
       __builtin_prefetch(prefetch + q * PR, 0, 2);
       __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
     }
-    vf lo[NVB], hi[NVB];
-#pragma GCC unroll 4
-    for (int v = 0; v < NVB; ++v) {
-      const vu x = vloadPairs(b + q * PR + v * 2 * W);
-      lo[v] = bf16Low(x);
-      hi[v] = bf16High(x);
-    }
-    const float* ap = a + 2 * q * R;
-#pragma GCC unroll 32
-    for (int i = 0; i < R; ++i) {
-      const vf a0 = bcast(ap[i]), a1 = bcast(ap[R + i]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NVB; ++v) acc[i][v] += a0 * lo[v] + a1 * hi[v];
-    }
+    widenStep<R, true>(acc, b + q * PR, a, lda, 2 * q);
   }
+  if (k & 1) widenStep<R, false>(acc, b + full * PR, a, lda, k - 1);
   if (nr == NRB) {
 #pragma GCC unroll 32
     for (int i = 0; i < R; ++i)
@@ -114,9 +130,10 @@ MOR_INLINE void bf16RowKernel(int64_t pairs, const float* MOR_RESTRICT a, const 
 // The same product with vdpbf16ps: a holds the rows' activations as bf16 pairs, row by row,
 // a[i·pairs + q] = bf16(A[i, 2q]) | bf16(A[i, 2q+1]) << 16.
 template <int R>
-MOR_INLINE void dotKernel(int64_t pairs, const uint32_t* MOR_RESTRICT a, const uint16_t* MOR_RESTRICT b,
+MOR_INLINE void dotKernel(int64_t k, const uint32_t* MOR_RESTRICT a, int64_t lda, const uint16_t* MOR_RESTRICT b,
                           float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const uint16_t* prefetch) {
   static_assert(NVB == 2, "two 16-column vectors per sub-panel");
+  const int64_t pairs = (k + 1) / 2;
   __m512 acc[R][2];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -129,7 +146,7 @@ MOR_INLINE void dotKernel(int64_t pairs, const uint32_t* MOR_RESTRICT a, const u
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * PR + 32);
 #pragma GCC unroll 32
     for (int i = 0; i < R; ++i) {
-      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i * pairs + q]));
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i * lda + q]));
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
     }
@@ -154,14 +171,17 @@ typedef uint32_t APack;  // an activation pair in bf16
 typedef float APack;  // an activation in f32
 #endif
 
-typedef void (*Bf16KernelFn)(int64_t, const APack*, const uint16_t*, float*, int64_t, int, bool, const uint16_t*);
+// a: the activation rows, lda APacks apart (A itself for the widening kernel; its bf16 pairs,
+// row by row, for vdpbf16ps)
+typedef void (*Bf16KernelFn)(int64_t, const APack*, int64_t, const uint16_t*, float*, int64_t, int, bool,
+                             const uint16_t*);
 template <int R>
-void bf16KernelFn(int64_t pairs, const APack* a, const uint16_t* b, float* c, int64_t ldc, int nr, bool acc,
+void bf16KernelFn(int64_t k, const APack* a, int64_t lda, const uint16_t* b, float* c, int64_t ldc, int nr, bool acc,
                   const uint16_t* prefetch) {
 #ifdef MOR_BF16_DOT
-  dotKernel<R>(pairs, a, b, c, ldc, nr, acc, prefetch);
+  dotKernel<R>(k, a, lda, b, c, ldc, nr, acc, prefetch);
 #else
-  bf16Kernel<R>(pairs, a, b, c, ldc, nr, acc, prefetch);
+  bf16Kernel<R>(k, a, lda, b, c, ldc, nr, acc, prefetch);
 #endif
 }
 template <int... Rs>
@@ -181,65 +201,53 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
     return;
   }
   const int64_t kp = k + (k & 1), pairs = kp / 2;
-  // Row tiles of near-equal height ≤ MRB at ap + r0·aDepth: for the widening kernel stored k-major,
-  // kp floats deep (the pad zero); for vdpbf16ps the rows' bf16 pairs, `pairs` to a row.
+  // Row tiles of near-equal height ≤ MRB. The widening kernel reads A's rows in place; vdpbf16ps
+  // reads their bf16 pairs, `pairs` to a row (aRows).
   const int64_t tiles = (m + MRB - 1) / MRB;
   const int64_t base = m / tiles, extra = m % tiles;
 #ifdef MOR_BF16_DOT
-  const int64_t aDepth = pairs;
-  APack* apShared = reinterpret_cast<APack*>(scratch(30, static_cast<size_t>(m * pairs)));
-  // k-pairs q0..q1 of every row into ap, rounded W pairs at a time (bf16PairsOf; one value at a
-  // time, the rounding was 22% of a 1,024-row product in a bf16 prefill of `small`) and stored
-  // where the row keeps them: the kernel reads a tile's rows in place, as the f32 one reads A's
+  const int64_t lda2 = pairs;
+  APack* aRows = reinterpret_cast<APack*>(scratch(30, static_cast<size_t>(m * pairs)));
+  // rows i0..i1 into ap, rounded W pairs at a time (bf16PairsOf; one value at a time, the
+  // rounding was 22% of a 1,024-row product in a bf16 prefill of `small`) and stored where the
+  // row keeps them: the kernel reads a tile's rows in place, as the f32 one reads A's
   // (gemm_builtin.cc). Storing them k-major down each tile's columns instead, a pair at a time,
   // measured 0.95–1.0× of this at 8–1,024 rows (Zen 4, in-process pairs).
   auto packRows = [&](APack* ap, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) bf16PairsOf(A + i * lda, k, 1.f, ap + i * pairs);
   };
 #else
-  const int64_t aDepth = kp;
-  APack* apShared = scratch(30, static_cast<size_t>(m * kp));
-  // k-pairs q0..q1 (values 2·q0..2·q1, the pad zero) of every tile into ap
-  auto packA = [&](APack* ap, int64_t q0, int64_t q1) {
-    for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
-      const int64_t R = base + (t < extra ? 1 : 0);
-      APack* d = ap + r0 * aDepth;
-      for (int64_t i = 0; i < R; ++i) {
-        const float* src = A + (r0 + i) * lda;
-        for (int64_t p = 2 * q0; p < std::min(k, 2 * q1); ++p) d[p * R + i] = src[p];
-        if (kp != k && q1 == pairs) d[k * R + i] = 0.f;
-      }
-      r0 += R;
-    }
-  };
+  const int64_t lda2 = lda;
+  const APack* aRows = A;
+  const bool rowOverPanel = m == 1;  // a single row (decoding one sequence): whole panels, bf16RowKernel
 #endif
   const int64_t panels = (n + kPackNR - 1) / kPackNR;
   const int threads = std::min<int64_t>(std::min(maxThreads(), threadsForFlopsAndBytes(2.0 * m * n * k, 2.0e5, 2.0 * n * k)), panels);
-#ifndef MOR_BF16_DOT
-  const bool rowOverPanel = m == 1;  // a single row (decoding one sequence): whole panels, bf16RowKernel
-#endif
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    // each thread packs a share of A (rows for vdpbf16ps, k-pairs otherwise): with rows this few
-    // a serial pack leaves the other threads waiting; one row, each thread all of it into its own
-    // scratch, which costs less than the barrier (decoding a single sequence)
-    const int team = teamSize(), me = threadId();
-    APack* ap = apShared;
+    const APack* ap = aRows;
+#ifdef MOR_BF16_DOT
+    // each thread rounds a share of the rows (with rows this few a serial pack leaves the other
+    // threads waiting); one row, each thread all of it into its own scratch, which costs less
+    // than the barrier (decoding a single sequence)
     if (m == 1) {
-      ap = reinterpret_cast<APack*>(scratch(7, static_cast<size_t>(kp)));
-#ifdef MOR_BF16_DOT
-      packRows(ap, 0, 1);
-#else
-      packA(ap, 0, pairs);
-#endif
+      APack* own = reinterpret_cast<APack*>(scratch(7, static_cast<size_t>(pairs)));
+      packRows(own, 0, 1);
+      ap = own;
     } else {
-#ifdef MOR_BF16_DOT
-      packRows(ap, m * me / team, m * (me + 1) / team);
-#else
-      packA(ap, pairs * me / team, pairs * (me + 1) / team);
-#endif
+      const int team = teamSize(), me = threadId();
+      packRows(aRows, m * me / team, m * (me + 1) / team);
 #pragma omp barrier
     }
+#else
+    // one row: copied with the pad zero for bf16RowKernel, each thread its own (no barrier)
+    if (rowOverPanel) {
+      float* own = scratch(7, static_cast<size_t>(kp));
+      std::copy(A, A + k, own);
+      if (kp != k) own[k] = 0.f;
+      ap = own;
+    }
+#endif
 #pragma omp for schedule(static) nowait  // the region's end is the barrier
     for (int64_t jp = 0; jp < panels; ++jp) {
       const uint16_t* b = P + jp * kPackNR * kp;
@@ -257,7 +265,7 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
         for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
           const int64_t R = base + (t < extra ? 1 : 0);
           const uint16_t* pf = sub == 0 && t == 0 ? next : nullptr;
-          kBf16Kernels[R - 1](pairs, ap + r0 * aDepth, b + sub * 2 * NRB, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
+          kBf16Kernels[R - 1](k, ap + r0 * lda2, lda2, b + sub * 2 * NRB, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
           r0 += R;
         }
       }
