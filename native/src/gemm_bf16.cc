@@ -206,7 +206,7 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
   const int64_t tiles = (m + MRB - 1) / MRB;
   const int64_t base = m / tiles, extra = m % tiles;
 #ifdef MOR_BF16_DOT
-  const int64_t lda2 = pairs;
+  const int64_t aStride = pairs;
   APack* aRows = reinterpret_cast<APack*>(scratch(30, static_cast<size_t>(m * pairs)));
   // rows i0..i1 into ap, rounded W pairs at a time (bf16PairsOf; one value at a time, the
   // rounding was 22% of a 1,024-row product in a bf16 prefill of `small`) and stored where the
@@ -217,7 +217,7 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
     for (int64_t i = i0; i < i1; ++i) bf16PairsOf(A + i * lda, k, 1.f, ap + i * pairs);
   };
 #else
-  const int64_t lda2 = lda;
+  const int64_t aStride = lda;
   const APack* aRows = A;
   const bool rowOverPanel = m == 1;  // a single row (decoding one sequence): whole panels, bf16RowKernel
 #endif
@@ -265,7 +265,7 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
         for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
           const int64_t R = base + (t < extra ? 1 : 0);
           const uint16_t* pf = sub == 0 && t == 0 ? next : nullptr;
-          kBf16Kernels[R - 1](k, ap + r0 * lda2, lda2, b + sub * 2 * NRB, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
+          kBf16Kernels[R - 1](k, ap + r0 * aStride, aStride, b + sub * 2 * NRB, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
           r0 += R;
         }
       }
