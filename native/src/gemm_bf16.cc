@@ -101,13 +101,15 @@ MOR_INLINE void bf16Kernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, 
 // One row (m = 1) over a whole panel (kPackNR columns, NVK vectors): c (1, nr) = a (2·pairs) ·
 // b [+ c]. The low and high halves of each k-pair go to separate accumulators, so 2·NVK FMA
 // chains hide the FMA latency that two chains (one sub-panel of the general kernel) leave exposed.
+// The row is read in place, as bf16Kernel reads its rows: an odd k's last value alone.
 template <int NVK>
-MOR_INLINE void bf16RowKernel(int64_t pairs, const float* MOR_RESTRICT a, const uint16_t* MOR_RESTRICT b,
+MOR_INLINE void bf16RowKernel(int64_t k, const float* MOR_RESTRICT a, const uint16_t* MOR_RESTRICT b,
                               float* MOR_RESTRICT c, int nr, bool accumulate, const uint16_t* prefetch) {
   vf accLo[NVK], accHi[NVK];
 #pragma GCC unroll 8
   for (int v = 0; v < NVK; ++v) accLo[v] = accHi[v] = vf{};
-  for (int64_t q = 0; q < pairs; ++q) {
+  const int64_t full = k / 2;
+  for (int64_t q = 0; q < full; ++q) {
     if (prefetch != nullptr) {
       __builtin_prefetch(prefetch + q * PR, 0, 2);
       __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
@@ -119,6 +121,11 @@ MOR_INLINE void bf16RowKernel(int64_t pairs, const float* MOR_RESTRICT a, const 
       accLo[v] += a0 * bf16Low(x);
       accHi[v] += a1 * bf16High(x);
     }
+  }
+  if (k & 1) {
+    const vf a0 = bcast(a[k - 1]);
+#pragma GCC unroll 8
+    for (int v = 0; v < NVK; ++v) accLo[v] += a0 * bf16Low(vloadPairs(b + full * PR + v * 2 * W));
   }
   alignas(64) float tmp[NVK * W];
   for (int v = 0; v < NVK; ++v) vstore(tmp + v * W, accLo[v] + accHi[v]);
@@ -239,14 +246,6 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
       packRows(aRows, m * me / team, m * (me + 1) / team);
 #pragma omp barrier
     }
-#else
-    // one row: copied with the pad zero for bf16RowKernel, each thread its own (no barrier)
-    if (rowOverPanel) {
-      float* own = scratch(7, static_cast<size_t>(kp));
-      std::copy(A, A + k, own);
-      if (kp != k) own[k] = 0.f;
-      ap = own;
-    }
 #endif
 #pragma omp for schedule(static) nowait  // the region's end is the barrier
     for (int64_t jp = 0; jp < panels; ++jp) {
@@ -255,7 +254,7 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
 #ifndef MOR_BF16_DOT
       if (rowOverPanel) {
         const int nr = static_cast<int>(std::min<int64_t>(kPackNR, n - jp * kPackNR));
-        bf16RowKernel<kPackNR / W>(pairs, ap, b, C + jp * kPackNR, nr, accumulate, next);
+        bf16RowKernel<kPackNR / W>(k, A, b, C + jp * kPackNR, nr, accumulate, next);
         continue;
       }
 #endif

@@ -412,8 +412,8 @@ void builtinImpl(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha,
 // to MR, each with a micro-kernel of exactly that many rows (no padded rows computed), while the
 // panel stays in L1/L2. The activation rows are read where they are: a tile's R rows are R
 // streams of cache lines, each line serving 16 (AVX-512) k steps from L1, and packing them
-// k-major first (as the large GEMM packs A) cost more than it saved — 1.05–1.09× at 2–1,024 rows
-// on AVX-512 and 1.08–1.18× at 8–1,024 under MOR_SIMD=avx2 without it (Zen 4, in-process pairs).
+// k-major first (as the large GEMM packs A) cost more than it saved — 1.03–1.06× at 16–1,024
+// rows on AVX-512 and 1.02–1.10× under MOR_SIMD=avx2 without it (Zen 4, in-process pairs).
 
 // c (R, nr) = a (R, k; rows lda apart) · b_panel (k, NR) [+ c when accumulate]; b_panel rows PB
 // floats apart (a sub-panel of a packed weight panel).
