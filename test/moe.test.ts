@@ -69,6 +69,14 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return err;
 }
 
+/** Float32 tolerance for outputs of the scale of `ref`: a few ulps of its largest value (the
+ * kernels' summation order differs between SIMD variants, and outputs here reach ~40). */
+function f32Tolerance(ref: ArrayLike<number>): number {
+  let scale = 0;
+  for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i] as number));
+  return 1e-6 * (1 + scale);
+}
+
 /** Rows of random values (n, D) as an input of an MoE MLP. */
 function randomRows(rng: Rng, n: number, d: number): Tensor {
   return tensor(Float32Array.from({ length: n * d }, () => rng.normal()), [n, d]);
@@ -191,13 +199,14 @@ for (const backendName of availableBackends()) {
       assert.ok(expectDropped > 0, 'the test needs an over-full expert');
       assert.equal(moe.stats.counts[1]?.dropped, expectDropped); // router 1 of moeRouterList = layer 1
       const ref = referenceMoe(model, 1, x, (t, e) => kept.has(`${t}.${e}`));
-      assert.ok(maxDiff(y, ref) < 1e-5, `capacity output differs by ${maxDiff(y, ref)}`);
+      assert.ok(maxDiff(y, ref) < f32Tolerance(ref), `capacity output differs by ${maxDiff(y, ref)}`);
       // the dropless output differs (the dropped slots mattered), and causal mode is dropless
       const causal = new MoeForward(c, 'causal');
       const yc = noGrad(() => (causal.mlpFor(layer, 1, -1) as (x: Tensor) => Tensor)(x)).f32();
       assert.equal(causal.stats.counts[1]?.slots, 2 * n);
       assert.equal(causal.stats.counts[1]?.dropped, 0);
-      assert.ok(maxDiff(yc, referenceMoe(model, 1, x, () => true)) < 1e-5);
+      const refAll = referenceMoe(model, 1, x, () => true);
+      assert.ok(maxDiff(yc, refAll) < f32Tolerance(refAll), `dropless output differs by ${maxDiff(yc, refAll)}`);
       assert.ok(maxDiff(yc, y) > 1e-4);
     });
 
