@@ -2,7 +2,8 @@
 // instruction-set variant (isa.h). Decoding reads every weight once per call, so halving its bytes
 // halves the dominant memory traffic; the arithmetic stays f32: each 32-bit lane of a k-pair load
 // holds W[c, 2q] (low half) and W[c, 2q+1] (high half), widened by a shift and a mask, then two
-// f32 FMAs per activation row.
+// f32 FMAs per activation row. With four row tiles or more over a sub-panel (prefill, large
+// batches), the sub-panel is widened once into f32 and the f32 micro-kernel runs over it.
 //
 // The avx512bf16 variant instead runs vdpbf16ps, which does both products of a k-pair in one
 // instruction (a bf16 pair of activations broadcast against 16 columns' weight pairs, summed into
@@ -19,6 +20,7 @@
 #include "bf16_dot.h"
 #include "common.h"
 #include "isa.h"
+#include "packed_kernel.h"
 
 MOR_ISA_BEGIN
 
@@ -32,6 +34,12 @@ constexpr int MRB = 6;
 constexpr int NRB = 2 * W;          // columns of the register tile (two vectors)
 constexpr int NVB = NRB / W;
 constexpr int64_t PR = 2 * kPackNR;  // values per k-pair row of a panel
+#ifndef MOR_BF16_DOT
+// Row tiles from which a sub-panel is widened once for all of them (widenSubPanel) rather than in
+// registers by each. Best of 30-40 windows, interleaved, Zen 3 (AVX2): 8 rows (2 tiles)
+// 0.73-0.86x, 16 (3) 0.95-1.07x, 20-28 (4-5) 0.99-1.13x, 32 1.13-1.18x, 64-1,024 1.2-1.33x.
+constexpr int64_t kWidenOnceTiles = 4;
+#endif
 static_assert(kPackNR % NRB == 0, "packed weight panels must hold whole sub-panels");
 
 // One k-pair step of bf16Kernel: the pair's weight row (bq) widened, then each activation row's
@@ -133,6 +141,45 @@ MOR_INLINE void bf16RowKernel(int64_t k, const float* MOR_RESTRICT a, const uint
 }
 #endif
 
+#ifndef MOR_BF16_DOT
+// A sub-panel (k, NRB) widened once into f32 rows NRB floats apart, for the f32 micro-kernel
+// (packed_kernel.h): with several row tiles over a sub-panel, bf16Kernel widens every weight
+// again for each tile, and the widening (a shift or a mask per vector, on the FP pipes the FMAs
+// need) held it to 0.65 of the f32 products' rate on a Zen 3 core. prefetch: the next panel, as
+// bf16Kernel fetches it.
+MOR_INLINE void widenSubPanel(int64_t k, const uint16_t* MOR_RESTRICT b, float* MOR_RESTRICT dst,
+                              const uint16_t* prefetch) {
+  const int64_t full = k / 2;
+  for (int64_t q = 0; q < full; ++q) {
+    if (prefetch != nullptr) {
+      __builtin_prefetch(prefetch + q * PR, 0, 2);
+      __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NVB; ++v) {
+      const vu x = vloadPairs(b + q * PR + v * 2 * W);
+      vstore(dst + 2 * q * NRB + v * W, bf16Low(x));
+      vstore(dst + (2 * q + 1) * NRB + v * W, bf16High(x));
+    }
+  }
+  if (k & 1)
+#pragma GCC unroll 4
+    for (int v = 0; v < NVB; ++v) vstore(dst + (k - 1) * NRB + v * W, bf16Low(vloadPairs(b + full * PR + v * 2 * W)));
+}
+
+typedef void (*WidenedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, const float*);
+template <int R>
+void widenedKernelFn(int64_t k, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int nr, bool acc,
+                     const float* prefetch) {
+  packedKernel<R, NVB, NRB>(k, a, lda, b, c, ldc, nr, acc, prefetch);
+}
+template <int... Rs>
+constexpr std::array<WidenedKernelFn, sizeof...(Rs)> widenedKernelTable(std::integer_sequence<int, Rs...>) {
+  return {&widenedKernelFn<Rs + 1>...};
+}
+constexpr auto kWidenedKernels = widenedKernelTable(std::make_integer_sequence<int, MRB>{});
+#endif
+
 #ifdef MOR_BF16_DOT
 // The same product with vdpbf16ps: a holds the rows' activations as bf16 pairs, row by row,
 // a[i·pairs + q] = bf16(A[i, 2q]) | bf16(A[i, 2q+1]) << 16.
@@ -227,12 +274,18 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
   const int64_t aStride = lda;
   const APack* aRows = A;
   const bool rowOverPanel = m == 1;  // a single row (decoding one sequence): whole panels, bf16RowKernel
+  // Tiles at least this many share a sub-panel widened once (widenSubPanel); fewer widen in
+  // registers as they go.
+  const bool widenOnce = tiles >= kWidenOnceTiles;
 #endif
   const int64_t panels = (n + kPackNR - 1) / kPackNR;
   const int threads = std::min<int64_t>(std::min(maxThreads(), threadsForFlopsAndBytes(2.0 * m * n * k, 2.0e5, 2.0 * n * k)), panels);
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const APack* ap = aRows;
+#ifndef MOR_BF16_DOT
+    float* wide = widenOnce ? scratch(6, static_cast<size_t>(kp * NRB)) : nullptr;  // the widened sub-panel
+#endif
 #ifdef MOR_BF16_DOT
     // each thread rounds a share of the rows (with rows this few a serial pack leaves the other
     // threads waiting); one row, each thread all of it into its own scratch, which costs less
@@ -261,6 +314,17 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
       for (int64_t sub = 0; sub < kPackNR / NRB && jp * kPackNR + sub * NRB < n; ++sub) {
         const int64_t j0 = jp * kPackNR + sub * NRB;
         const int nr = static_cast<int>(std::min<int64_t>(NRB, n - j0));
+#ifndef MOR_BF16_DOT
+        if (widenOnce) {
+          widenSubPanel(k, b + sub * 2 * NRB, wide, sub == 0 ? next : nullptr);
+          for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
+            const int64_t R = base + (t < extra ? 1 : 0);
+            kWidenedKernels[R - 1](k, A + r0 * lda, lda, wide, C + r0 * ldc + j0, ldc, nr, accumulate, nullptr);
+            r0 += R;
+          }
+          continue;
+        }
+#endif
         for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
           const int64_t R = base + (t < extra ? 1 : 0);
           const uint16_t* pf = sub == 0 && t == 0 ? next : nullptr;

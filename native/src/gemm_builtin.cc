@@ -21,6 +21,7 @@
 
 #include "common.h"
 #include "isa.h"
+#include "packed_kernel.h"
 
 MOR_ISA_BEGIN
 
@@ -415,56 +416,13 @@ void builtinImpl(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha,
 // k-major first (as the large GEMM packs A) cost more than it saved — 1.03–1.06× at 16–1,024
 // rows on AVX-512 and 1.02–1.10× under MOR_SIMD=avx2 without it (Zen 4, in-process pairs).
 
-// c (R, nr) = a (R, k; rows lda apart) · b_panel (k, NR) [+ c when accumulate]; b_panel rows PB
-// floats apart (a sub-panel of a packed weight panel).
-// NVK vectors wide: NV (an NR-wide sub-panel), or PB / W for one row over a whole panel.
-template <int R, int NVK = NV>
-MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, const float* MOR_RESTRICT b,
-                             float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const float* prefetch) {
-  constexpr int NV = NVK, NR = NVK * W;
-  vf acc[R][NV];
-#pragma GCC unroll 32
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
-  for (int64_t p = 0; p < k; ++p) {
-    vf bv[NV];
-    if (prefetch != nullptr) {
-      // The next panel, a step ahead: the weight streams from memory while this one computes.
-      __builtin_prefetch(prefetch + p * PB, 0, 2);
-      __builtin_prefetch(prefetch + p * PB + 16, 0, 2);
-    }
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = vload(b + p * PB + v * W);
-#pragma GCC unroll 32
-    for (int i = 0; i < R; ++i) {
-      const vf ai = bcast(a[i * lda + p]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
-    }
-  }
-  if (nr == NR) {
-#pragma GCC unroll 32
-    for (int i = 0; i < R; ++i)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        float* cp = c + i * ldc + v * W;
-        vstore(cp, accumulate ? vload(cp) + acc[i][v] : acc[i][v]);
-      }
-  } else {
-    alignas(64) float tmp[NR];
-    for (int i = 0; i < R; ++i) {
-      for (int v = 0; v < NV; ++v) vstore(tmp + v * W, acc[i][v]);
-      for (int j = 0; j < nr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tmp[j] : tmp[j];
-    }
-  }
-}
-
+// The micro-kernel over a packed panel: packed_kernel.h (shared with the bf16 product's widened
+// panels, gemm_bf16.cc).
 typedef void (*PackedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, const float*);
 template <int R>
 void packedKernelFn(int64_t k, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int nr, bool acc,
                     const float* prefetch) {
-  packedKernel<R>(k, a, lda, b, c, ldc, nr, acc, prefetch);
+  packedKernel<R, NV, PB>(k, a, lda, b, c, ldc, nr, acc, prefetch);
 }
 template <int... Rs>
 constexpr std::array<PackedKernelFn, sizeof...(Rs)> packedKernelTable(std::integer_sequence<int, Rs...>) {
@@ -517,7 +475,7 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
     const float* next = jp + 1 < panels ? b + PB * k : nullptr;
     if (rowOverPanel) {
       const int nr = static_cast<int>(std::min<int64_t>(PB, n - jp * PB));
-      packedKernel<1, PB / W>(k, A, lda, b, C + jp * PB, ldc, nr, accumulate, next);
+      packedKernel<1, PB / W, PB>(k, A, lda, b, C + jp * PB, ldc, nr, accumulate, next);
       continue;
     }
     for (int64_t sub = 0; sub < PB / NR && jp * PB + sub * NR < n; ++sub) {
