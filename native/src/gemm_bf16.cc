@@ -73,18 +73,17 @@ MOR_INLINE void widenStep(vf (&acc)[R][NVB], const uint16_t* MOR_RESTRICT bq, co
 // panel: k-pair rows PR values apart (k padded to even with zero weights).
 template <int R>
 MOR_INLINE void bf16Kernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, const uint16_t* MOR_RESTRICT b,
-                           float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const uint16_t* prefetch) {
+                           float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, PanelPrefetch pf) {
   vf acc[R][NVB];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NVB; ++v) acc[i][v] = vf{};
   const int64_t full = k / 2;
+  const char* next = pf.at;
+  int64_t left = pf.rows, countdown = 1;
   for (int64_t q = 0; q < full; ++q) {
-    if (prefetch != nullptr) {
-      __builtin_prefetch(prefetch + q * PR, 0, 2);
-      __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
-    }
+    panelPrefetchStep(next, left, countdown, pf.every);
     widenStep<R, true>(acc, b + q * PR, a, lda, 2 * q);
   }
   if (k & 1) widenStep<R, false>(acc, b + full * PR, a, lda, k - 1);
@@ -145,16 +144,11 @@ MOR_INLINE void bf16RowKernel(int64_t k, const float* MOR_RESTRICT a, const uint
 // A sub-panel (k, NRB) widened once into f32 rows NRB floats apart, for the f32 micro-kernel
 // (packed_kernel.h): with several row tiles over a sub-panel, bf16Kernel widens every weight
 // again for each tile, and the widening (a shift or a mask per vector, on the FP pipes the FMAs
-// need) held it to 0.65 of the f32 products' rate on a Zen 3 core. prefetch: the next panel, as
-// bf16Kernel fetches it.
-MOR_INLINE void widenSubPanel(int64_t k, const uint16_t* MOR_RESTRICT b, float* MOR_RESTRICT dst,
-                              const uint16_t* prefetch) {
+// need) held it to 0.65 of the f32 products' rate on a Zen 3 core. The next panel is prefetched
+// by the f32 kernel calls over the widened rows, not here (a burst: see PanelPrefetch).
+MOR_INLINE void widenSubPanel(int64_t k, const uint16_t* MOR_RESTRICT b, float* MOR_RESTRICT dst) {
   const int64_t full = k / 2;
   for (int64_t q = 0; q < full; ++q) {
-    if (prefetch != nullptr) {
-      __builtin_prefetch(prefetch + q * PR, 0, 2);
-      __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
-    }
 #pragma GCC unroll 4
     for (int v = 0; v < NVB; ++v) {
       const vu x = vloadPairs(b + q * PR + v * 2 * W);
@@ -167,11 +161,11 @@ MOR_INLINE void widenSubPanel(int64_t k, const uint16_t* MOR_RESTRICT b, float* 
     for (int v = 0; v < NVB; ++v) vstore(dst + (k - 1) * NRB + v * W, bf16Low(vloadPairs(b + full * PR + v * 2 * W)));
 }
 
-typedef void (*WidenedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, const float*);
+typedef void (*WidenedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, PanelPrefetch);
 template <int R>
 void widenedKernelFn(int64_t k, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int nr, bool acc,
-                     const float* prefetch) {
-  packedKernel<R, NVB, NRB>(k, a, lda, b, c, ldc, nr, acc, prefetch);
+                     PanelPrefetch pf) {
+  packedKernel<R, NVB, NRB>(k, a, lda, b, c, ldc, nr, acc, pf);
 }
 template <int... Rs>
 constexpr std::array<WidenedKernelFn, sizeof...(Rs)> widenedKernelTable(std::integer_sequence<int, Rs...>) {
@@ -185,17 +179,16 @@ constexpr auto kWidenedKernels = widenedKernelTable(std::make_integer_sequence<i
 // a[i·pairs + q] = bf16(A[i, 2q]) | bf16(A[i, 2q+1]) << 16.
 template <int R>
 MOR_INLINE void dotKernel(int64_t k, const uint32_t* MOR_RESTRICT a, int64_t lda, const uint16_t* MOR_RESTRICT b,
-                          float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const uint16_t* prefetch) {
+                          float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, PanelPrefetch pf) {
   static_assert(NVB == 2, "two 16-column vectors per sub-panel");
   const int64_t pairs = (k + 1) / 2;
   __m512 acc[R][2];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  const char* next = pf.at;
+  int64_t left = pf.rows, countdown = 1;
   for (int64_t q = 0; q < pairs; ++q) {
-    if (prefetch != nullptr) {
-      __builtin_prefetch(prefetch + q * PR, 0, 2);
-      __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
-    }
+    panelPrefetchStep(next, left, countdown, pf.every);
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * PR);
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * PR + 32);
 #pragma GCC unroll 32
@@ -228,14 +221,14 @@ typedef float APack;  // an activation in f32
 // a: the activation rows, lda APacks apart (A itself for the widening kernel; its bf16 pairs,
 // row by row, for vdpbf16ps)
 typedef void (*Bf16KernelFn)(int64_t, const APack*, int64_t, const uint16_t*, float*, int64_t, int, bool,
-                             const uint16_t*);
+                             PanelPrefetch);
 template <int R>
 void bf16KernelFn(int64_t k, const APack* a, int64_t lda, const uint16_t* b, float* c, int64_t ldc, int nr, bool acc,
-                  const uint16_t* prefetch) {
+                  PanelPrefetch pf) {
 #ifdef MOR_BF16_DOT
-  dotKernel<R>(k, a, lda, b, c, ldc, nr, acc, prefetch);
+  dotKernel<R>(k, a, lda, b, c, ldc, nr, acc, pf);
 #else
-  bf16Kernel<R>(k, a, lda, b, c, ldc, nr, acc, prefetch);
+  bf16Kernel<R>(k, a, lda, b, c, ldc, nr, acc, pf);
 #endif
 }
 template <int... Rs>
@@ -311,15 +304,17 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
         continue;
       }
 #endif
-      for (int64_t sub = 0; sub < kPackNR / NRB && jp * kPackNR + sub * NRB < n; ++sub) {
+      const int64_t subs = std::min<int64_t>(kPackNR / NRB, (n - jp * kPackNR + NRB - 1) / NRB);
+      for (int64_t sub = 0; sub < subs; ++sub) {
         const int64_t j0 = jp * kPackNR + sub * NRB;
         const int nr = static_cast<int>(std::min<int64_t>(NRB, n - j0));
 #ifndef MOR_BF16_DOT
         if (widenOnce) {
-          widenSubPanel(k, b + sub * 2 * NRB, wide, sub == 0 ? next : nullptr);
+          widenSubPanel(k, b + sub * 2 * NRB, wide);
           for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
             const int64_t R = base + (t < extra ? 1 : 0);
-            kWidenedKernels[R - 1](k, A + r0 * lda, lda, wide, C + r0 * ldc + j0, ldc, nr, accumulate, nullptr);
+            const PanelPrefetch pf = panelPrefetchFor(next, pairs, k, sub * tiles + t, subs * tiles);
+            kWidenedKernels[R - 1](k, A + r0 * lda, lda, wide, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
             r0 += R;
           }
           continue;
@@ -327,7 +322,13 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
 #endif
         for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
           const int64_t R = base + (t < extra ? 1 : 0);
-          const uint16_t* pf = sub == 0 && t == 0 ? next : nullptr;
+#ifdef MOR_BF16_DOT
+          // vdpbf16ps (measured on Zen 4): the whole next panel from the first call, as before the
+          // f32 and widening kernels spread it (no AVX512_BF16 CPU at hand to measure the change)
+          const PanelPrefetch pf = sub == 0 && t == 0 ? panelPrefetchFor(next, pairs, pairs, 0, 1) : PanelPrefetch{};
+#else
+          const PanelPrefetch pf = panelPrefetchFor(next, pairs, pairs, sub * tiles + t, subs * tiles);
+#endif
           kBf16Kernels[R - 1](k, ap + r0 * aStride, aStride, b + sub * 2 * NRB, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
           r0 += R;
         }

@@ -418,11 +418,11 @@ void builtinImpl(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha,
 
 // The micro-kernel over a packed panel: packed_kernel.h (shared with the bf16 product's widened
 // panels, gemm_bf16.cc).
-typedef void (*PackedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, const float*);
+typedef void (*PackedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, PanelPrefetch);
 template <int R>
 void packedKernelFn(int64_t k, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int nr, bool acc,
-                    const float* prefetch) {
-  packedKernel<R, NV, PB>(k, a, lda, b, c, ldc, nr, acc, prefetch);
+                    PanelPrefetch pf) {
+  packedKernel<R, NV, PB>(k, a, lda, b, c, ldc, nr, acc, pf);
 }
 template <int... Rs>
 constexpr std::array<PackedKernelFn, sizeof...(Rs)> packedKernelTable(std::integer_sequence<int, Rs...>) {
@@ -475,15 +475,17 @@ void sgemmPacked(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, c
     const float* next = jp + 1 < panels ? b + PB * k : nullptr;
     if (rowOverPanel) {
       const int nr = static_cast<int>(std::min<int64_t>(PB, n - jp * PB));
-      packedKernel<1, PB / W, PB>(k, A, lda, b, C + jp * PB, ldc, nr, accumulate, next);
+      packedKernel<1, PB / W, PB>(k, A, lda, b, C + jp * PB, ldc, nr, accumulate, panelPrefetchFor(next, k, k, 0, 1));
       continue;
     }
-    for (int64_t sub = 0; sub < PB / NR && jp * PB + sub * NR < n; ++sub) {
+    // The next panel's k rows are shared out between this panel's kernel calls (subs × tiles).
+    const int64_t subs = std::min<int64_t>(PB / NR, (n - jp * PB + NR - 1) / NR);
+    for (int64_t sub = 0; sub < subs; ++sub) {
       const int64_t j0 = jp * PB + sub * NR;
       const int nr = static_cast<int>(std::min<int64_t>(NR, n - j0));
       for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
         const int64_t R = base + (t < extra ? 1 : 0);
-        const float* pf = sub == 0 && t == 0 ? next : nullptr;
+        const PanelPrefetch pf = panelPrefetchFor(next, k, k, sub * tiles + t, subs * tiles);
         kPackedKernels[R - 1](k, A + r0 * lda, lda, b + sub * NR, C + r0 * ldc + j0, ldc, nr, accumulate, pf);
         r0 += R;
       }

@@ -3,6 +3,7 @@
 // (gemm_bf16.cc) over bf16 panels widened once into f32 where several row tiles share them.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "common.h"
@@ -15,24 +16,49 @@ namespace MOR_ISA {
 // c (R, nr) = a (R, k; rows lda apart) · b (k, NVK·W; rows LDB floats apart) [+ c when
 // accumulate]. b is a sub-panel of a packed weight panel (LDB = kPackNR; NVK = 2, or
 // kPackNR / W for one row over a whole panel) or a widened bf16 sub-panel (LDB = NVK·W).
-// prefetch: the next packed f32 panel (rows kPackNR floats apart), fetched a k step at a time while
-// this one computes, or null.
+// Rows of the next packed weight panel for a kernel call to prefetch while it computes: `rows` of
+// them from `at`, one every `every` k steps, so the weight streams from memory under the
+// arithmetic; none when `at` is null. A row is kPanelRowBytes: a k step of an f32 panel (kPackNR
+// floats) or a k-pair step of a bf16 one (kPackNR pairs). The caller shares a panel's rows out
+// between all of the calls over the panel before it (panelPrefetchFor): prefetched by the first
+// call alone, a panel of `small` went out in a burst that filled the core's miss buffers, and that
+// call ran at about half the speed of the others (perf over batch-32 decoding, Zen 3).
+constexpr int64_t kPanelRowBytes = kPackNR * 4;
+struct PanelPrefetch {
+  const char* at = nullptr;
+  int64_t rows = 0, every = 1;
+};
+// Call `call` of `calls` over a panel of `steps` k steps, the next panel `next` of `nextRows` rows.
+inline PanelPrefetch panelPrefetchFor(const void* next, int64_t nextRows, int64_t steps, int64_t call, int64_t calls) {
+  if (next == nullptr || nextRows <= 0) return {};
+  const int64_t per = (nextRows + calls - 1) / calls, first = call * per;
+  if (first >= nextRows) return {};
+  return {static_cast<const char*>(next) + first * kPanelRowBytes, std::min(per, nextRows - first),
+          std::max<int64_t>(1, steps / per)};
+}
+// One k step's share of a PanelPrefetch; `left` and `countdown` start at pf.rows and 1.
+MOR_INLINE void panelPrefetchStep(const char*& next, int64_t& left, int64_t& countdown, int64_t every) {
+  if (next != nullptr && --countdown == 0) {
+    __builtin_prefetch(next, 0, 2);
+    __builtin_prefetch(next + 64, 0, 2);
+    next = --left > 0 ? next + kPanelRowBytes : nullptr;
+    countdown = every;
+  }
+}
 template <int R, int NVK, int64_t LDB>
 MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, const float* MOR_RESTRICT b,
-                             float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, const float* prefetch) {
+                             float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, PanelPrefetch pf) {
   constexpr int NV = NVK, NR = NVK * W;
   vf acc[R][NV];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
+  const char* next = pf.at;
+  int64_t left = pf.rows, countdown = 1;
   for (int64_t p = 0; p < k; ++p) {
     vf bv[NV];
-    if (prefetch != nullptr) {
-      // The next panel, a step ahead: the weight streams from memory while this one computes.
-      __builtin_prefetch(prefetch + p * kPackNR, 0, 2);
-      __builtin_prefetch(prefetch + p * kPackNR + 16, 0, 2);
-    }
+    panelPrefetchStep(next, left, countdown, pf.every);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = vload(b + p * LDB + v * W);
 #pragma GCC unroll 32
