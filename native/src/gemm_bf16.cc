@@ -87,21 +87,7 @@ MOR_INLINE void bf16Kernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, 
     widenStep<R, true>(acc, b + q * PR, a, lda, 2 * q);
   }
   if (k & 1) widenStep<R, false>(acc, b + full * PR, a, lda, k - 1);
-  if (nr == NRB) {
-#pragma GCC unroll 32
-    for (int i = 0; i < R; ++i)
-#pragma GCC unroll 4
-      for (int v = 0; v < NVB; ++v) {
-        float* cp = c + i * ldc + v * W;
-        vstore(cp, accumulate ? vload(cp) + acc[i][v] : acc[i][v]);
-      }
-  } else {
-    alignas(64) float tmp[NRB];
-    for (int i = 0; i < R; ++i) {
-      for (int v = 0; v < NVB; ++v) vstore(tmp + v * W, acc[i][v]);
-      for (int j = 0; j < nr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tmp[j] : tmp[j];
-    }
-  }
+  storeTile<R, NVB>(acc, c, ldc, nr, accumulate);
 }
 
 #ifndef MOR_BF16_DOT

@@ -46,10 +46,31 @@ MOR_INLINE void panelPrefetchStep(const char*& next, int64_t& left, int64_t& cou
     countdown = every;
   }
 }
+// c (R, nr) = acc [+ c]: a register tile of R rows × NV vectors, its first nr columns.
+template <int R, int NV>
+MOR_INLINE void storeTile(const vf (&acc)[R][NV], float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate) {
+  constexpr int NR = NV * W;
+  if (nr == NR) {
+#pragma GCC unroll 32
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        float* cp = c + i * ldc + v * W;
+        vstore(cp, accumulate ? vload(cp) + acc[i][v] : acc[i][v]);
+      }
+  } else {
+    alignas(64) float tmp[NR];
+    for (int i = 0; i < R; ++i) {
+      for (int v = 0; v < NV; ++v) vstore(tmp + v * W, acc[i][v]);
+      for (int j = 0; j < nr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tmp[j] : tmp[j];
+    }
+  }
+}
+
 template <int R, int NVK, int64_t LDB>
 MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, const float* MOR_RESTRICT b,
                              float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, PanelPrefetch pf) {
-  constexpr int NV = NVK, NR = NVK * W;
+  constexpr int NV = NVK;
   vf acc[R][NV];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i)
@@ -69,21 +90,7 @@ MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda
       for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
     }
   }
-  if (nr == NR) {
-#pragma GCC unroll 32
-    for (int i = 0; i < R; ++i)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        float* cp = c + i * ldc + v * W;
-        vstore(cp, accumulate ? vload(cp) + acc[i][v] : acc[i][v]);
-      }
-  } else {
-    alignas(64) float tmp[NR];
-    for (int i = 0; i < R; ++i) {
-      for (int v = 0; v < NV; ++v) vstore(tmp + v * W, acc[i][v]);
-      for (int j = 0; j < nr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tmp[j] : tmp[j];
-    }
-  }
+  storeTile<R, NV>(acc, c, ldc, nr, accumulate);
 }
 
 }  // namespace MOR_ISA
