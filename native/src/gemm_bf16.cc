@@ -80,10 +80,8 @@ MOR_INLINE void bf16Kernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, 
 #pragma GCC unroll 4
     for (int v = 0; v < NVB; ++v) acc[i][v] = vf{};
   const int64_t full = k / 2;
-  const char* next = pf.at;
-  int64_t left = pf.rows, countdown = 1;
   for (int64_t q = 0; q < full; ++q) {
-    panelPrefetchStep(next, left, countdown, pf.every);
+    pf.step();
     widenStep<R, true>(acc, b + q * PR, a, lda, 2 * q);
   }
   if (k & 1) widenStep<R, false>(acc, b + full * PR, a, lda, k - 1);
@@ -97,16 +95,13 @@ MOR_INLINE void bf16Kernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, 
 // The row is read in place, as bf16Kernel reads its rows: an odd k's last value alone.
 template <int NVK>
 MOR_INLINE void bf16RowKernel(int64_t k, const float* MOR_RESTRICT a, const uint16_t* MOR_RESTRICT b,
-                              float* MOR_RESTRICT c, int nr, bool accumulate, const uint16_t* prefetch) {
+                              float* MOR_RESTRICT c, int nr, bool accumulate, PanelPrefetch pf) {
   vf accLo[NVK], accHi[NVK];
 #pragma GCC unroll 8
   for (int v = 0; v < NVK; ++v) accLo[v] = accHi[v] = vf{};
   const int64_t full = k / 2;
   for (int64_t q = 0; q < full; ++q) {
-    if (prefetch != nullptr) {
-      __builtin_prefetch(prefetch + q * PR, 0, 2);
-      __builtin_prefetch(prefetch + q * PR + 32, 0, 2);
-    }
+    pf.step();
     const vf a0 = bcast(a[2 * q]), a1 = bcast(a[2 * q + 1]);
 #pragma GCC unroll 8
     for (int v = 0; v < NVK; ++v) {
@@ -171,10 +166,8 @@ MOR_INLINE void dotKernel(int64_t k, const uint32_t* MOR_RESTRICT a, int64_t lda
   __m512 acc[R][2];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  const char* next = pf.at;
-  int64_t left = pf.rows, countdown = 1;
   for (int64_t q = 0; q < pairs; ++q) {
-    panelPrefetchStep(next, left, countdown, pf.every);
+    pf.step();
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * PR);
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * PR + 32);
 #pragma GCC unroll 32
@@ -286,7 +279,7 @@ void sgemmPackedBf16(int64_t m, int64_t n, int64_t k, const float* A, int64_t ld
 #ifndef MOR_BF16_DOT
       if (rowOverPanel) {
         const int nr = static_cast<int>(std::min<int64_t>(kPackNR, n - jp * kPackNR));
-        bf16RowKernel<kPackNR / W>(k, A, b, C + jp * kPackNR, nr, accumulate, next);
+        bf16RowKernel<kPackNR / W>(k, A, b, C + jp * kPackNR, nr, accumulate, panelPrefetchFor(next, pairs, pairs, 0, 1));
         continue;
       }
 #endif

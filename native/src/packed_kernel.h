@@ -10,12 +10,8 @@
 #include "gemm.h"
 
 namespace mor {
-
 namespace MOR_ISA {
 
-// c (R, nr) = a (R, k; rows lda apart) · b (k, NVK·W; rows LDB floats apart) [+ c when
-// accumulate]. b is a sub-panel of a packed weight panel (LDB = kPackNR; NVK = 2, or
-// kPackNR / W for one row over a whole panel) or a widened bf16 sub-panel (LDB = NVK·W).
 // Rows of the next packed weight panel for a kernel call to prefetch while it computes: `rows` of
 // them from `at`, one every `every` k steps, so the weight streams from memory under the
 // arithmetic; none when `at` is null. A row is kPanelRowBytes: a k step of an f32 panel (kPackNR
@@ -25,9 +21,18 @@ namespace MOR_ISA {
 // batch-32 decoding on Zen 3: the 6-row calls, first of each sub-panel among them, took 1.5x the
 // time per row of the 5-row ones; spread, the products ran 1.13-1.38x faster at 4-32 rows).
 constexpr int64_t kPanelRowBytes = kPackNR * 4;
+// A kernel calls step() once per k step.
 struct PanelPrefetch {
   const char* at = nullptr;
-  int64_t rows = 0, every = 1;
+  int64_t rows = 0, every = 1, countdown = 1;
+  MOR_INLINE void step() {
+    if (at != nullptr && --countdown == 0) {
+      __builtin_prefetch(at, 0, 2);
+      __builtin_prefetch(at + 64, 0, 2);
+      at = --rows > 0 ? at + kPanelRowBytes : nullptr;
+      countdown = every;
+    }
+  }
 };
 // Call `call` of `calls` over a panel of `steps` k steps, the next panel `next` of `nextRows` rows.
 inline PanelPrefetch panelPrefetchFor(const void* next, int64_t nextRows, int64_t steps, int64_t call, int64_t calls) {
@@ -36,15 +41,6 @@ inline PanelPrefetch panelPrefetchFor(const void* next, int64_t nextRows, int64_
   if (first >= nextRows) return {};
   return {static_cast<const char*>(next) + first * kPanelRowBytes, std::min(per, nextRows - first),
           std::max<int64_t>(1, steps / per)};
-}
-// One k step's share of a PanelPrefetch; `left` and `countdown` start at pf.rows and 1.
-MOR_INLINE void panelPrefetchStep(const char*& next, int64_t& left, int64_t& countdown, int64_t every) {
-  if (next != nullptr && --countdown == 0) {
-    __builtin_prefetch(next, 0, 2);
-    __builtin_prefetch(next + 64, 0, 2);
-    next = --left > 0 ? next + kPanelRowBytes : nullptr;
-    countdown = every;
-  }
 }
 // c (R, nr) = acc [+ c]: a register tile of R rows × NV vectors, its first nr columns.
 template <int R, int NV>
@@ -67,6 +63,9 @@ MOR_INLINE void storeTile(const vf (&acc)[R][NV], float* MOR_RESTRICT c, int64_t
   }
 }
 
+// c (R, nr) = a (R, k; rows lda apart) · b (k, NVK·W; rows LDB floats apart) [+ c when
+// accumulate]. b is a sub-panel of a packed weight panel (LDB = kPackNR; NVK = 2, or
+// kPackNR / W for one row over a whole panel) or a widened bf16 sub-panel (LDB = NVK·W).
 template <int R, int NVK, int64_t LDB>
 MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda, const float* MOR_RESTRICT b,
                              float* MOR_RESTRICT c, int64_t ldc, int nr, bool accumulate, PanelPrefetch pf) {
@@ -76,11 +75,9 @@ MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
-  const char* next = pf.at;
-  int64_t left = pf.rows, countdown = 1;
   for (int64_t p = 0; p < k; ++p) {
     vf bv[NV];
-    panelPrefetchStep(next, left, countdown, pf.every);
+    pf.step();
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = vload(b + p * LDB + v * W);
 #pragma GCC unroll 32
