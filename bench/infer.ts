@@ -2,7 +2,8 @@
 //   {"bench":"infer","protocol","dtype","model","batching","max_batch","requests","tokens_per_s",
 //    "latency_ms_p50","latency_ms_p99","kv_bytes","mean_depth","roofline_tokens_per_s","efficiency",
 //    "gemm_peak_gflops","stream_read_gbps" (the ceilings measured around that line: the packed
-//    products' peak in the line's dtype, the streaming read), ...}
+//    products' peak in the line's dtype, the streaming read), "ceiling_drift" (the larger relative
+//    change of the two between before and after the line), ...}
 //   {"bench":"infer_ratio","protocol","dtype","model","vs_small","bound", ...}
 //   {"bench":"infer_ratio","protocol","dtype":"bf16","model","vs_f32","bound", ...}
 //   {"bench":"infer_pair","protocol","model","batching","dtype","against":{"model","batching","dtype"},
@@ -172,6 +173,8 @@ function linearFlopsPerToken(model: Model, meanDepth: number): number {
 interface Ceilings {
   gflops: number;
   gbps: number;
+  /** How far the ceilings moved between before and after the measurement: the larger relative change of the two (absent for one probe). */
+  drift?: number;
 }
 
 /**
@@ -185,13 +188,20 @@ function ceilingsAround<T>(be: ReturnType<typeof getBackend>, dtype: Dtype, work
   const before = now();
   return work().then((result) => {
     const after = now();
-    return { result, ceilings: { gflops: (before.gflops + after.gflops) / 2, gbps: (before.gbps + after.gbps) / 2 } };
+    const change = (x: number, y: number) => Math.abs(x - y) / ((x + y) / 2);
+    const drift = Math.max(change(before.gflops, after.gflops), change(before.gbps, after.gbps));
+    return { result, ceilings: { gflops: (before.gflops + after.gflops) / 2, gbps: (before.gbps + after.gbps) / 2, drift } };
   });
 }
 
 /** The ceilings' fields of a line (the peak is the line's dtype's). */
 function ceilingFields(c: Ceilings) {
-  return { gemm_peak_gflops: Math.round(c.gflops), stream_read_gbps: Math.round(c.gbps * 10) / 10 };
+  return {
+    gemm_peak_gflops: Math.round(c.gflops),
+    stream_read_gbps: Math.round(c.gbps * 10) / 10,
+    // a line whose ceilings moved much was measured on a machine that changed under it
+    ...(c.drift === undefined ? {} : { ceiling_drift: Math.round(c.drift * 100) / 100 }),
+  };
 }
 
 /**
