@@ -486,6 +486,7 @@ async function pairedRatio(protocol: Protocol, a: PairSide, b: PairSide, w: Work
     ratios: ratios.map((x) => Math.round(x * 100) / 100),
     bound: Math.round((roofRate(rounds.b, cb.gflops) / roofRate(rounds.a, ca.gflops)) * 100) / 100,
     stream_read_gbps: Math.round(cb.gbps * 10) / 10,
+    ceiling_drift: Math.round(Math.max(ca.drift ?? 0, cb.drift ?? 0) * 100) / 100,
   });
 }
 

@@ -11,7 +11,8 @@
 //   attention_paged  decoding against a paged KV pool: 32 query rows, each against its own 256-slot
 //                 stream (blocks of 16 in shuffled order), µs per attentionPaged call, and the same
 //                 work through attentionForward with the keys laid out contiguously (one segment per
-//                 query row) for comparison
+//                 query row) for comparison; pools "warm" (one pool, in L3 from call to call) and
+//                 "cold" (8 pools cycled through, 64 MB: from memory, as a decoding step reads them)
 //   op_overhead   µs per call of a tiny op through the tensor API, and through the backend directly
 //
 //   npm run bench:kernels            (MOR_BENCH_QUICK=1 for a shorter run)
@@ -194,10 +195,30 @@ function benchPagedAttention(be: Backend): void {
     heads: H,
     kv_heads: KVH,
     head_dim: HD,
+    pools: 'warm',
     us_per_call: round(us, 1),
     kv_gb_per_s: round(kvBytes / (us * 1e-6) / 1e9, 2),
     contiguous_forward_us_per_call: round(usContiguous, 1),
   });
+  if (be.name !== 'native') return;
+  // Cold: distinct pools of the same layout cycled through, more K/V than the L3 cache holds, as
+  // a decoding step goes through its layers' streams (the warm line's pool stays in L3 from call
+  // to call, so it measures the kernel's arithmetic more than the memory).
+  const copies = 8; // 8 × 8 MB
+  const pools = Array.from({ length: copies }, (_, i) => {
+    const kp = new Float32Array(kPool.length);
+    const vp = new Float32Array(vPool.length);
+    fillRandom(kp, 20 + i);
+    fillRandom(vp, 40 + i);
+    return [kp, vp] as const;
+  });
+  let at = 0;
+  const usCold = usPerCall(() => {
+    at = (at + 1) % copies;
+    const [kp, vp] = pools[at] as (typeof pools)[number];
+    be.attentionPaged(paged, q, kp, vp, out);
+  }, minSeconds);
+  emit({ bench: 'attention_paged', backend: be.name, batch: NQ, keys: KEYS, block_size: BS, heads: H, kv_heads: KVH, head_dim: HD, pools: 'cold', us_per_call: round(usCold, 1), kv_gb_per_s: round(kvBytes / (usCold * 1e-6) / 1e9, 2) });
 }
 
 /**
