@@ -149,6 +149,73 @@ describe('KV pool and memory accounting', () => {
     }
   });
 
+  test('a reservation gives a stream blocks side by side, however other streams grow; release frees what it did not use', () => {
+    const pool = new PagedKVPool(10, 2, 4);
+    const a = new KVStream();
+    const b = new KVStream();
+    assert.equal(pool.reserve(a, 4), 4);
+    assert.equal(pool.reservedBlockCount, 4);
+    assert.equal(pool.freeBlockCount, 6);
+    assert.equal(pool.usedBlockCount, 0);
+    assert.equal(pool.bytesInUse, 0, 'reserved blocks hold no K/V yet');
+    // lockstep growth, as a batch decodes: without the reservation a's blocks would interleave with b's
+    for (let t = 0; t < 7; t++) {
+      pool.appendSlot(a, t);
+      pool.appendSlot(b, t);
+    }
+    assert.deepEqual(a.blocks, [0, 2, 4, 6], 'a: its reserved run, in order (ids are even: consecutive ids are neighbours)');
+    assert.deepEqual(b.blocks, [8, 10, 12, 14], 'b: the lowest free blocks past the run');
+    assert.equal(pool.reservedBlockCount, 0);
+    assert.equal(pool.usedBlockCount, 8);
+    pool.appendSlot(a, 7);
+    pool.appendSlot(a, 8); // past its reservation: a free block
+    assert.deepEqual(a.blocks, [0, 2, 4, 6, 16]);
+    // a reservation left partly unused goes back on release
+    const c = new KVStream();
+    assert.equal(pool.reserve(c, 2), 0, 'one block free: no run of 2');
+    pool.release(b);
+    assert.equal(pool.reserve(c, 3), 3);
+    assert.deepEqual([...c.reserved].reverse(), [8, 10, 12]);
+    pool.appendSlot(c, 0);
+    pool.release(c);
+    assert.equal(pool.reservedBlockCount, 0);
+    assert.equal(pool.freeBlockCount, 5);
+    pool.release(a);
+    assert.equal(pool.freeBlockCount, 10);
+    assert.equal(pool.bytesInUse, 0);
+  });
+
+  test('the pool runs out with blocks reserved for others, and says so', () => {
+    const pool = new PagedKVPool(3, 2, 4);
+    const a = new KVStream();
+    const b = new KVStream();
+    assert.equal(pool.reserve(a, 2), 2);
+    pool.appendSlot(b, 0);
+    pool.appendSlot(b, 1);
+    assert.throws(() => pool.appendSlot(b, 2), /KV pool exhausted: all 3 blocks of 2 tokens are in use \(2 of them reserved for streams\)/);
+    for (let t = 0; t < 4; t++) pool.appendSlot(a, t); // a's own reservation still serves it
+    assert.deepEqual(a.blocks, [0, 2]);
+  });
+
+  test('the engine reserves each stream of an admitted request side by side: a decoding batch keeps every stream one run', async () => {
+    const model = createModel(preset('tiny-mor3'), 5);
+    const engine = new Engine(model, { maxBatch: 3, blockSize: 2 });
+    const pool = engine.runner.pool;
+    const prompts = [5, 9, 3].map((n, r) => Int32Array.from({ length: n }, (_, i) => (i * 13 + r) % 256));
+    const handles = prompts.map((p) => engine.submit(p, { maxTokens: 12, temperature: 0 }));
+    const seen: number[][] = [];
+    while (engine.numWaiting > 0 || engine.numRunning > 0) {
+      engine.step();
+      for (const r of (engine as unknown as { running: Array<{ seq: SequenceKV | null }> }).running)
+        for (const s of r.seq?.streams ?? []) seen.push([...s.blocks]);
+    }
+    await Promise.all(handles.map((h) => h.result));
+    assert.ok(seen.some((b) => b.length >= 3), 'streams grew over several blocks');
+    for (const blocks of seen) for (let i = 1; i < blocks.length; i++) assert.equal(blocks[i], (blocks[i - 1] as number) + 2, `blocks ${blocks.join(',')} lie side by side`);
+    assert.equal(pool.reservedBlockCount, 0);
+    assert.equal(pool.freeBlockCount, pool.numBlocks);
+  });
+
   test('KV sharing at prefill: under Cycle sharing only the last prompt token goes deeper; under Middle-Cycle every token does', () => {
     for (const [name, expectDeep] of [['tiny-mor3-kvshare-cycle', false], ['tiny-mor3-kvshare', true]] as const) {
       const cfg = preset(name);

@@ -33,6 +33,8 @@ export interface StepRunner {
   readonly pool: PagedKVPool;
   readonly numStreams: number;
   newSequence(): SequenceKV;
+  /** Optional: set aside room for `tokens` tokens in a fresh sequence's streams (ModelRunner: each stream's blocks side by side). */
+  reserveSequence?(seq: SequenceKV, tokens: number): void;
   releaseSequence(seq: SequenceKV): void;
   sequenceBytes(seq: SequenceKV): number;
   newTokens(seq: SequenceKV, ids: ArrayLike<number>, startPos: number, control: DepthControl): TokenState[];
@@ -317,7 +319,6 @@ export class Engine {
     return this.runner.pool.bytesInUse;
   }
 
-  /** Blocks a request may need at most: every stream holding prompt + maxTokens tokens. */
   /** The depth settings a request's tokens run with. */
   private depthControl(o: RequestOptions): DepthControl {
     return {
@@ -327,9 +328,14 @@ export class Engine {
     };
   }
 
+  /** Tokens a request's streams may hold at most: its prompt and maxTokens, within the context. */
+  private tokensFor(r: Request): number {
+    return Math.min(this.contextLength, r.prompt.length + r.opts.maxTokens);
+  }
+
+  /** Blocks a request may need at most: every stream holding prompt + maxTokens tokens. */
   private blocksFor(r: Request): number {
-    const len = Math.min(this.contextLength, r.prompt.length + r.opts.maxTokens);
-    return this.runner.numStreams * Math.ceil(len / this.runner.pool.blockSize);
+    return this.runner.numStreams * Math.ceil(this.tokensFor(r) / this.runner.pool.blockSize);
   }
 
   private reservedBlocks(): number {
@@ -410,6 +416,8 @@ export class Engine {
       if (this.reservedBlocks() + need > this.runner.pool.numBlocks) break; // wait for memory
       this.waiting.shift();
       r.seq = this.runner.newSequence();
+      // the blocks counted for it, each stream's side by side (attention reads them as one run)
+      this.runner.reserveSequence?.(r.seq, this.tokensFor(r));
       const echo = r.opts.echo === true;
       const { logits, depths } = this.runner.prefill(r.seq, r.prompt, r.control, echo);
       this.running.push(r);

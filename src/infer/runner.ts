@@ -165,6 +165,17 @@ export class ModelRunner {
     return { streams: Array.from({ length: this.numStreams }, () => new KVStream()) };
   }
 
+  /**
+   * Reserve room for `tokens` tokens in every stream of a fresh sequence, each stream's blocks
+   * side by side in memory (PagedKVPool.reserve; a stream without such a run takes blocks one at
+   * a time as it grows). The engine does it at admission, for the blocks it counts the request
+   * to need.
+   */
+  reserveSequence(seq: SequenceKV, tokens: number): void {
+    const blocks = Math.ceil(tokens / this.pool.blockSize);
+    for (const s of seq.streams) this.pool.reserve(s, blocks - s.blocks.length - s.reserved.length);
+  }
+
   releaseSequence(seq: SequenceKV): void {
     for (const s of seq.streams) this.pool.release(s);
   }
