@@ -25,7 +25,11 @@
  * even, and the slot space (posPool, the pools' rows) is twice the blocks' slots, every other
  * block-sized range of it unused. Attention reads a stream's K and V block by block; side by
  * side they are one run of memory, where two pools made two runs in two places (a 1,024-token
- * stream: one 1 MB run instead of two of 512 KB).
+ * stream: one 1 MB run instead of two of 512 KB). A stream's blocks can be reserved up front as
+ * neighbours (reserve: the engine does it at admission), so the whole stream is one run too:
+ *
+ *   stream A reserved [K 0][V 0][K 2][V 2][K 4][V 4] …, stream B [K 8][V 8][K 10] …
+ *   (taken one at a time as A and B grow in lockstep: A [0, 4, 8], B [2, 6, 10], interleaved)
  */
 import { MorError } from '../errors.js';
 import type { KvArray } from '../backend/backend.js';
