@@ -186,15 +186,9 @@ function benchPagedAttention(be: Backend): void {
   const us = usPerCall(() => be.attentionPaged(paged, q, kPool, vPool, out), minSeconds);
   const usContiguous = usPerCall(() => be.attentionForward(contiguous, q, k, v, out, lse), minSeconds);
   const kvBytes = 2 * NQ * KEYS * row * 4; // K and V rows read once per query row
+  const shape = { bench: 'attention_paged', backend: be.name, batch: NQ, keys: KEYS, block_size: BS, heads: H, kv_heads: KVH, head_dim: HD };
   emit({
-    bench: 'attention_paged',
-    backend: be.name,
-    batch: NQ,
-    keys: KEYS,
-    block_size: BS,
-    heads: H,
-    kv_heads: KVH,
-    head_dim: HD,
+    ...shape,
     pools: 'warm',
     us_per_call: round(us, 1),
     kv_gb_per_s: round(kvBytes / (us * 1e-6) / 1e9, 2),
@@ -218,7 +212,7 @@ function benchPagedAttention(be: Backend): void {
     const [kp, vp] = pools[at] as (typeof pools)[number];
     be.attentionPaged(paged, q, kp, vp, out);
   }, minSeconds);
-  emit({ bench: 'attention_paged', backend: be.name, batch: NQ, keys: KEYS, block_size: BS, heads: H, kv_heads: KVH, head_dim: HD, pools: 'cold', us_per_call: round(usCold, 1), kv_gb_per_s: round(kvBytes / (usCold * 1e-6) / 1e9, 2) });
+  emit({ ...shape, pools: 'cold', us_per_call: round(usCold, 1), kv_gb_per_s: round(kvBytes / (usCold * 1e-6) / 1e9, 2) });
 }
 
 /**

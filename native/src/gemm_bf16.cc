@@ -142,17 +142,7 @@ MOR_INLINE void widenSubPanel(int64_t k, const uint16_t* MOR_RESTRICT b, float* 
     for (int v = 0; v < NVB; ++v) vstore(dst + (k - 1) * NRB + v * W, bf16Low(vloadPairs(b + full * PR + v * 2 * W)));
 }
 
-typedef void (*WidenedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, PanelPrefetch);
-template <int R>
-void widenedKernelFn(int64_t k, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int nr, bool acc,
-                     PanelPrefetch pf) {
-  packedKernel<R, NVB, NRB>(k, a, lda, b, c, ldc, nr, acc, pf);
-}
-template <int... Rs>
-constexpr std::array<WidenedKernelFn, sizeof...(Rs)> widenedKernelTable(std::integer_sequence<int, Rs...>) {
-  return {&widenedKernelFn<Rs + 1>...};
-}
-constexpr auto kWidenedKernels = widenedKernelTable(std::make_integer_sequence<int, MRB>{});
+constexpr auto kWidenedKernels = packedKernels<NVB, NRB, MRB>();
 #endif
 
 #ifdef MOR_BF16_DOT

@@ -14,10 +14,8 @@
 // KC, MC and NC come from the cache sizes read at run time (blocking() below).
 // Skinny problems (m ≤ 8 or n ≤ 8: decoding, routers) skip packing and stream B once.
 #include <algorithm>
-#include <array>
 #include <cstdlib>
 #include <cstring>
-#include <utility>
 
 #include "common.h"
 #include "isa.h"
@@ -418,17 +416,7 @@ void builtinImpl(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha,
 
 // The micro-kernel over a packed panel: packed_kernel.h (shared with the bf16 product's widened
 // panels, gemm_bf16.cc).
-typedef void (*PackedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, PanelPrefetch);
-template <int R>
-void packedKernelFn(int64_t k, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int nr, bool acc,
-                    PanelPrefetch pf) {
-  packedKernel<R, NV, PB>(k, a, lda, b, c, ldc, nr, acc, pf);
-}
-template <int... Rs>
-constexpr std::array<PackedKernelFn, sizeof...(Rs)> packedKernelTable(std::integer_sequence<int, Rs...>) {
-  return {&packedKernelFn<Rs + 1>...};
-}
-constexpr auto kPackedKernels = packedKernelTable(std::make_integer_sequence<int, MR>{});
+constexpr auto kPackedKernels = packedKernels<NV, PB, MR>();
 
 // C = beta·C (k == 0 or alpha == 0 with nothing to multiply); beta 0 writes zeros.
 void scaleC(int64_t m, int64_t n, float beta, float* C, int64_t ldc) {

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <utility>
 
 #include "common.h"
 #include "gemm.h"
@@ -88,6 +90,23 @@ MOR_INLINE void packedKernel(int64_t k, const float* MOR_RESTRICT a, int64_t lda
     }
   }
   storeTile<R, NV>(acc, c, ldc, nr, accumulate);
+}
+
+// The kernel for each tile height R = 1..MAXR, by R − 1: packedKernel<R, NVK, LDB> behind one
+// function-pointer type (a tile's height is known only at run time).
+typedef void (*PackedKernelFn)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool, PanelPrefetch);
+template <int NVK, int64_t LDB, int R>
+void packedKernelFn(int64_t k, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int nr, bool acc,
+                    PanelPrefetch pf) {
+  packedKernel<R, NVK, LDB>(k, a, lda, b, c, ldc, nr, acc, pf);
+}
+template <int NVK, int64_t LDB, int... Rs>
+constexpr std::array<PackedKernelFn, sizeof...(Rs)> packedKernelTable(std::integer_sequence<int, Rs...>) {
+  return {&packedKernelFn<NVK, LDB, Rs + 1>...};
+}
+template <int NVK, int64_t LDB, int MAXR>
+constexpr std::array<PackedKernelFn, MAXR> packedKernels() {
+  return packedKernelTable<NVK, LDB>(std::make_integer_sequence<int, MAXR>{});
 }
 
 }  // namespace MOR_ISA
