@@ -466,9 +466,12 @@ for (const pc of pagedCases) {
 // definition in Backend.decodeLayer); float32 runs go through each backend's fused kernel with
 // packed weights. Rows: two prompt rows of sequence A appending at positions 6, 7; one row of B
 // appending at 2; and two rows that store nothing (kvSlots −1, as under KV sharing) reading A and B;
-// then the five rows as a fresh stream's prefill (see decodeLayerLayout).
-for (const kind of DECODE_LAYOUT_KINDS) {
-  const D = 24, I = 40, H = 4, KVH = 2, HD = 6, BS = 4, numBlocks = 8;
+// then the five rows as a fresh stream's prefill, and the rows of the first storing nothing (see
+// decodeLayerLayout). Head dims 6 and 8: q's 24 or 32 columns end inside or at the end of a packed
+// weight panel (32 columns), which the native kernel's product for q alone must respect.
+for (const kind of DECODE_LAYOUT_KINDS)
+for (const HD of [6, 8]) {
+  const D = 24, I = 40, H = 4, KVH = 2, BS = 4, numBlocks = 8;
   const qw = H * HD, kvw = KVH * HD;
   const N = 5;
   const drng = new Rng(515);

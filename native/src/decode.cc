@@ -8,6 +8,8 @@
 //
 //   x   = RMSNorm(h) · inputNorm                          (N, D)
 //   qkv = x · [Wq; Wk; Wv]ᵀ                                (N, H·HD + 2·KVH·HD)
+//         (q alone when no row stores its k, v: under KV sharing the rows of deeper recursions
+//         read recursion 1's stream)
 //   q, k = RoPE(q), RoPE(k) at each row's position;  k, v → pool slots (unless the slot is −1),
 //          rounded to bf16 when the pool is bf16
 // Weights f32 or bf16 (gemm_bf16.cc), pool f32 or bf16: the arithmetic is f32 either way.
@@ -106,17 +108,31 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
   float* attn = scratch(kSlotAttn, static_cast<size_t>(n * qw));
   float* rstd = scratch(kSlotRstd, static_cast<size_t>(n));
 
-  // C (n, cols) = A (n, k) · Wᵀ (+ C): the packed product of the weights' storage
-  auto product = [&](int64_t cols, int64_t kk, const float* A, const void* P, float* C, bool acc) {
+  // C (n, cols) = A (n, k) · W[0 : cols]ᵀ (+ C), C's rows ldc apart: the packed product of the
+  // weights' storage over their first cols columns
+  auto productTo = [&](int64_t cols, int64_t kk, const float* A, const void* P, float* C, int64_t ldc, bool acc) {
     if (w.bf16)
-      sgemmPackedBf16(n, cols, kk, A, kk, static_cast<const uint16_t*>(P), C, cols, acc);
+      sgemmPackedBf16(n, cols, kk, A, kk, static_cast<const uint16_t*>(P), C, ldc, acc);
     else
-      sgemmPacked(n, cols, kk, A, kk, static_cast<const float*>(P), C, cols, acc);
+      sgemmPacked(n, cols, kk, A, kk, static_cast<const float*>(P), C, ldc, acc);
+  };
+  auto product = [&](int64_t cols, int64_t kk, const float* A, const void* P, float* C, bool acc) {
+    productTo(cols, kk, A, P, C, cols, acc);
   };
 
   // attention half
   rmsnormForward(h, w.inputNorm, n, d, s.eps, x, rstd);
-  product(qkvw, d, x, w.qkv, wide, false);
+  bool anyWrites = false;
+  for (int64_t i = 0; i < n && !anyWrites; ++i) anyWrites = s.kvSlots[i] >= 0;
+  if (anyWrites) {
+    product(qkvw, d, x, w.qkv, wide, false);
+  } else {
+    // q alone: the panels up to the one holding q's last column (a panel of kPackNR columns
+    // holds k columns too when qw is not a multiple of it). A call with some storing rows takes
+    // the whole product: splitting it (q for all, k and v for the storing rows gathered) ran
+    // 0.99x at 32 rows half of which store.
+    productTo(std::min(qkvw, (qw + kPackNR - 1) / kPackNR * kPackNR), d, x, w.qkv, wide, qkvw, false);
+  }
   for (int64_t i = 0; i < n; ++i) {
     std::memcpy(q + i * qw, wide + i * qkvw, sizeof(float) * qw);
     std::memcpy(k + i * kvw, wide + i * qkvw + qw, sizeof(float) * kvw);
@@ -124,7 +140,7 @@ void decodeLayer(const DecodeLayerShape& s, const float* h, const DecodeLayerWei
   float* qr = q + n * qw;
   float* kr = k + n * kvw;
   rope(q, s.attn.qPos, n, s.attn.numHeads, s.attn.headDim, s.ropeTheta, false, qr);
-  rope(k, s.attn.qPos, n, s.attn.numKvHeads, s.attn.headDim, s.ropeTheta, false, kr);
+  if (anyWrites) rope(k, s.attn.qPos, n, s.attn.numKvHeads, s.attn.headDim, s.ropeTheta, false, kr);
   for (int64_t i = 0; i < n; ++i) {
     const int32_t slot = s.kvSlots[i];
     if (slot < 0) continue;

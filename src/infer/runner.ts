@@ -27,7 +27,7 @@ import { getBackend } from '../backend/index.js';
 import type { Backend, PackedLayer, PackedWeight, PagedAttentionLayout } from '../backend/backend.js';
 import type { StorageDtype } from '../backend/bf16.js';
 import { headDim, type ModelConfig } from '../model/config.js';
-import { linearParamsPerLayer } from '../model/flops.js';
+import { kvProjectionParams, linearParamsPerLayer } from '../model/flops.js';
 import type { Model } from '../model/model.js';
 import type { RouterParams } from '../model/params.js';
 import { expertGate, expertKeeps, expertUpdate, routerLogits, thresholdKeeps, tokenChoiceDepths, tokenChoiceFinish, tokenChoiceProbs } from '../model/routing.js';
@@ -354,7 +354,9 @@ export class ModelRunner {
     const { layout, kvSlots, streamKeys } = this.pagedLayout(rows, positionOf, qPos);
     const lora = this.model.params.lora?.[l] ?? null;
     const u = this.model.plan.uniqueOf[l] as number;
-    const meter = (weightParams: number): void => {
+    // rowParams: the linear-map parameters the rows multiply (fewer than the layer's for a call
+    // that skips the k/v projections, see the fused path below)
+    const meter = (weightParams: number, rowParams = rows.length * (this.linearParams[u] as number)): void => {
       if (!this.meter) return;
       // FLOPs: each row's QKᵀ and P·V over the keys it may see — at most min(stream length,
       // position + 1), exact for a decoding row. Bytes: each stream's K and V rows (pool dtype)
@@ -362,9 +364,8 @@ export class ModelRunner {
       // (at most context × rowSize × 2 elements) stays in cache across those rows.
       let visible = 0;
       for (let i = 0; i < rows.length; i++) visible += Math.min(layout.streams[2 * i + 1] as number, (qPos[i] as number) + 1);
-      const params = this.linearParams[u] as number;
       const eb = this.elementBytes;
-      this.meter.call(2 * rows.length * params, eb * weightParams, 4 * visible * layout.headDim * layout.numHeads, 2 * eb * streamKeys * this.rowSize);
+      this.meter.call(2 * rowParams, eb * weightParams, 4 * visible * layout.headDim * layout.numHeads, 2 * eb * streamKeys * this.rowSize);
     };
     const be = getBackend();
     const packedLayer = lora === null ? this.packedWeights().layers[u] : undefined;
@@ -381,14 +382,19 @@ export class ModelRunner {
       if (m !== null) meter((this.linearParams[u] as number) - moeMlpParamsActive(c) + packedLayer.routers.length * m.num_experts * c.hidden_size + (m.num_shared_experts + used) * 3 * c.hidden_size * m.expert_intermediate_size);
       return new Tensor(out, h.shape);
     }
-    meter(this.linearParams[u] as number);
     if (lora === null) {
+      // A call in which no row stores its k, v (under KV sharing, rows of deeper recursions
+      // only) takes q alone in the fused kernel: Wk, Wv are neither read nor multiplied.
+      const qOnly = kvSlots.every((slot) => slot < 0);
+      const params = (this.linearParams[u] as number) - (qOnly ? kvProjectionParams(c) : 0);
+      meter(params, rows.length * params);
       const H = h.f32();
       const out = this.layerOut(H, h.size);
       const packed = packedLayer as PackedLayer;
       be.decodeLayer({ eps: c.rms_norm_eps, ropeTheta: c.rope_theta, attention: layout, kvSlots }, H, packed, this.pool.kPool, this.pool.vPool, out);
       return new Tensor(out, h.shape);
     }
+    meter(this.linearParams[u] as number);
     const layer = this.model.params.layers[this.model.plan.uniqueOf[l] as number];
     if (layer === undefined) throw new ArgumentError(`no unique layer at position ${l}`);
     const attend: AttendFn = (q, k, v) => {

@@ -29,13 +29,18 @@ export function linearParamsPerLayer(c: ModelConfig, u = -1): number {
   return moe ? n + moeMlpParamsActive(c) : n;
 }
 
+/** Parameters of a layer's k and v projections (without LoRA): what a row that reads shared K/V skips. */
+export function kvProjectionParams(c: ModelConfig): number {
+  return 2 * c.hidden_size * c.num_key_value_heads * headDim(c);
+}
+
 /**
  * Forward FLOPs of one layer position over `rows` token rows whose attention computes
  * `visiblePairs` (query, key) pairs: 2 per linear-map parameter per row, QKᵀ and P·V 2 each per
  * pair per head dim per head. `skipKv`: the rows read shared K/V and skip the k/v projections.
  */
 export function layerFlops(c: ModelConfig, rows: number, visiblePairs: number, skipKv = false, u = -1): number {
-  const kv = skipKv ? 2 * c.hidden_size * c.num_key_value_heads * headDim(c) : 0;
+  const kv = skipKv ? kvProjectionParams(c) : 0;
   return 2 * rows * (linearParamsPerLayer(c, u) - kv) + 4 * visiblePairs * headDim(c) * c.num_attention_heads;
 }
 

@@ -138,8 +138,8 @@ export const HEAD_CONFIGS: readonly Heads[] = [
   { numHeads: 3, numKvHeads: 1, headDim: 8 },
 ];
 
-/** The two kinds of decodeLayer call the fixture covers (the native kernel takes another path for each). */
-export const DECODE_LAYOUT_KINDS = ['mixed', 'fresh prefill'] as const;
+/** The kinds of decodeLayer call the fixture covers (the native kernel takes another path for each). */
+export const DECODE_LAYOUT_KINDS = ['mixed', 'fresh prefill', 'no writes'] as const;
 export type DecodeLayoutKind = (typeof DECODE_LAYOUT_KINDS)[number];
 
 /**
@@ -152,6 +152,8 @@ export type DecodeLayoutKind = (typeof DECODE_LAYOUT_KINDS)[number];
  * - `fresh prefill`: the five rows are a new stream's whole content (blocks [3, 5], positions
  *   0..4 at slots 12–15 and 20), written by this call: each row attends causally over the
  *   call's own K/V (the native kernel's dense path).
+ * - `no writes`: the rows of `mixed`, none of which stores its k, v (the deeper recursions of a
+ *   KV-sharing model: the native kernel computes their q alone).
  */
 export function decodeLayerLayout(heads: Heads, numBlocks: number, kind: DecodeLayoutKind = 'mixed'): { layout: PagedAttentionLayout; kvSlots: Int32Array } {
   const BS = 4;
@@ -171,5 +173,5 @@ export function decodeLayerLayout(heads: Heads, numBlocks: number, kind: DecodeL
     streams: Int32Array.of(0, 8, 0, 8, 2, 3, 0, 8, 2, 3),
     blockTables: Int32Array.of(3, 0, 5),
   };
-  return { layout, kvSlots: Int32Array.of(2, 3, 22, -1, -1) };
+  return { layout, kvSlots: kind === 'no writes' ? new Int32Array(5).fill(-1) : Int32Array.of(2, 3, 22, -1, -1) };
 }
