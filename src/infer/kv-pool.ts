@@ -47,6 +47,13 @@ export class KVStream {
   length = 0;
   /** Blocks set aside for this stream's next blocks (PagedKVPool.reserve), the next one last. */
   readonly reserved: number[] = [];
+  /**
+   * Scratch of the layer call being laid out (ModelRunner.pagedLayout): the call's number when
+   * it last listed this stream, and where its block table went. A mark on the stream finds the
+   * streams rows share without a Map per layer call.
+   */
+  layoutCall = -1;
+  layoutOffset = 0;
 }
 
 export class PagedKVPool {

@@ -122,6 +122,13 @@ export class ModelRunner {
   private logits = new Float32Array(0);
   /** Two buffers the fused layer calls write into by turns (see layerOut). */
   private readonly layerBufs: [Float32Array<ArrayBuffer>, Float32Array<ArrayBuffer>] = [new Float32Array(0), new Float32Array(0)];
+  /**
+   * pagedLayout's arrays, grown as needed and reused: the layout of a layer call is read by that
+   * call alone (views of these are handed to the kernel, which keeps none).
+   */
+  private readonly layoutBufs = { qPos: new Int32Array(0), kvSlots: new Int32Array(0), streams: new Int32Array(0), blockTables: new Int32Array(0), rowStreams: [] as KVStream[], listed: [] as KVStream[] };
+  /** Layer calls laid out so far: each call's mark on the streams it lists (KVStream.layoutCall). */
+  private layoutCalls = 0;
   /** linearParamsPerLayer of each unique layer, computed once (it is asked for every layer call). */
   private readonly linearParams: readonly number[];
 
@@ -260,42 +267,60 @@ export class ModelRunner {
   }
 
   /**
-   * KV slots and attention layout of one layer call: each row appends a slot to its stream at its
-   * layer position when that position stores K/V (kvSlots[i] = the slot, else −1), then every
-   * row attends over its whole stream. Prompt rows of one sequence share one block table.
+   * KV slots and attention layout of one layer call (the rows' positions are its qPos): each
+   * row appends a slot to its stream at its layer position when that position stores K/V
+   * (kvSlots[i] = the slot, else −1), then every row attends over its whole stream. Prompt rows
+   * of one sequence share one block table. The arrays are views of reused buffers, valid until
+   * the next layer call.
    */
-  private pagedLayout(rows: readonly TokenState[], positionOf: (i: number) => number, qPos: Int32Array): { layout: PagedAttentionLayout; kvSlots: Int32Array; streamKeys: number } {
+  private pagedLayout(rows: readonly TokenState[], positionOf: (i: number) => number): { layout: PagedAttentionLayout; kvSlots: Int32Array; streamKeys: number } {
     const n = rows.length;
-    const kvSlots = new Int32Array(n).fill(-1);
-    const streams: KVStream[] = [];
+    const call = ++this.layoutCalls;
+    const buf = this.layoutBufs;
+    if (buf.kvSlots.length < n) {
+      buf.qPos = new Int32Array(2 * n);
+      buf.kvSlots = new Int32Array(2 * n);
+      buf.streams = new Int32Array(4 * n);
+    }
+    const qPos = buf.qPos.subarray(0, n);
+    const kvSlots = buf.kvSlots.subarray(0, n);
+    const streamDesc = buf.streams.subarray(0, 2 * n);
+    // Each row's stream, appending its slot when its position stores K/V; then, the call's
+    // appends done, each distinct stream's block table once (a sequence's prompt rows share
+    // one), found by the stream's mark for this call: this runs for every layer call of every
+    // step.
+    const rowStreams = buf.rowStreams;
+    rowStreams.length = n;
     for (let i = 0; i < n; i++) {
       const l = positionOf(i);
       const row = rows[i] as TokenState;
       const stream = row.seq.streams[this.streamOfPosition[l] as number] as KVStream;
-      streams.push(stream);
-      if (this.writesKV[l] === 1) kvSlots[i] = this.pool.appendSlot(stream, row.pos);
+      rowStreams[i] = stream;
+      qPos[i] = row.pos;
+      kvSlots[i] = this.writesKV[l] === 1 ? this.pool.appendSlot(stream, row.pos) : -1;
     }
-    // Each distinct stream's block table once (a sequence's prompt rows share one), written
-    // straight into a typed array: this runs for every layer call of every step.
-    const offsets = new Map<KVStream, number>();
+    const listed = buf.listed;
+    listed.length = 0;
     let tableLen = 0;
-    for (const s of streams) {
-      if (offsets.has(s)) continue;
-      offsets.set(s, tableLen);
-      tableLen += s.blocks.length;
-    }
-    const blockTables = new Int32Array(tableLen);
     let streamKeys = 0; // keys of the distinct streams, for the WorkMeter
-    for (const [s, off] of offsets) {
-      const blocks = s.blocks;
-      for (let b = 0; b < blocks.length; b++) blockTables[off + b] = blocks[b] as number;
-      streamKeys += s.length;
-    }
-    const streamDesc = new Int32Array(2 * n);
     for (let i = 0; i < n; i++) {
-      const s = streams[i] as KVStream;
-      streamDesc[2 * i] = offsets.get(s) as number;
-      streamDesc[2 * i + 1] = s.length;
+      const stream = rowStreams[i] as KVStream;
+      if (stream.layoutCall !== call) {
+        stream.layoutCall = call;
+        stream.layoutOffset = tableLen;
+        tableLen += stream.blocks.length;
+        streamKeys += stream.length;
+        listed.push(stream);
+      }
+      streamDesc[2 * i] = stream.layoutOffset;
+      streamDesc[2 * i + 1] = stream.length;
+    }
+    if (buf.blockTables.length < tableLen) buf.blockTables = new Int32Array(2 * tableLen);
+    const blockTables = buf.blockTables.subarray(0, tableLen);
+    for (const s of listed) {
+      const blocks = s.blocks;
+      const off = s.layoutOffset;
+      for (let b = 0; b < blocks.length; b++) blockTables[off + b] = blocks[b] as number;
     }
     const c = this.config;
     const hd = headDim(c);
@@ -349,9 +374,8 @@ export class ModelRunner {
    */
   private runRows(rows: readonly TokenState[], h: Tensor, positionOf: (i: number) => number, l: number): Tensor {
     const c = this.config;
-    const qPos = new Int32Array(rows.length);
-    for (let i = 0; i < rows.length; i++) qPos[i] = (rows[i] as TokenState).pos;
-    const { layout, kvSlots, streamKeys } = this.pagedLayout(rows, positionOf, qPos);
+    const { layout, kvSlots, streamKeys } = this.pagedLayout(rows, positionOf);
+    const qPos = layout.qPos;
     const lora = this.model.params.lora?.[l] ?? null;
     const u = this.model.plan.uniqueOf[l] as number;
     // rowParams: the linear-map parameters the rows multiply (fewer than the layer's for a call
