@@ -11,6 +11,7 @@ import { Engine, type StepRunner } from '../src/infer/engine.js';
 import { KVStream, PagedKVPool } from '../src/infer/kv-pool.js';
 import { ModelRunner, type DepthControl, type SequenceKV, type TokenState } from '../src/infer/runner.js';
 import { headDim } from '../src/model/config.js';
+import { kvProjectionParams, linearParamsPerLayer } from '../src/model/flops.js';
 import { Rng } from '../src/util/rng.js';
 import { forwardGreedy, generateAll } from './helpers/greedy.js';
 
@@ -422,6 +423,31 @@ describe('work meter (the roofline of bench:infer)', () => {
       assert.equal(kvBytes, 2 * 4 * (n + 1) * rowSize);
       assert.equal(attentionFlops, 4 * hd * c.num_attention_heads * (n + 1));
     }
+    runner.releaseSequence(seq);
+  });
+
+  test('under KV sharing a layer call whose rows store no K/V counts neither the FLOPs nor the bytes of Wk, Wv', () => {
+    // tiny-mor3-kvshare, Middle-Cycle: layer 0, the shared layer at recursions 1-3, the last
+    // layer; at threshold 0 every prompt token runs all three recursions, and recursions 2 and 3
+    // read recursion 1's stream (the fused kernel computes their q alone)
+    const model = createModel(preset('tiny-mor3-kvshare'), 1);
+    const c = model.config;
+    const runner = new ModelRunner(model, new PagedKVPool(64, 16, c.num_key_value_heads * headDim(c)));
+    const calls: number[][] = [];
+    runner.meter = { call: (lf, wb, af, kb) => void calls.push([lf, wb, af, kb]) };
+    const seq = runner.newSequence();
+    const n = 6;
+    runner.prefill(seq, Int32Array.from({ length: n }, (_, i) => i + 1), { maxDepth: 3, threshold: 0, exitConfidence: null });
+    const params = linearParamsPerLayer(c, 0);
+    const kv = kvProjectionParams(c);
+    const layers = calls.filter((x) => (x[2] as number) > 0);
+    assert.equal(layers.length, 5);
+    const qOnly = layers.filter(([, wb]) => wb === 4 * (params - kv));
+    const full = layers.filter(([, wb]) => wb === 4 * params);
+    assert.equal(qOnly.length, 2, 'recursions 2 and 3');
+    assert.equal(full.length, 3, 'layer 0, recursion 1, the last layer');
+    for (const [lf] of qOnly) assert.equal(lf, 2 * n * (params - kv));
+    for (const [lf] of full) assert.equal(lf, 2 * n * params);
     runner.releaseSequence(seq);
   });
 });
