@@ -296,14 +296,21 @@ function againstRoofline(tokens: number, seconds: number, meter: RooflineMeter, 
 
 /** Prefills each measurement repeats (a few tens of milliseconds each). */
 const PREFILL_REPEATS = 7;
+/**
+ * Rounds of a prefill pair (prefillPair). On a shared VM one round's ratio of two models scattered
+ * by ±20% (0.61-1.37 over 31 rounds of one pair), so the median of 7 rounds moved by several
+ * percent from run to run (0.93 and 1.02 for the same pair); two runs of 31 read 0.996 and 0.998,
+ * for ~2 s of prefills.
+ */
+const PREFILL_PAIR_ROUNDS = QUICK ? 7 : 31;
 
 /**
  * Prefills of 256-token prompts through a fresh runner: each call of the returned function runs
  * one (prompt i of a fixed sequence) and returns its seconds and roofline meter.
  */
-function prefillTimer(model: Model, threshold: number, dtype: Dtype = 'f32') {
+function prefillTimer(model: Model, threshold: number, dtype: Dtype = 'f32', count = PREFILL_REPEATS) {
   const rng = new Rng(3);
-  const prompts = Array.from({ length: PREFILL_REPEATS }, () => Int32Array.from({ length: 256 }, () => rng.nextInt(model.config.vocab_size)));
+  const prompts = Array.from({ length: count }, () => Int32Array.from({ length: 256 }, () => rng.nextInt(model.config.vocab_size)));
   // the dtype of the pool is the runner's: packed weights and K/V alike
   const runner = new ModelRunner(model, new PagedKVPool(1024, 16, model.config.num_key_value_heads * headDim(model.config), dtype));
   return (i: number) => {
@@ -334,17 +341,21 @@ async function prefillRate(model: Model, threshold: number, dtype: Dtype) {
 }
 
 /**
- * Prefill of two models on the same prompts, alternating, PREFILL_REPEATS rounds: each one's best
- * tokens/s, and the median over rounds of the per-round speed ratio (a prefill takes tens of
- * milliseconds, so a busy moment of this shared machine would otherwise land on one model only).
+ * Prefill of two models on the same prompts, alternating, PREFILL_PAIR_ROUNDS rounds after one
+ * round each to warm up (the first prefill of a runner packs its weights and first touches its
+ * pool): each one's best tokens/s, and the median over rounds of the per-round speed ratio (a
+ * prefill takes tens of milliseconds, so a busy moment of this shared machine would otherwise
+ * land on one model only).
  */
 function prefillPair(a: { model: Model; threshold: number }, b: { model: Model; threshold: number }) {
-  const runA = prefillTimer(a.model, a.threshold);
-  const runB = prefillTimer(b.model, b.threshold);
+  const runA = prefillTimer(a.model, a.threshold, 'f32', PREFILL_PAIR_ROUNDS);
+  const runB = prefillTimer(b.model, b.threshold, 'f32', PREFILL_PAIR_ROUNDS);
+  runA(0);
+  runB(0);
   let bestA = Infinity;
   let bestB = Infinity;
   const ratios: number[] = [];
-  for (let i = 0; i < PREFILL_REPEATS; i++) {
+  for (let i = 0; i < PREFILL_PAIR_ROUNDS; i++) {
     const sa = runA(i).seconds;
     const sb = runB(i).seconds;
     bestA = Math.min(bestA, sa);
@@ -567,7 +578,7 @@ async function main(): Promise<void> {
       return { model, threshold: calibrateThreshold(model).threshold };
     }) as [{ model: Model; threshold: number }, { model: Model; threshold: number }];
     const { ratePerS, ratio } = prefillPair(sm, tm);
-    emit({ bench: 'prefill_kvshare', model: shared, twin, prompt_tokens: 256, tokens_per_s: ratePerS[0], twin_tokens_per_s: ratePerS[1], vs_twin: Math.round(ratio * 100) / 100 });
+    emit({ bench: 'prefill_kvshare', model: shared, twin, prompt_tokens: 256, rounds: PREFILL_PAIR_ROUNDS, tokens_per_s: ratePerS[0], twin_tokens_per_s: ratePerS[1], vs_twin: Math.round(ratio * 100) / 100 });
   }
 
   const names = process.argv.slice(2).length
