@@ -973,7 +973,7 @@ void attentionBackward(const AttnShape& a, const float* q, const float* k, const
 //
 // Each query row i reads its own stream of pool slots through the block table (PagedShape). Tasks
 // are query rows, or (query row, part of the stream) when there are too few rows to occupy the
-// threads. A task gathers a chunk of visible slots (kChunkBytes of K and V rows) and runs every kv
+// threads. A task gathers a chunk of visible slots (8-16 KB of K and V rows) and runs every kv
 // head's group of H/KVH query heads over it while the chunk is in cache, so each K and V row is read from memory once
 // for all heads, in place (no packing), with an online softmax per head:
 //   S = (scale·q)·Kᵀ over the chunk;  m' = max(m, max S);  α = e^(m − m')
@@ -990,6 +990,14 @@ constexpr int PC = 128;            // most visible slots per chunk (the chunk bu
 // 1,000, as a plain read of these blocks runs fastest 16 KB ahead; 8 KB was slower again. In
 // cache it costs 0.92-0.99x (a chunk's fixed work: softmax rescale, pointers, pump set-up).
 constexpr int64_t kChunkBytes = 16384;
+// The chunk when no stream is split (every task a whole stream: a batch of query rows) on AVX2.
+// Zen 3, pools cycled through 96 MB so the rows come from memory, as a decoding step reads them:
+// 8 KB ran 1.07-1.18x faster than 16 KB at 4-32 query rows over 200-1,100 keys in f32 (blocks in
+// stream order; 1.06-1.08x shuffled) and 1.06-1.07x in bf16. Where the pools stay in L3 it ran
+// 0.91-0.98x (a decoding step's K/V, with its weights, does not stay there); split streams (1-2
+// query rows) ran 0.92-0.98x, so those keep kChunkBytes, as AVX-512 does (16 KB measured best on
+// Zen 4).
+constexpr int64_t kChunkBytesWhole = W == 8 ? 8192 : kChunkBytes;
 constexpr int PRS = 8;             // rows (heads of a group) per score kernel
 constexpr int PRV = 4;             // rows per P·V kernel
 // Fewest slots per part when a stream is split (128 ran one query over 100-1,000 slots 1.1-1.5x slower).
@@ -1300,7 +1308,7 @@ struct PagedMerge {
 // `prefetched` says an earlier task did that for this one (else its first chunk goes at once).
 template <typename T>
 void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, bool prefetched, const float* q,
-               const T* kPool, const T* vPool, float* out, float* partials, int64_t hdp) {
+               const T* kPool, const T* vPool, float* out, float* partials, int64_t hdp, int64_t chunkBytes) {
   const int64_t HD = a.headDim, H = a.numHeads, KVH = a.numKvHeads, G = H / KVH, bs = a.blockSize;
   const int64_t ld = KVH * HD, i = t.i;
   float* qs = scratch(17, static_cast<size_t>(H * hdp));
@@ -1334,9 +1342,9 @@ void pagedTask(const PagedShape& a, const PagedTask& t, const PagedTask* next, b
   };
   const int32_t qp = a.qPos[i];
   const int32_t* bt = a.blockTables + a.streams[2 * i];
-  // visible slots per chunk: kChunkBytes of K and V rows, a multiple of 8, 8..PC
+  // visible slots per chunk: chunkBytes of K and V rows, a multiple of 8, 8..PC
   const int64_t pc =
-      std::clamp<int64_t>(kChunkBytes / (2 * ld * static_cast<int64_t>(sizeof(T))) / 8 * 8, 8, PC);
+      std::clamp<int64_t>(chunkBytes / (2 * ld * static_cast<int64_t>(sizeof(T))) / 8 * 8, 8, PC);
   int64_t slots[2][PC];  // [buffer][visible slot]
   int64_t j = t.j0;
   // Gather up to pc visible slots from stream position j on, a block at a time (the pump
@@ -1543,6 +1551,7 @@ void attentionPagedImpl(const PagedShape& a, const float* q, const T* kPool, con
   // Dynamic schedule, one task claimed ahead: a thread takes its next task before it runs the
   // current one, so the current one can prefetch the next one's first chunk.
   const int64_t nTasks = static_cast<int64_t>(tasks.size());
+  const int64_t chunkBytes = nParts > 0 ? kChunkBytes : kChunkBytesWhole;
   std::atomic<int64_t> claim{0};
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
@@ -1551,7 +1560,7 @@ void attentionPagedImpl(const PagedShape& a, const float* q, const T* kPool, con
     while (cur < nTasks) {
       const int64_t nxt = claim.fetch_add(1, std::memory_order_relaxed);
       pagedTask<T>(a, tasks[static_cast<size_t>(cur)], nxt < nTasks ? &tasks[static_cast<size_t>(nxt)] : nullptr,
-                   prefetched, q, kPool, vPool, out, partials, hdp);
+                   prefetched, q, kPool, vPool, out, partials, hdp, chunkBytes);
       prefetched = true;
       cur = nxt;
     }
