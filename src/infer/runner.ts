@@ -378,10 +378,12 @@ export class ModelRunner {
     const qPos = layout.qPos;
     const lora = this.model.params.lora?.[l] ?? null;
     const u = this.model.plan.uniqueOf[l] as number;
-    // rowParams: the linear-map parameters the rows multiply (fewer than the layer's for a call
-    // that skips the k/v projections, see the fused path below)
-    const meter = (weightParams: number, rowParams = rows.length * (this.linearParams[u] as number)): void => {
+    // qAlone: the fused kernel (decode.cc) runs the call, which takes q alone when no row stores
+    // its k, v (under KV sharing, rows of deeper recursions only): Wk, Wv are neither read nor
+    // multiplied
+    const meter = (weightParams: number, qAlone = false): void => {
       if (!this.meter) return;
+      const skipped = qAlone && kvSlots.every((slot) => slot < 0) ? kvProjectionParams(c) : 0;
       // FLOPs: each row's QKᵀ and P·V over the keys it may see — at most min(stream length,
       // position + 1), exact for a decoding row. Bytes: each stream's K and V rows (pool dtype)
       // once per call: the prompt rows of a sequence share one stream, and its K/V for one layer
@@ -389,7 +391,7 @@ export class ModelRunner {
       let visible = 0;
       for (let i = 0; i < rows.length; i++) visible += Math.min(layout.streams[2 * i + 1] as number, (qPos[i] as number) + 1);
       const eb = this.elementBytes;
-      this.meter.call(2 * rowParams, eb * weightParams, 4 * visible * layout.headDim * layout.numHeads, 2 * eb * streamKeys * this.rowSize);
+      this.meter.call(2 * rows.length * ((this.linearParams[u] as number) - skipped), eb * (weightParams - skipped), 4 * visible * layout.headDim * layout.numHeads, 2 * eb * streamKeys * this.rowSize);
     };
     const be = getBackend();
     const packedLayer = lora === null ? this.packedWeights().layers[u] : undefined;
@@ -407,11 +409,7 @@ export class ModelRunner {
       return new Tensor(out, h.shape);
     }
     if (lora === null) {
-      // A call in which no row stores its k, v (under KV sharing, rows of deeper recursions
-      // only) takes q alone in the fused kernel: Wk, Wv are neither read nor multiplied.
-      const qOnly = kvSlots.every((slot) => slot < 0);
-      const params = (this.linearParams[u] as number) - (qOnly ? kvProjectionParams(c) : 0);
-      meter(params, rows.length * params);
+      meter(this.linearParams[u] as number, true);
       const H = h.f32();
       const out = this.layerOut(H, h.size);
       const packed = packedLayer as PackedLayer;
